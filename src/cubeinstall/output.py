@@ -1,0 +1,103 @@
+"""The only code that prints.
+
+Everything the product says goes through an ``Output`` as an event: a kind
+plus fields. In a terminal events become rich lines and tables; with
+``--json`` each event is one JSON line on stdout. Tests read events, not
+text. Every string passes through ``redaction.redact`` on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from cubeinstall.redaction import redact, redact_obj
+
+
+@dataclass
+class Output:
+    json_mode: bool = False
+    verbose: bool = False
+    color: bool = True
+    stream: Any = None
+    events: list[dict] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _console: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.stream is None:
+            self.stream = sys.stdout
+
+    # -- events ---------------------------------------------------------------
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Record and show one event. ``message`` is the human line, if any."""
+        record = redact_obj({"event": kind, "time": round(time.time(), 3), **fields})
+        with self._lock:
+            self.events.append(record)
+            if self.json_mode:
+                self.stream.write(json.dumps(record, default=str, sort_keys=True) + "\n")
+                self.stream.flush()
+            elif kind != "debug" or self.verbose:
+                message = record.get("message")
+                if message:
+                    self._print(self._style(kind, message))
+
+    def info(self, message: str, **fields: Any) -> None:
+        self.event("info", message=message, **fields)
+
+    def warn(self, message: str, **fields: Any) -> None:
+        self.event("warning", message=message, **fields)
+
+    def debug(self, message: str, **fields: Any) -> None:
+        self.event("debug", message=message, **fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self.event("error", message=message, **fields)
+
+    # -- human rendering -------------------------------------------------------
+
+    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        rows = [[redact(str(cell)) for cell in row] for row in rows]
+        if self.json_mode:
+            self.event("table", title=title, columns=list(columns), rows=rows)
+            return
+        from rich.table import Table
+
+        table = Table(title=title, title_justify="left", show_lines=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*row)
+        with self._lock:
+            self._rich().print(table)
+
+    def text(self, text: str) -> None:
+        """Plain text that is the product of a command (rendered YAML, a diff)."""
+        with self._lock:
+            self.stream.write(redact(text))
+            if not text.endswith("\n"):
+                self.stream.write("\n")
+            self.stream.flush()
+
+    def _style(self, kind: str, message: str) -> str:
+        prefix = {"warning": "[yellow]warning:[/] ", "error": "[red]error:[/] ",
+                  "debug": "[dim]debug:[/] "}.get(kind, "")
+        from rich.markup import escape
+
+        return prefix + escape(message)
+
+    def _print(self, markup: str) -> None:
+        self._rich().print(markup, highlight=False, soft_wrap=True)
+
+    def _rich(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, no_color=not self.color,
+                                    highlight=False, soft_wrap=True)
+        return self._console

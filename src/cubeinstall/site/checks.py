@@ -1,0 +1,95 @@
+"""Rules across sections of a site that parsed field by field.
+
+Each rule yields (path, message); the loader turns paths into file:line:column.
+They run together so that a user sees every problem in one run.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from cubeinstall.site.model import Site
+from cubeinstall.stages import registry
+
+Problem = tuple[tuple, str]
+
+
+def check_site(site: Site) -> list[Problem]:
+    problems: list[Problem] = []
+    for rule in (_unique_nodes, _components_known, _placement_covered, _gpu_runtime,
+                 _external_services, _gateway, _unique_clusters):
+        problems.extend(rule(site))
+    return problems
+
+
+def _unique_nodes(site: Site) -> Iterator[Problem]:
+    seen_names: dict[str, int] = {}
+    seen_addresses: dict[str, int] = {}
+    for index, node in enumerate(site.nodes):
+        if node.name in seen_names:
+            yield (("nodes", index, "name"),
+                   f"node name {node.name!r} is already used by nodes[{seen_names[node.name]}]; "
+                   "node names must be unique")
+        seen_names.setdefault(node.name, index)
+        if node.address in seen_addresses:
+            yield (("nodes", index, "address"),
+                   f"address {node.address!r} is already used by nodes[{seen_addresses[node.address]}]")
+        seen_addresses.setdefault(node.address, index)
+
+
+def _unique_clusters(site: Site) -> Iterator[Problem]:
+    names = [cluster.name for cluster in site.clusters]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            yield (("clusters", index, "name"), f"cluster name {name!r} is used twice")
+
+
+def _components_known(site: Site) -> Iterator[Problem]:
+    import difflib
+
+    for name in site.components:
+        if name not in registry.STAGE_NAMES:
+            close = difflib.get_close_matches(name, registry.STAGE_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            yield (("components", name),
+                   f"unknown component {name!r}{hint} (components are stage names: "
+                   "run `cubeinstall stages`)")
+
+
+def _placement_covered(site: Site) -> Iterator[Problem]:
+    labelled: set[str] = set()
+    for node in site.nodes:
+        labelled.update(node.roles)
+        labelled.update(key for key, value in node.labels.items() if value == "true")
+    for stage in registry.STAGES:
+        label = stage.placement_label(site)
+        if label and stage.enabled(site) and label not in labelled:
+            path = ("components", stage.name, "placement") if stage.name in site.components else ("nodes",)
+            yield (path,
+                   f"stage {stage.name} places its pods on nodes labelled {label}=true, "
+                   f"but no node has role {label!r}: add it to the roles of a node, "
+                   f"or disable the stage with components: {{{stage.name}: {{enabled: false}}}}")
+
+
+def _gpu_runtime(site: Site) -> Iterator[Problem]:
+    setting = site.component("gpu-runtime").enabled
+    if setting and not any(node.is_gpu for node in site.nodes):
+        yield (("components", "gpu-runtime", "enabled"),
+               "gpu-runtime is enabled but no node has role gpu")
+
+
+def _external_services(site: Site) -> Iterator[Problem]:
+    if site.mysql.mode == "external" and not site.mysql.host:
+        yield (("mysql", "mode"), "mysql mode external needs mysql.host")
+    if site.redis.mode == "external" and not site.redis.host:
+        yield (("redis", "mode"), "redis mode external needs redis.host")
+    if site.mysql.app_user and site.mysql.app_user.name == site.mysql.user:
+        yield (("mysql", "app_user", "name"),
+               "the application user must differ from the administrative user")
+
+
+def _gateway(site: Site) -> Iterator[Problem]:
+    if site.gateway.expose == "externalIPs" and not site.gateway.addresses:
+        yield (("gateway", "addresses"),
+               "gateway.expose is externalIPs but no addresses are given: list the node IPs "
+               "users reach, or use expose: NodePort")

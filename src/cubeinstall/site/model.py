@@ -1,0 +1,381 @@
+"""The typed site: everything the stages need, with defaults from PLATFORM-FACTS.
+
+All models are frozen and reject unknown keys. Paths are resolved against the
+directory of the site file (validation context ``base_dir``). Cross-field rules
+that span sections live in ``site/checks.py`` so that every problem is
+reported at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from cubeinstall.site.secrets import Secret
+
+# --- shared field types ------------------------------------------------------
+
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+DNS_LABEL_PATTERN = rf"^{_DNS_LABEL}$"
+Name = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _expand_path(value: str | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_absolute():
+        path = Path((info.context or {}).get("base_dir", ".")) / path
+    return path
+
+
+def _absolute_posix(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path on the nodes (starts with /), got {value!r}")
+    if any(part in ("..",) for part in value.split("/")):
+        raise ValueError("must not contain '..'")
+    return value.rstrip("/") or "/"
+
+
+LocalPath = Annotated[Path, Field(description="a local file path, relative to site.yaml")]
+NodePath = Annotated[str, AfterValidator(_absolute_posix)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --- clusters ------------------------------------------------------------------
+
+
+class Cluster(Model):
+    name: Name
+    kubeconfig: LocalPath = Field(default=Path("~/.kube/config"))
+    context: str | None = None
+
+    _resolve = field_validator("kubeconfig", mode="before")(_expand_path)
+
+
+# --- registry ------------------------------------------------------------------
+
+
+class Registry(Model):
+    host: str = Field(description="registry host[:port], no scheme")
+    project: str = Field(default="cube-studio", pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+    username: str | None = None
+    password: Secret | None = None
+    insecure: bool = False
+    ca_file: LocalPath | None = None
+    naming: Literal["flatten", "keep-path"] = "flatten"
+    mirror: bool = Field(
+        default=True,
+        description="images are pulled from this registry (rewritten at render time)",
+    )
+
+    _resolve = field_validator("ca_file", mode="before")(_expand_path)
+
+    @field_validator("host")
+    @classmethod
+    def _host_without_scheme(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError(
+                f"registry host must not have a scheme: write {value.split('://', 1)[1].rstrip('/')!r}"
+            )
+        if not _HOST_PORT.match(value):
+            raise ValueError(f"not a host[:port]: {value!r}")
+        if ":" in value and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+            raise ValueError(f"port out of range in {value!r}")
+        return value
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.host}/{self.project}"
+
+
+# --- SSH and nodes ---------------------------------------------------------------
+
+ROLE_KINDS = ("cpu", "gpu")
+ROLE_WORKLOADS = ("train", "notebook", "service")
+ROLE_PLACEMENTS = (
+    "mysql",
+    "redis",
+    "monitoring",
+    "logging",
+    "kubeflow",
+    "kubeflow-dashboard",
+    "istio",
+    "knative",
+)
+Role = Literal[
+    "cpu",
+    "gpu",
+    "train",
+    "notebook",
+    "service",
+    "mysql",
+    "redis",
+    "monitoring",
+    "logging",
+    "kubeflow",
+    "kubeflow-dashboard",
+    "istio",
+    "knative",
+]
+
+
+class SSH(Model):
+    user: str = "root"
+    port: Port = 22
+    key_file: LocalPath | None = None
+    password: Secret | None = None
+    sudo_password: Secret | None = None
+    config_file: LocalPath | None = Field(default=Path("~/.ssh/config"))
+    known_hosts: LocalPath = Field(default=Path("~/.ssh/known_hosts"))
+    parallel: int = Field(default=16, ge=1, le=256)
+    connect_timeout: float = Field(default=10, gt=0)
+    command_timeout: float = Field(default=300, gt=0)
+
+    _resolve = field_validator("key_file", "config_file", "known_hosts", mode="before")(
+        _expand_path
+    )
+
+
+class Node(Model):
+    name: Name
+    address: str = Field(description="IP or host name the installer connects to")
+    ssh_alias: str | None = Field(
+        default=None, description="a Host entry of ~/.ssh/config to use instead of address"
+    )
+    port: Port | None = None
+    user: str | None = None
+    key_file: LocalPath | None = None
+    password: Secret | None = None
+    sudo: bool | None = Field(default=None, description="default: true when the user is not root")
+    sudo_password: Secret | None = None
+    roles: tuple[Role, ...] = ()
+    org: Name = "public"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _resolve = field_validator("key_file", mode="before")(_expand_path)
+
+    @field_validator("roles")
+    @classmethod
+    def _one_kind(cls, roles: tuple[str, ...]) -> tuple[str, ...]:
+        kinds = [role for role in roles if role in ROLE_KINDS]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"a node has exactly one kind, cpu or gpu (got {', '.join(kinds) or 'none'})"
+            )
+        if len(set(roles)) != len(roles):
+            raise ValueError("a role is listed twice")
+        return roles
+
+    @property
+    def is_gpu(self) -> bool:
+        return "gpu" in self.roles
+
+
+# --- storage ---------------------------------------------------------------------
+
+
+class _StorageBase(Model):
+    mount_point: NodePath = "/data/k8s"
+    mount_at: NodePath | None = Field(
+        default=None,
+        description="mount the file system here and make mount_point a symlink to it",
+    )
+    options: tuple[str, ...] = ()
+
+
+class CephFS(_StorageBase):
+    type: Literal["cephfs"]
+    monitors: tuple[str, ...] = Field(min_length=1)
+    path: NodePath = "/"
+    user: str = "admin"
+    secret: Secret
+
+    @field_validator("monitors")
+    @classmethod
+    def _monitor_addresses(cls, monitors: tuple[str, ...]) -> tuple[str, ...]:
+        for monitor in monitors:
+            if not _HOST_PORT.match(monitor):
+                raise ValueError(f"monitor must be host[:port], got {monitor!r}")
+        return monitors
+
+
+class NFS(_StorageBase):
+    type: Literal["nfs"]
+    server: str
+    export: NodePath
+
+
+class LocalStorage(_StorageBase):
+    type: Literal["local"]
+
+
+Storage = Annotated[Union[CephFS, NFS, LocalStorage], Field(discriminator="type")]
+
+
+# --- data services ---------------------------------------------------------------
+
+_IDENTIFIER = r"^[A-Za-z0-9_]{1,64}$"
+
+
+class Database(Model):
+    name: str = Field(pattern=_IDENTIFIER)
+    charset: str = Field(default="utf8", pattern=r"^[a-z0-9_]+$")
+    collation: str = Field(default="utf8_general_ci", pattern=r"^[a-z0-9_]+$")
+
+
+DEFAULT_DATABASES = tuple(
+    Database(name=name) for name in ("kubeflow", "mlpipeline", "katib", "metadb", "cachedb")
+)
+
+
+class AppUser(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,32}$")
+    password: Secret
+
+
+class MySQLTLS(Model):
+    ca_file: LocalPath | None = None
+    verify: bool = True
+
+    _resolve = field_validator("ca_file", mode="before")(_expand_path)
+
+
+class MySQL(Model):
+    mode: Literal["in-cluster", "external"] = "in-cluster"
+    host: str | None = Field(default=None, description="external MySQL host")
+    port: Port = 3306
+    user: str = "root"
+    password: Secret = Field(description="password of `user` (in-cluster: the root password)")
+    databases: tuple[Database, ...] = DEFAULT_DATABASES
+    app_user: AppUser | None = None
+    tls: MySQLTLS | None = None
+    storage_size: str = "10Gi"
+
+
+class Redis(Model):
+    mode: Literal["in-cluster", "external"] = "in-cluster"
+    host: str | None = None
+    port: Port = 6379
+    password: Secret
+
+
+# --- components, platform, gateway, timeouts ----------------------------------------
+
+
+class Component(Model):
+    enabled: bool | None = Field(default=None, description="default depends on the stage")
+    version: str | None = None
+    placement: str | None = Field(
+        default=None, description="node label (=true) the component's pods select"
+    )
+    sha256: dict[str, str] = Field(
+        default_factory=dict, description="file -> sha256 when overriding an upstream version"
+    )
+    mode: Literal["install", "existing"] = "install"
+
+
+class Cube(Model):
+    image_tag: str = "2026.03.01"
+    image_repository: str = "ccr.ccs.tencentyun.com/cube-studio"
+    environment: Literal["PROD", "TEST", "DEV"] = "PROD"
+    gpu_type: Literal["NVIDIA", "TENCENT", "NONE"] = "NVIDIA"
+    config_py: LocalPath | None = None
+    entrypoint_sh: LocalPath | None = None
+    project_py: LocalPath | None = None
+
+    _resolve = field_validator("config_py", "entrypoint_sh", "project_py", mode="before")(
+        _expand_path
+    )
+
+
+class Gateway(Model):
+    expose: Literal["externalIPs", "NodePort"] = "externalIPs"
+    addresses: tuple[str, ...] = ()
+    node_port_http: Port = 30080
+    node_port_http_alt: Port = 30808
+
+    @field_validator("addresses")
+    @classmethod
+    def _ip_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        for address in addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"not an IP address: {address!r}") from None
+        return addresses
+
+
+class Timeouts(Model):
+    object_seconds: float = Field(default=300, gt=0, description="readiness of one object")
+    stage_seconds: float = Field(default=1800, gt=0)
+
+
+class Gates(Model):
+    webhooks: Literal["probe", "skip"] = Field(
+        default="probe",
+        description="wait until admission webhooks answer (skip on simulated clusters)",
+    )
+
+
+class Namespaces(Model):
+    extra: tuple[Name, ...] = ()
+
+
+# --- the site ----------------------------------------------------------------------
+
+
+class Site(Model):
+    site: Name = Field(description="short name of this installation")
+    domain: str = Field(description="DNS name users open the platform at")
+    clusters: tuple[Cluster, ...] = Field(
+        default=(Cluster(name="main"),), min_length=1, description="first = platform cluster"
+    )
+    registry: Registry | None = None
+    runtime: Literal["docker", "containerd"] = "docker"
+    ssh: SSH = SSH()
+    nodes: tuple[Node, ...] = Field(min_length=1)
+    storage: Storage
+    mysql: MySQL
+    redis: Redis
+    components: dict[str, Component] = Field(default_factory=dict)
+    cube: Cube = Cube()
+    gateway: Gateway = Gateway()
+    namespaces: Namespaces = Namespaces()
+    timeouts: Timeouts = Timeouts()
+    gates: Gates = Gates()
+
+    @field_validator("domain")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        if not _DNS_NAME.match(value) or len(value) > 253:
+            raise ValueError(
+                f"not a valid DNS name: {value!r} (lower-case letters, digits, '-' and '.')"
+            )
+        return value
+
+    @property
+    def platform_cluster(self) -> Cluster:
+        return self.clusters[0]
+
+    def component(self, name: str) -> Component:
+        return self.components.get(name) or Component()

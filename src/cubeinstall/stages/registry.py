@@ -1,0 +1,130 @@
+"""The one ordered list of every stage.
+
+The order is the install order; uninstall walks it backwards. Each stage
+states what it needs (capabilities provided by earlier stages) and whether a
+site enables it; ``tests/unit/test_registry.py`` proves every need is met
+earlier. Implementations live in ``cubeinstall.stages.<module>`` and are
+imported only when a stage runs, so listing stages stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from cubeinstall.site.model import Site
+
+
+class Layer(str, Enum):
+    NODE = "node"
+    REGISTRY = "registry"
+    CLUSTER = "cluster"
+    DATABASE = "database"
+
+
+def _component_enabled(name: str, default: bool = True) -> Callable[["Site"], bool]:
+    def enabled(site: "Site") -> bool:
+        setting = site.component(name).enabled
+        return default if setting is None else setting
+
+    return enabled
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    layer: Layer
+    module: str
+    needs: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    placement: str | None = None  # default node label (=true) its pods select
+    default_enabled: bool = True
+    extra_enabled: Callable[["Site"], bool] | None = field(default=None, compare=False)
+
+    def enabled(self, site: "Site") -> bool:
+        if not _component_enabled(self.name, self.default_enabled)(site):
+            return False
+        return self.extra_enabled(site) if self.extra_enabled else True
+
+    def placement_label(self, site: "Site") -> str | None:
+        return site.component(self.name).placement or self.placement
+
+
+def _has_gpu_nodes(site: "Site") -> bool:
+    return any(node.is_gpu for node in site.nodes)
+
+
+def _mysql_in_cluster(site: "Site") -> bool:
+    return site.mysql.mode == "in-cluster"
+
+
+def _redis_in_cluster(site: "Site") -> bool:
+    return site.redis.mode == "in-cluster"
+
+
+def _has_registry(site: "Site") -> bool:
+    return site.registry is not None and site.registry.mirror
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("node-prep", "check hosts, create /data/k8s directories, swap off", Layer.NODE,
+          "node_prep", provides=("hosts-ready",)),
+    Stage("storage", "mount the shared file system at /data/k8s on every node", Layer.NODE,
+          "storage", needs=("hosts-ready",), provides=("shared-storage",)),
+    Stage("gpu-runtime", "NVIDIA runtime in docker/containerd on GPU nodes", Layer.NODE,
+          "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",),
+          extra_enabled=_has_gpu_nodes),
+    Stage("images", "mirror every image the site needs into the private registry",
+          Layer.REGISTRY, "images", provides=("images",), extra_enabled=_has_registry),
+    Stage("namespaces", "platform namespaces, labels and the hubsecret pull secret",
+          Layer.CLUSTER, "namespaces", provides=("namespaces",)),
+    Stage("node-labels", "node labels from roles, before anything selects on them",
+          Layer.CLUSTER, "node_labels", provides=("node-labels",)),
+    Stage("dashboard", "Kubernetes dashboards: cluster-admin and restricted user",
+          Layer.CLUSTER, "dashboard", needs=("namespaces", "node-labels")),
+    Stage("kube-batch", "kube-batch gang scheduler (Kubernetes < 1.22 only)", Layer.CLUSTER,
+          "kube_batch", needs=("namespaces",), default_enabled=False),
+    Stage("mysql", "in-cluster MySQL 8 on mysql=true nodes", Layer.CLUSTER, "mysql",
+          needs=("namespaces", "node-labels", "shared-storage"), provides=("mysql",),
+          placement="mysql", extra_enabled=_mysql_in_cluster),
+    Stage("databases", "the platform's databases (and application user)", Layer.DATABASE,
+          "databases", needs=("mysql",), provides=("databases",)),
+    Stage("redis", "Redis with the site password on redis=true nodes", Layer.CLUSTER,
+          "redis", needs=("namespaces", "node-labels"), provides=("redis",),
+          placement="redis", extra_enabled=_redis_in_cluster),
+    Stage("istio", "Istio CRDs, istiod and the ingress gateway", Layer.CLUSTER, "istio",
+          needs=("namespaces", "node-labels"), provides=("istio",), placement="istio"),
+    Stage("kubeflow", "Argo Workflows and the Kubeflow training-operator", Layer.CLUSTER,
+          "kubeflow", needs=("namespaces", "node-labels"), provides=("kubeflow",),
+          placement="kubeflow"),
+    Stage("prometheus", "prometheus-operator, Prometheus, Alertmanager, Grafana, exporters",
+          Layer.CLUSTER, "prometheus", needs=("namespaces", "node-labels", "shared-storage"),
+          provides=("monitoring",), placement="monitoring"),
+    Stage("efk", "Elasticsearch, Filebeat and Kibana", Layer.CLUSTER, "efk",
+          needs=("namespaces", "node-labels"), placement="logging"),
+    Stage("frameworkcontroller", "FrameworkController for distributed training",
+          Layer.CLUSTER, "frameworkcontroller", needs=("namespaces", "node-labels"),
+          placement="kubeflow"),
+    Stage("volcano", "Volcano batch scheduler and its admission webhooks", Layer.CLUSTER,
+          "volcano", needs=("namespaces", "node-labels"), placement="kubeflow"),
+    Stage("kubeconfig", "per-cluster kubeconfigs for the platform (Secret)", Layer.CLUSTER,
+          "kubeconfig", needs=("namespaces",), provides=("kubeconfigs",)),
+    Stage("pv-pvc", "PersistentVolumes and claims on /data/k8s", Layer.CLUSTER, "pv_pvc",
+          needs=("namespaces", "shared-storage"), provides=("volumes",)),
+    Stage("cube", "the cube-studio platform itself", Layer.CLUSTER, "cube",
+          needs=("databases", "redis", "kubeconfigs", "volumes", "node-labels"),
+          provides=("platform",), placement="kubeflow-dashboard"),
+    Stage("gateway", "Istio Gateways and VirtualServices for the site's domain",
+          Layer.CLUSTER, "gateway", needs=("istio", "platform")),
+)
+
+STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
+_BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def get(name: str) -> Stage:
+    return _BY_NAME[name]
+

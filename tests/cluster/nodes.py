@@ -1,0 +1,146 @@
+"""Fake nodes for the test cluster, declared as data.
+
+kwok plays the kubelet for every Node carrying the annotation
+``kwok.x-k8s.io/node: fake``: it marks the node Ready, renews its lease
+and moves pods bound to it through Running (and Succeeded for Job pods).
+A node is therefore just an API object whose labels and capacity decide
+where the scheduler puts pods -- exactly what cubeinstall's placement
+logic (node roles -> labels -> nodeSelectors) must be tested against.
+
+The defaults mirror the project's example site: one infra CPU node
+carrying every service role, one plain CPU node and one GPU node of a
+separate org.  No taints: the example's NoSchedule taint on the GPU node
+is a site choice, not something the tests should inherit by accident.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_ANNOTATION_SELECTOR = f"{KWOK_ANNOTATION}=fake"
+
+DEFAULT_CAPACITY = MappingProxyType({"cpu": "32", "memory": "256Gi", "pods": "110"})
+
+_ROLE_LABELS = ("cpu", "train", "notebook", "service")
+_INFRA_LABELS = (
+    "mysql", "redis", "monitoring", "logging", "kubeflow",
+    "kubeflow-dashboard", "istio", "knative",
+)
+
+
+def _true(*names: str) -> dict[str, str]:
+    return {name: "true" for name in names}
+
+
+@dataclass(frozen=True)
+class FakeNode:
+    """A kwok-managed node.
+
+    ``capacity`` is merged over DEFAULT_CAPACITY (cpu 32, memory 256Gi,
+    pods 110), so ``FakeNode("g", capacity={"nvidia.com/gpu": "8"})`` is a
+    default node with eight GPUs.  Allocatable equals capacity.
+    """
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    capacity: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Mapping[str, str], ...] = ()
+
+    def resources(self) -> dict[str, str]:
+        return {**DEFAULT_CAPACITY, **self.capacity}
+
+    def manifest(self) -> dict[str, Any]:
+        """The v1 Node object; status is accepted on create for nodes."""
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+            **self.labels,
+        }
+        spec: dict[str, Any] = {"providerID": f"kwok://{self.name}"}
+        if self.taints:
+            spec["taints"] = [dict(t) for t in self.taints]
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": labels,
+                "annotations": {KWOK_ANNOTATION: "fake"},
+            },
+            "spec": spec,
+            "status": {"capacity": self.resources(), "allocatable": self.resources()},
+        }
+
+
+DEFAULT_NODES: tuple[FakeNode, ...] = (
+    FakeNode("node1", labels={**_true(*_ROLE_LABELS, *_INFRA_LABELS), "org": "public"}),
+    FakeNode("node2", labels={**_true(*_ROLE_LABELS), "org": "public"}),
+    FakeNode(
+        "gpu1",
+        labels={**_true("gpu", "train", "notebook", "service"), "org": "ai-lab"},
+        capacity={"nvidia.com/gpu": "8"},
+    ),
+)
+
+
+def node_schedulable(node: Any) -> bool:
+    """Ready=True and free of the node-lifecycle taints (not-ready, unreachable).
+
+    The node lifecycle controller taints every new node not-ready and lifts
+    the taint shortly after kwok reports Ready; only then will the
+    scheduler place pods there, so tests must wait for both.
+    """
+    conditions = (node.status.conditions or []) if node.status else []
+    ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+    lifecycle_taints = [
+        t for t in (node.spec.taints or []) if t.key.startswith("node.kubernetes.io/")
+    ]
+    return ready and not lifecycle_taints
+
+
+def create_nodes(api_client: Any, nodes: Iterable[FakeNode]) -> None:
+    """Create the Node objects (an existing node of the same name is replaced)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(api_client)
+    for node in nodes:
+        try:
+            core.create_node(node.manifest())
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            core.delete_node(node.name)
+            _wait_gone(core, node.name)
+            core.create_node(node.manifest())
+
+
+def _wait_gone(core: Any, name: str, timeout: float = 30.0) -> None:
+    from kubernetes.client.rest import ApiException
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            core.read_node(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(0.1)
+    raise TimeoutError(f"node {name} still exists {timeout:.0f}s after deletion")
+
+
+def unready_nodes(api_client: Any, names: Iterable[str]) -> list[str]:
+    """The subset of ``names`` that is not yet schedulable (or missing)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    by_name = {n.metadata.name: n for n in core.list_node().items}
+    return [name for name in names if name not in by_name or not node_schedulable(by_name[name])]
