@@ -50,6 +50,8 @@ class FakeNode:
     labels: Mapping[str, str] = field(default_factory=dict)
     capacity: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Mapping[str, str], ...] = ()
+    #: InternalIP reported for the node (kwok would give all nodes one IP).
+    address: str | None = None
 
     def resources(self) -> dict[str, str]:
         return {**DEFAULT_CAPACITY, **self.capacity}
@@ -66,6 +68,12 @@ class FakeNode:
         spec: dict[str, Any] = {"providerID": f"kwok://{self.name}"}
         if self.taints:
             spec["taints"] = [dict(t) for t in self.taints]
+        status: dict[str, Any] = {"capacity": self.resources(), "allocatable": self.resources()}
+        if self.address:
+            status["addresses"] = [
+                {"type": "InternalIP", "address": self.address},
+                {"type": "Hostname", "address": self.name},
+            ]
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -75,17 +83,22 @@ class FakeNode:
                 "annotations": {KWOK_ANNOTATION: "fake"},
             },
             "spec": spec,
-            "status": {"capacity": self.resources(), "allocatable": self.resources()},
+            "status": status,
         }
 
 
 DEFAULT_NODES: tuple[FakeNode, ...] = (
-    FakeNode("node1", labels={**_true(*_ROLE_LABELS, *_INFRA_LABELS), "org": "public"}),
-    FakeNode("node2", labels={**_true(*_ROLE_LABELS), "org": "public"}),
+    FakeNode(
+        "node1",
+        labels={**_true(*_ROLE_LABELS, *_INFRA_LABELS), "org": "public"},
+        address="10.0.0.11",
+    ),
+    FakeNode("node2", labels={**_true(*_ROLE_LABELS), "org": "public"}, address="10.0.0.12"),
     FakeNode(
         "gpu1",
         labels={**_true("gpu", "train", "notebook", "service"), "org": "ai-lab"},
         capacity={"nvidia.com/gpu": "8"},
+        address="10.0.0.21",
     ),
 )
 

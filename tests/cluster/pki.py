@@ -159,6 +159,14 @@ class Pki:
     sa_pub: Path
     clients: dict[str, CertKey]
 
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca.key"
+
+    def client_files(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) files of a client identity, e.g. "admin"."""
+        return self.dir / f"{name}.crt", self.dir / f"{name}.key"
+
 
 #: identity name -> (CN, organizations).  The controller-manager and the
 #: scheduler get their own users so RBAC treats them like on a real cluster.
@@ -167,7 +175,10 @@ CLIENT_IDENTITIES = {
     "controller-manager": ("system:kube-controller-manager", ()),
     "scheduler": ("system:kube-scheduler", ()),
     "kwok": ("kwok-controller", ("system:masters",)),
+    # The apiserver's identity towards aggregated API servers.
+    "front-proxy": ("front-proxy-client", ()),
 }
+FRONT_PROXY_CN = CLIENT_IDENTITIES["front-proxy"][0]
 
 
 def write_pki(directory: Path, service_ip: str) -> Pki:
@@ -195,6 +206,10 @@ def write_pki(directory: Path, service_ip: str) -> Pki:
         "sa.key": _key_pem(sa_key),
         "sa.pub": sa_pub,
     }
+    for name, pair in clients.items():
+        files[f"{name}.crt"] = pair.cert_pem
+        files[f"{name}.key"] = pair.key_pem
+    files["ca.key"] = ca.key_pem  # lets the controller-manager sign CSRs
     for filename, data in files.items():
         path = directory / filename
         path.write_bytes(data)

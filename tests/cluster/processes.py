@@ -109,6 +109,9 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     popen: subprocess.Popen | None = field(default=None, repr=False)
+    #: Set instead of ``popen`` when re-attached to a detached cluster
+    #: (``scripts/testcluster down`` runs in another Python process).
+    attached_pid: int | None = None
 
     def start(self) -> "ManagedProcess":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,11 +132,25 @@ class ManagedProcess:
 
     @property
     def pid(self) -> int:
-        assert self.popen is not None, f"{self.name} was not started"
-        return self.popen.pid
+        if self.popen is not None:
+            return self.popen.pid
+        assert self.attached_pid is not None, f"{self.name} was not started"
+        return self.attached_pid
 
     def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        if self.popen is not None:
+            return self.popen.poll() is None
+        if self.attached_pid is None:
+            return False
+        # A recorded PID may have been reused after a reboot or a crash.
+        return pid_alive(self.attached_pid) and pid_executable(self.attached_pid) == self.argv[0]
+
+    def to_state(self) -> dict:
+        return {"name": self.name, "pid": self.pid, "argv": list(self.argv), "log": str(self.log_path)}
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> "ManagedProcess":
+        return cls(state["name"], state["argv"], Path(state["log"]), attached_pid=state["pid"])
 
     def failure(self, what: str) -> ProcessError:
         """An error naming this process, what went wrong, and its log tail."""
@@ -146,6 +163,8 @@ class ManagedProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         if self.popen is None:
+            if self.running():
+                stop_group(self.pid, timeout)
             return
         if self.popen.poll() is None:
             try:

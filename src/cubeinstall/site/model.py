@@ -341,6 +341,13 @@ class Namespaces(Model):
     extra: tuple[Name, ...] = ()
 
 
+class Volume(Model):
+    """Override of one platform volume (PLATFORM-FACTS item 17), keyed by claim name."""
+
+    size: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi)?$")
+    path: NodePath | None = Field(default=None, description="host path on the shared storage")
+
+
 # --- the site ----------------------------------------------------------------------
 
 
@@ -361,6 +368,7 @@ class Site(Model):
     cube: Cube = Cube()
     gateway: Gateway = Gateway()
     namespaces: Namespaces = Namespaces()
+    volumes: dict[str, Volume] = Field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     gates: Gates = Gates()
 

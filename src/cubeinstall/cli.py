@@ -1,0 +1,244 @@
+"""The command line: parse flags, call the runner, map errors to exit codes.
+
+Heavy libraries (kubernetes, paramiko, pymysql) are imported by the engines
+inside the commands that need them, never here: `cubeinstall --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+
+from cubeinstall import __version__
+from cubeinstall.cli_context import OPTIONS, load_context
+from cubeinstall.errors import ConfigError, CubeError, ExitCode
+
+app = typer.Typer(
+    name="cubeinstall",
+    help="Install the cube-studio ML platform on Kubernetes from one typed site.yaml.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="site file (default: ./site.yaml)")
+
+
+@app.callback()
+def _global(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="site file (default: ./site.yaml)"),
+    kubeconfig: Optional[Path] = typer.Option(None, help="kubeconfig of the platform cluster (overrides site.yaml)"),
+    context: Optional[str] = typer.Option(None, help="kubeconfig context of the platform cluster"),
+    json_output: bool = typer.Option(False, "--json", help="machine-readable events, one JSON object a line"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logs and unchanged objects"),
+    no_color: bool = typer.Option(False, "--no-color", help="plain text output"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask before changing or deleting"),
+    version: bool = typer.Option(False, "--version", help="print the version and exit", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(f"cubeinstall {__version__}")
+        raise typer.Exit()
+    OPTIONS.config = config or OPTIONS.config
+    OPTIONS.kubeconfig, OPTIONS.context = kubeconfig, context
+    OPTIONS.json, OPTIONS.verbose, OPTIONS.color, OPTIONS.yes = json_output, verbose, not no_color, yes
+    OPTIONS.refresh_output()
+
+
+def _use_config(config: Optional[Path]) -> None:
+    """Commands accept --config after their name too: `cubeinstall plan --config x`."""
+    if config is not None:
+        OPTIONS.config = config
+
+
+# --- selection flags shared by plan/all ------------------------------------------
+
+OnlyOption = typer.Option(None, "--only", help="run only these stages (repeatable)")
+SkipOption = typer.Option(None, "--skip", help="skip these stages (repeatable)")
+FromOption = typer.Option(None, "--from", help="start at this stage")
+
+
+@app.command()
+def stages(config: Optional[Path] = ConfigOption) -> None:
+    """List every stage in install order, and whether this site enables it."""
+    from cubeinstall.stages.registry import STAGES
+
+    _use_config(config)
+    site = load_context().site if OPTIONS.config.exists() else None
+    rows = []
+    for index, stage in enumerate(STAGES, 1):
+        if site is None:
+            enabled = "default on" if stage.default_enabled else "default off"
+        else:
+            enabled = "yes" if stage.enabled(site) else "no"
+        rows.append((index, stage.name, stage.layer.value, enabled, stage.summary))
+        OPTIONS.out.event("stage", order=index, name=stage.name, layer=stage.layer.value,
+                          enabled=enabled, summary=stage.summary)
+    OPTIONS.out.table("stages", ("#", "stage", "layer", "enabled", "summary"), rows)
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(Path("site.yaml"), help="where to write the example site"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+) -> None:
+    """Write a commented example site.yaml to start from."""
+    from importlib.resources import files
+
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; nothing was written", hint="pass --force to overwrite it")
+    text = files("cubeinstall").joinpath("data/site.example.yaml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    OPTIONS.out.event("written", path=str(path), message=f"wrote {path}: edit it, then run `cubeinstall validate -c {path}`")
+
+
+@app.command()
+def validate(config: Optional[Path] = ConfigOption) -> None:
+    """Check the site file: every field, reference and cross-field rule."""
+    from cubeinstall.stages.registry import STAGES
+
+    _use_config(config)
+    site = load_context().site
+    enabled = [stage.name for stage in STAGES if stage.enabled(site)]
+    OPTIONS.out.event(
+        "valid", site=site.site, nodes=len(site.nodes), stages=enabled,
+        message=f"{OPTIONS.config}: site {site.site} is valid — {len(site.nodes)} nodes, "
+                f"{len(enabled)} of {len(STAGES)} stages enabled",
+    )
+
+
+@app.command()
+def render(
+    config: Optional[Path] = ConfigOption,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout)"),
+    only: Optional[List[str]] = OnlyOption,
+) -> None:
+    """Render the Kubernetes objects of every enabled cluster stage (no cluster needed)."""
+    from cubeinstall import runner
+    from cubeinstall.render import all_objects
+    from cubeinstall.stages.registry import STAGE_NAMES
+    from cubeinstall.yamlio import dump_documents
+
+    _use_config(config)
+    runner.check_stage_names(list(only or []), "--only")
+    site = load_context().site
+    rendered = {name: objs for name, objs in all_objects(site).items() if not only or name in only}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    for name, objects in rendered.items():
+        text = dump_documents(objects)
+        if out is None:
+            OPTIONS.out.text(f"# stage: {name}\n---\n{text}")
+            continue
+        path = out / f"{STAGE_NAMES.index(name) + 1:02d}-{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        OPTIONS.out.event("rendered", stage=name, objects=len(objects), path=str(path),
+                          message=f"{path}: {len(objects)} objects")
+
+
+@app.command()
+def plan(
+    config: Optional[Path] = ConfigOption,
+    offline: bool = typer.Option(False, "--offline", help="no cluster, no hosts: what each stage would create"),
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    start: Optional[str] = FromOption,
+    prune: bool = typer.Option(False, "--prune", help="also show owned objects no longer rendered"),
+) -> None:
+    """Show what each stage would change, without changing anything."""
+    from cubeinstall import runner
+
+    _use_config(config)
+    ctx = load_context(dry_run=True, prune=prune)
+    selected = runner.select(ctx.site, only or [], skip or [], start)
+    rows = []
+    for stage in selected:
+        changes = runner.plan_stage(ctx, stage, offline=offline)
+        runner.report_changes(ctx, stage.name, changes)
+        counts = {action: sum(1 for c in changes if c.action == action)
+                  for action in ("create", "update", "delete", "run", "unchanged")}
+        rows.append((stage.name, *(counts[action] for action in counts)))
+        ctx.out.event("stage-plan", stage=stage.name, **counts)
+    ctx.out.table("plan" + (" (offline)" if offline else ""),
+                  ("stage", "create", "update", "delete", "run", "unchanged"), rows)
+
+
+def _run(stages_to_run, ctx) -> None:
+    from cubeinstall import runner
+
+    results = runner.run(ctx, stages_to_run)
+    ctx.out.table("result", ("stage", "status", "changes", "seconds"),
+                  [(r.stage, r.status, r.changed, f"{r.seconds:.1f}") for r in results])
+
+
+@app.command(name="all")
+def run_all(
+    config: Optional[Path] = ConfigOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="plan every stage, change nothing"),
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    start: Optional[str] = FromOption,
+    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
+    prune: bool = typer.Option(False, "--prune", help="delete owned objects no longer rendered"),
+    force: bool = typer.Option(False, "--force", help="take over fields another field manager owns"),
+) -> None:
+    """Bring the whole site to its desired state, stage by stage."""
+    from cubeinstall import runner
+
+    _use_config(config)
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    _run(runner.select(ctx.site, only or [], skip or [], start), ctx)
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="stage name (see `cubeinstall stages`)"),
+    config: Optional[Path] = ConfigOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="plan the stage, change nothing"),
+    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
+    prune: bool = typer.Option(False, "--prune", help="delete owned objects no longer rendered"),
+    force: bool = typer.Option(False, "--force", help="take over fields another field manager owns"),
+) -> None:
+    """Run one stage (a stage the site disables is refused)."""
+    from cubeinstall import runner
+    from cubeinstall.stages import registry
+
+    _use_config(config)
+    runner.check_stage_names([name], "stage")
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    selected = registry.get(name)
+    if not selected.enabled(ctx.site):
+        raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
+                          hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
+    _run([selected], ctx)
+
+
+def main() -> None:
+    """Entry point: one place maps every error to its exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        OPTIONS.out.error("interrupted; re-run the same command to continue")
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.exceptions.Abort:
+        sys.exit(ExitCode.INTERRUPTED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.CONFIG)
+    except CubeError as exc:
+        fields = {"hint": exc.hint, "exit_code": exc.exit_code}
+        if isinstance(exc, ConfigError):
+            fields["problems"] = exc.problems
+        OPTIONS.out.error(str(exc), **fields)
+        sys.exit(exc.exit_code)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What the cube-studio platform expects of a site (PLATFORM-FACTS.md), as data.
+
+Names, paths and sizes the platform's images look for. Stages read them from
+here, so a fact is written once; the site file overrides sizes and paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cubeinstall.site.model import Node, Site
+
+MANAGED_BY = "cubeinstall"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_STAGE = "cubeinstall.io/stage"
+PULL_SECRET = "hubsecret"
+
+# Item 5: every platform namespace gets hubsecret and istio-injection=disabled.
+# automl is the 2026 release's name for katib; both exist so either works.
+PLATFORM_NAMESPACES = (
+    "infra", "kubeflow", "istio-system", "knative-serving", "pipeline", "katib", "automl",
+    "jupyter", "kfserving", "service", "cert-manager", "monitoring", "logging",
+)
+# Namespaces that exist in every cluster: we add pull secrets to them but never
+# own (or delete) the Namespace object itself.
+SYSTEM_NAMESPACES = ("kube-system",)
+NAMESPACE_EXTRA_LABELS = {"katib": {"katib-metricscollector-injection": "enabled"}}
+
+# Item 15: the platform reads kubeconfigs named "<cluster>-config" here.
+KUBECONFIG_SECRET = "kubernetes-config"
+KUBECONFIG_NAMESPACES = ("infra", "pipeline", "katib", "automl")
+
+# Item 2: directories on the shared storage, relative to its mount point.
+DATA_DIRECTORIES = (
+    "kubeflow/minio", "kubeflow/minio/mlpipeline", "kubeflow/global",
+    "kubeflow/pipeline/workspace", "kubeflow/pipeline/archives",
+    "infra/mysql", "monitoring/grafana", "monitoring/prometheus",
+)
+
+
+@dataclass(frozen=True)
+class PlatformVolume:
+    namespace: str
+    claim: str
+    size: str
+    subpath: str  # under the storage mount point
+
+    @property
+    def pv_name(self) -> str:
+        return f"{self.namespace}-{self.claim}"
+
+
+def _volumes(claim: str, size: str, subpath: str, namespaces: tuple[str, ...]):
+    return tuple(PlatformVolume(ns, claim, size, subpath) for ns in namespaces)
+
+
+# Item 17.
+PLATFORM_VOLUMES: tuple[PlatformVolume, ...] = (
+    *_volumes("kubeflow-global-pvc", "100Gi", "kubeflow/global", ("infra", "pipeline")),
+    *_volumes("infra-kubeflow", "1Gi", "kubeflow", ("infra",)),
+    *_volumes("kubeflow-user-workspace", "500Gi", "kubeflow/pipeline/workspace",
+              ("jupyter", "pipeline", "service", "katib", "automl", "kubeflow")),
+    *_volumes("kubeflow-archives", "500Gi", "kubeflow/pipeline/archives",
+              ("jupyter", "pipeline", "service")),
+)
+
+
+def volume_size(site: Site, volume: PlatformVolume) -> str:
+    override = site.volumes.get(volume.claim)
+    return override.size if override and override.size else volume.size
+
+
+def volume_path(site: Site, volume: PlatformVolume) -> str:
+    override = site.volumes.get(volume.claim)
+    if override and override.path:
+        return override.path
+    return f"{site.storage.mount_point}/{volume.subpath}"
+
+
+def node_labels(node: Node) -> dict[str, str]:
+    """Item 19: the labels a node carries, derived from its roles."""
+    labels = {role: "true" for role in node.roles}
+    labels["org"] = node.org
+    labels.update(node.labels)
+    return dict(sorted(labels.items()))
+
+
+def platform_namespaces(site: Site) -> tuple[str, ...]:
+    return PLATFORM_NAMESPACES + tuple(
+        ns for ns in site.namespaces.extra if ns not in PLATFORM_NAMESPACES
+    )

@@ -1,0 +1,51 @@
+"""The generic cluster stage: render objects, then plan or apply them with the engine.
+
+A cluster stage module that only declares ``render(site)`` gets this plan and
+apply; a module with extra needs (node-labels checks that nodes exist) defines
+its own ``plan``/``apply`` and calls these.
+"""
+
+from __future__ import annotations
+
+from cubeinstall.stages.base import Change, RunContext
+
+
+def client(ctx: RunContext, cluster_name: str | None = None):
+    """The engine's client for a cluster (the platform cluster by default), one per run."""
+    from cubeinstall.kube.client import connect
+
+    path, context = ctx.kubeconfig_for(cluster_name)
+    return ctx.cached(f"kube:{path}:{context}", lambda: connect(path, context))
+
+
+def plan(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
+    from cubeinstall.kube.apply import plan_objects
+
+    return plan_objects(client(ctx), stage, objects, prune=ctx.options.prune)
+
+
+def apply(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
+    from cubeinstall.kube.apply import apply_objects
+
+    site = ctx.site
+    return apply_objects(
+        client(ctx), stage, objects,
+        timeout=site.timeouts.object_seconds,
+        stage_timeout=site.timeouts.stage_seconds,
+        gates=site.gates.webhooks == "probe",
+        prune=ctx.options.prune,
+        force_conflicts=ctx.options.force,
+        out=ctx.out,
+    )
+
+
+def offline(stage: str, objects: list[dict]) -> list[Change]:
+    """What a stage would create, without a cluster: one Change per rendered object."""
+    return [Change(object_ref(obj), "create", "offline plan: not compared with a cluster")
+            for obj in objects]
+
+
+def object_ref(obj: dict) -> str:
+    meta = obj.get("metadata", {})
+    name = f"{meta['namespace']}/{meta.get('name')}" if meta.get("namespace") else meta.get("name")
+    return f"{obj.get('kind')} {name}"

@@ -1,0 +1,104 @@
+"""kubeconfig: each cluster's kubeconfig, self-contained, as Secret kubernetes-config.
+
+The platform reads ``<cluster>-config`` files from this Secret (PLATFORM-FACTS
+item 15; a Secret rather than the original ConfigMap because it holds
+credentials). A kubeconfig that points at certificate files on this machine
+would be useless inside a pod, so referenced files are embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import yaml
+
+from cubeinstall import facts
+from cubeinstall.errors import ConfigError
+from cubeinstall.site.model import Cluster, Site
+from cubeinstall.site.secrets import Secret
+
+STAGE = "kubeconfig"
+_FILE_FIELDS = {
+    "certificate-authority": "certificate-authority-data",
+    "client-certificate": "client-certificate-data",
+    "client-key": "client-key-data",
+}
+
+
+def render(site: Site) -> list[dict]:
+    files = {f"{c.name}-config": self_contained_kubeconfig(c) for c in site.clusters}
+    data = {
+        name: base64.b64encode(text.encode()).decode() for name, text in sorted(files.items())
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": facts.KUBECONFIG_SECRET, "namespace": ns},
+            "type": "Opaque",
+            "data": data,
+        }
+        for ns in facts.KUBECONFIG_NAMESPACES
+    ]
+
+
+def self_contained_kubeconfig(cluster: Cluster) -> str:
+    """The cluster's context alone, with every referenced file embedded."""
+    path = cluster.kubeconfig
+    where = f"clusters[{cluster.name}].kubeconfig"
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror or exc}",
+                          hint="point kubeconfig at the cluster's kubeconfig file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: {path} is not valid YAML: {exc}") from None
+
+    context_name = cluster.context or config.get("current-context")
+    context = _named(config, "contexts", context_name, where, path)
+    cluster_entry = _named(config, "clusters", context["cluster"], where, path)
+    user_entry = _named(config, "users", context["user"], where, path)
+    if "exec" in user_entry or "auth-provider" in user_entry:
+        raise ConfigError(
+            f"{where}: user {context['user']!r} in {path} authenticates with an exec/auth "
+            "plugin, which cannot run inside the platform's pods",
+            hint="use a kubeconfig with a token or client certificate (e.g. a ServiceAccount token)",
+        )
+    base = path.parent
+    result = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": context_name,
+        "contexts": [{"name": context_name, "context": context}],
+        "clusters": [{"name": context["cluster"], "cluster": _embed(cluster_entry, base, where)}],
+        "users": [{"name": context["user"], "user": _embed(user_entry, base, where)}],
+    }
+    for entry in result["users"]:
+        for key in ("token", "password", "client-key-data"):
+            if key in entry["user"]:
+                Secret(entry["user"][key], f"{where}:{key}")  # registers it for masking
+    return yaml.safe_dump(result, sort_keys=True)
+
+
+def _named(config: dict, section: str, name: str | None, where: str, path: Path) -> dict:
+    for entry in config.get(section) or []:
+        if entry.get("name") == name:
+            return dict(entry.get(section[:-1]) or {})
+    raise ConfigError(f"{where}: {section[:-1]} {name!r} not found in {path}",
+                      hint="set clusters[].context to a context of that file")
+
+
+def _embed(entry: dict, base: Path, where: str) -> dict:
+    entry = dict(entry)
+    for file_key, data_key in _FILE_FIELDS.items():
+        if file_key in entry:
+            file_path = Path(entry.pop(file_key)).expanduser()
+            if not file_path.is_absolute():
+                file_path = base / file_path
+            try:
+                entry[data_key] = base64.b64encode(file_path.read_bytes()).decode()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read {file_key} {file_path}: "
+                                  f"{exc.strerror or exc}") from None
+    return entry

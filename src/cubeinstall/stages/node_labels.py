@@ -1,0 +1,46 @@
+"""node-labels: each node's labels from its roles, applied before anything selects on them.
+
+The labels are applied with server-side apply, so the API server records that
+cubeinstall owns them: a role removed from site.yaml removes its label, while
+labels set by anyone else are never touched. Nodes are never created: a node
+named in site.yaml that the cluster does not have is an error.
+"""
+
+from __future__ import annotations
+
+from cubeinstall import facts
+from cubeinstall.errors import StageFailed
+from cubeinstall.render.engine import render_stage
+from cubeinstall.site.model import Site
+from cubeinstall.stages import cluster
+
+STAGE = "node-labels"
+
+
+def render(site: Site) -> list[dict]:
+    nodes = [{"name": node.name, "labels": facts.node_labels(node)} for node in site.nodes]
+    return render_stage(STAGE, nodes=nodes)
+
+
+def _require_nodes(ctx) -> None:
+    from cubeinstall.kube.client import existing_node_names
+
+    present = existing_node_names(cluster.client(ctx))
+    missing = [node.name for node in ctx.site.nodes if node.name not in present]
+    if missing:
+        raise StageFailed(
+            STAGE,
+            f"node(s) {', '.join(missing)} named in site.yaml are not in the cluster "
+            f"(it has: {', '.join(sorted(present)) or 'no nodes'})",
+            hint="use the Kubernetes node names (kubectl get nodes) as nodes[].name",
+        )
+
+
+def plan(ctx):
+    _require_nodes(ctx)
+    return cluster.plan(ctx, STAGE, render(ctx.site))
+
+
+def apply(ctx):
+    _require_nodes(ctx)
+    return cluster.apply(ctx, STAGE, render(ctx.site))

@@ -1,0 +1,359 @@
+#!/usr/bin/env python3
+"""Build, or reuse, every binary the local test control plane runs.
+
+    python tests/cluster/build.py            # build what is missing or stale
+    python tests/cluster/build.py --check    # exit 1 if a build is needed
+    python tests/cluster/build.py --force    # rebuild everything
+    python tests/cluster/build.py sync-gomod v1.36.4   # bump Kubernetes
+
+Why a build at all: there is no Docker here (so no kind) and no download
+site for Kubernetes server binaries, only the Go module proxy.  So the
+control plane is compiled from the ``k8s.io/kubernetes`` module through
+the wrapper module in ``tests/cluster/k8s`` (its go.mod pins the version
+and replaces every staging module; see gomod.py), kwok is ``go install``ed
+and etcd comes from Debian (``etcd-server``).
+
+Binaries live outside the repo, keyed by Kubernetes version:
+``~/.cache/cubeinstall/testcluster/<version>/{bin,stages}``.  A stamp file
+records a hash of the inputs of each part (go.mod, go.sum, build flags;
+kwok version and stage list); a part whose stamp matches is reused, so a
+warm run takes well under a second.  A stale part is rebuilt; with a warm
+Go build cache that is a re-link (about a minute), cold it is ~30 min.
+
+Standard library only: this runs before anything is pip-installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+K8S_MODULE = HERE / "k8s"
+
+K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+KWOK_VERSION = "v0.8.0"
+KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
+#: Stage files copied out of the kwok module: target name -> path under
+#: kustomize/stage/.  kwok v0.8.0 has no built-in stages; these are the
+#: "fast" ones kwokctl uses (no artificial delays), plus the lease-based
+#: heartbeat so the node lifecycle controller keeps the nodes Ready.
+KWOK_STAGES = {
+    "node-initialize.yaml": "node/fast/node-initialize.yaml",
+    "node-heartbeat-with-lease.yaml": "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod-ready.yaml": "pod/fast/pod-ready.yaml",
+    "pod-complete.yaml": "pod/fast/pod-complete.yaml",
+    "pod-delete.yaml": "pod/fast/pod-delete.yaml",
+}
+ETCD_MIN = (3, 4)
+
+
+class BuildError(RuntimeError):
+    """The binaries are missing, stale, or could not be built."""
+
+
+def cache_root() -> Path:
+    """Root of the binary cache (CUBEINSTALL_TESTCLUSTER_CACHE overrides)."""
+    override = os.environ.get("CUBEINSTALL_TESTCLUSTER_CACHE")
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cubeinstall" / "testcluster"
+
+
+def kubernetes_version(gomod: Path = K8S_MODULE / "go.mod") -> str:
+    """The k8s.io/kubernetes version the wrapper module requires."""
+    match = re.search(r"^\s*k8s\.io/kubernetes\s+(v\d+\.\d+\.\d+\S*)", gomod.read_text(), re.M)
+    if not match:
+        raise BuildError(f"{gomod} does not require k8s.io/kubernetes")
+    return match.group(1)
+
+
+def _ldflags(version: str) -> str:
+    major, minor = re.match(r"v(\d+)\.(\d+)", version).groups()
+    stamps = {
+        "k8s.io/component-base/version.gitVersion": version,
+        "k8s.io/component-base/version.gitMajor": major,
+        "k8s.io/component-base/version.gitMinor": minor,
+        "k8s.io/client-go/pkg/version.gitVersion": version,
+        "k8s.io/component-base/version.gitTreeState": "clean",
+    }
+    return " ".join(["-s", "-w"] + [f"-X {k}={v}" for k, v in stamps.items()])
+
+
+@dataclass(frozen=True)
+class Toolset:
+    """Where the control plane's binaries and kwok stage files are."""
+
+    version: str
+    root: Path
+    etcd: Path | None
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / "stages"
+
+    @property
+    def stamp_file(self) -> Path:
+        return self.root / "stamp.json"
+
+    def binary(self, name: str) -> Path:
+        if name == "etcd":
+            if self.etcd is None:
+                raise BuildError(_ETCD_HINT)
+            return self.etcd
+        return self.bin_dir / name
+
+    def stage_files(self) -> list[Path]:
+        return [self.stages_dir / name for name in KWOK_STAGES]
+
+
+_ETCD_HINT = (
+    "etcd not found: install Debian's etcd server (apt-get install etcd-server) "
+    "or point CUBEINSTALL_ETCD at an etcd >= 3.4 binary"
+)
+
+
+def find_etcd() -> Path | None:
+    """etcd from CUBEINSTALL_ETCD, else from PATH (Debian: /usr/bin/etcd)."""
+    candidate = os.environ.get("CUBEINSTALL_ETCD") or shutil.which("etcd")
+    return Path(candidate) if candidate else None
+
+
+def etcd_version(etcd: Path) -> tuple[int, ...]:
+    try:
+        out = subprocess.run(
+            [str(etcd), "--version"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"cannot run {etcd} --version: {exc}") from exc
+    match = re.search(r"etcd Version:\s*(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise BuildError(f"cannot read the version of {etcd} from: {out!r}")
+    return tuple(int(x) for x in match.groups())
+
+
+def toolset(version: str | None = None) -> Toolset:
+    """Paths only; nothing is checked or built."""
+    version = version or kubernetes_version()
+    return Toolset(version=version, root=cache_root() / version, etcd=find_etcd())
+
+
+# --- stamps ---------------------------------------------------------------
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def _k8s_inputs(version: str) -> str:
+    return _digest(
+        (K8S_MODULE / "go.mod").read_bytes(),
+        (K8S_MODULE / "go.sum").read_bytes(),
+        _ldflags(version).encode(),
+        " ".join(K8S_COMMANDS).encode(),
+    )
+
+
+def _kwok_inputs() -> str:
+    return _digest(KWOK_VERSION.encode(), json.dumps(KWOK_STAGES, sort_keys=True).encode())
+
+
+def _read_stamp(tools: Toolset) -> dict:
+    try:
+        return json.loads(tools.stamp_file.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamp(tools: Toolset, part: str, value: str | None) -> None:
+    stamp = _read_stamp(tools)
+    if value is None:
+        stamp.pop(part, None)
+    else:
+        stamp[part] = value
+    tools.root.mkdir(parents=True, exist_ok=True)
+    tmp = tools.stamp_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    tmp.replace(tools.stamp_file)
+
+
+def stale_parts(tools: Toolset) -> dict[str, str]:
+    """part -> reason, for every part that must be (re)built."""
+    stamp = _read_stamp(tools)
+    stale: dict[str, str] = {}
+    k8s_missing = [c for c in K8S_COMMANDS if not (tools.bin_dir / c).is_file()]
+    if k8s_missing:
+        stale["kubernetes"] = "missing " + ", ".join(k8s_missing)
+    elif stamp.get("kubernetes") != _k8s_inputs(tools.version):
+        stale["kubernetes"] = "tests/cluster/k8s/go.mod, go.sum or build flags changed since the last build"
+    kwok_missing = [p.name for p in [tools.bin_dir / "kwok", *tools.stage_files()] if not p.is_file()]
+    if kwok_missing:
+        stale["kwok"] = "missing " + ", ".join(kwok_missing)
+    elif stamp.get("kwok") != _kwok_inputs():
+        stale["kwok"] = f"kwok version or stage list changed (want {KWOK_VERSION})"
+    return stale
+
+
+# --- building --------------------------------------------------------------
+
+
+def _go_env() -> dict[str, str]:
+    if shutil.which("go") is None:
+        raise BuildError("the Go toolchain is not on PATH (need Go >= 1.26 for Kubernetes 1.36)")
+    env = dict(os.environ)
+    env.update(GOTOOLCHAIN="local", CGO_ENABLED="0")
+    return env
+
+
+def _run(argv: list[str], *, cwd: Path, env: dict[str, str], what: str) -> None:
+    print(f"[testcluster-build] {what}: {' '.join(argv)}", flush=True)
+    result = subprocess.run(argv, cwd=cwd, env=env)
+    if result.returncode != 0:
+        raise BuildError(f"{what} failed (exit {result.returncode}); see the go output above")
+
+
+def build_kubernetes(tools: Toolset) -> None:
+    """One `go build` for all commands so they share the compilation."""
+    _write_stamp(tools, "kubernetes", None)
+    tools.bin_dir.mkdir(parents=True, exist_ok=True)
+    inputs = _k8s_inputs(tools.version)
+    argv = [
+        "go", "build", "-trimpath", "-buildvcs=false",
+        "-ldflags", _ldflags(tools.version),
+        "-o", str(tools.bin_dir) + os.sep,
+        *[f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS],
+    ]
+    _run(argv, cwd=K8S_MODULE, env=_go_env(), what=f"build Kubernetes {tools.version}")
+    _write_stamp(tools, "kubernetes", inputs)
+
+
+def _module_dir(module: str, version: str, env: dict[str, str]) -> Path:
+    """Download a module (if needed) and return its directory in GOMODCACHE."""
+    result = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        cwd=tools_tmp_cwd(), env=env, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise BuildError(f"go mod download {module}@{version} failed:\n{result.stdout}{result.stderr}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def tools_tmp_cwd() -> Path:
+    """A directory outside any Go module, for `go install pkg@version`."""
+    path = cache_root()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_kwok(tools: Toolset) -> None:
+    _write_stamp(tools, "kwok", None)
+    env = _go_env()
+    env["GOBIN"] = str(tools.bin_dir)
+    tools.bin_dir.mkdir(parents=True, exist_ok=True)
+    _run(
+        ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_PACKAGE}@{KWOK_VERSION}"],
+        cwd=tools_tmp_cwd(), env=env, what=f"install kwok {KWOK_VERSION}",
+    )
+    source = _module_dir("sigs.k8s.io/kwok", KWOK_VERSION, env) / "kustomize" / "stage"
+    tools.stages_dir.mkdir(parents=True, exist_ok=True)
+    for target, rel in KWOK_STAGES.items():
+        src = source / rel
+        if not src.is_file():
+            raise BuildError(f"kwok {KWOK_VERSION} module has no stage file {rel} (looked in {source})")
+        dst = tools.stages_dir / target
+        shutil.copyfile(src, dst)
+        dst.chmod(0o644)  # files in GOMODCACHE are read-only
+    _write_stamp(tools, "kwok", _kwok_inputs())
+
+
+def check_etcd(tools: Toolset) -> None:
+    if tools.etcd is None:
+        raise BuildError(_ETCD_HINT)
+    version = etcd_version(tools.etcd)
+    if version[:2] < ETCD_MIN:
+        raise BuildError(f"{tools.etcd} is etcd {'.'.join(map(str, version))}; need >= 3.4")
+
+
+def ensure(*, build: bool = True, force: bool = False) -> Toolset:
+    """Return a complete Toolset, building stale parts if ``build``.
+
+    With ``build=False`` (what the pytest fixture uses) a stale or missing
+    part is an error telling the user which command to run: a cold build
+    takes half an hour and must not hide inside a test's timeout.
+    """
+    tools = toolset()
+    check_etcd(tools)
+    stale = {"kubernetes": "--force", "kwok": "--force"} if force else stale_parts(tools)
+    if stale and not build:
+        reasons = "; ".join(f"{part}: {why}" for part, why in stale.items())
+        raise BuildError(
+            f"test cluster binaries for Kubernetes {tools.version} are not built ({reasons}). "
+            f"Run: python tests/cluster/build.py   (cache: {tools.root})"
+        )
+    builders = {"kubernetes": build_kubernetes, "kwok": build_kwok}
+    for part, why in stale.items():
+        print(f"[testcluster-build] {part} needs a build: {why}", flush=True)
+        started = time.monotonic()
+        builders[part](tools)
+        print(f"[testcluster-build] {part} built in {time.monotonic() - started:.0f}s", flush=True)
+    return tools
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report; exit 1 if a build is needed")
+    parser.add_argument("--force", action="store_true", help="rebuild everything")
+    sub = parser.add_subparsers(dest="command")
+    sync = sub.add_parser("sync-gomod", help="point tests/cluster/k8s/go.mod at another Kubernetes version")
+    sync.add_argument("version", help="e.g. v1.36.4")
+    args = parser.parse_args(argv)
+
+    if args.command == "sync-gomod":
+        sys.path.insert(0, str(HERE))
+        import gomod  # noqa: PLC0415 - sibling module, only needed for this command
+
+        gomod.sync(args.version, K8S_MODULE)
+        print(f"tests/cluster/k8s now builds Kubernetes {args.version}; run this script again to build")
+        return 0
+
+    started = time.monotonic()
+    try:
+        if args.check:
+            tools = toolset()
+            check_etcd(tools)
+            stale = stale_parts(tools)
+            for part, why in stale.items():
+                print(f"{part}: {why}")
+            if stale:
+                return 1
+        else:
+            tools = ensure(force=args.force)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"test cluster binaries ready: Kubernetes {tools.version} in {tools.bin_dir}, "
+        f"etcd {tools.etcd} ({time.monotonic() - started:.2f}s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
