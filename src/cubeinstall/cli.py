@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 
 from cubeinstall import __version__
-from cubeinstall.cli_context import OPTIONS, load_context
+from cubeinstall.cli_context import DEFAULT_CONFIG, OPTIONS, load_context
 from cubeinstall.errors import ConfigError, CubeError, ExitCode
 
 app = typer.Typer(
@@ -29,8 +28,9 @@ app = typer.Typer(
 ConfigOption = typer.Option(None, "--config", "-c", help="site file (default: ./site.yaml)")
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _global(
+    typer_context: typer.Context,
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="site file (default: ./site.yaml)"),
     kubeconfig: Optional[Path] = typer.Option(None, help="kubeconfig of the platform cluster (overrides site.yaml)"),
     context: Optional[str] = typer.Option(None, help="kubeconfig context of the platform cluster"),
@@ -43,7 +43,10 @@ def _global(
     if version:
         typer.echo(f"cubeinstall {__version__}")
         raise typer.Exit()
-    OPTIONS.config = config or OPTIONS.config
+    if typer_context.invoked_subcommand is None:
+        typer.echo(typer_context.get_help())
+        raise typer.Exit(ExitCode.CONFIG)
+    OPTIONS.config = config or DEFAULT_CONFIG
     OPTIONS.kubeconfig, OPTIONS.context = kubeconfig, context
     OPTIONS.json, OPTIONS.verbose, OPTIONS.color, OPTIONS.yes = json_output, verbose, not no_color, yes
     OPTIONS.refresh_output()
@@ -221,14 +224,11 @@ def main() -> None:
     """Entry point: one place maps every error to its exit code."""
     try:
         code = app(standalone_mode=False)
-    except KeyboardInterrupt:
-        OPTIONS.out.error("interrupted; re-run the same command to continue")
-        sys.exit(ExitCode.INTERRUPTED)
-    except click.exceptions.Abort:
-        sys.exit(ExitCode.INTERRUPTED)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except (KeyboardInterrupt, typer.Abort):
+        code = ExitCode.INTERRUPTED
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # usage errors: unknown command, bad flag
         exc.show()
         sys.exit(ExitCode.CONFIG)
     except CubeError as exc:
@@ -237,6 +237,8 @@ def main() -> None:
             fields["problems"] = exc.problems
         OPTIONS.out.error(str(exc), **fields)
         sys.exit(exc.exit_code)
+    if code == ExitCode.INTERRUPTED:  # typer also turns Ctrl-C into exit code 130
+        OPTIONS.out.error("interrupted; re-run the same command to continue")
     sys.exit(code or 0)
 
 

@@ -78,6 +78,8 @@ def _describe(error: dict, path: Path, positions: dict) -> str:
     raw_loc = tuple(error["loc"])
     loc = tuple(part for part in raw_loc if part not in _UNION_TAGS)
     kind = error["type"]
+    if kind == "union_tag_invalid":  # point at the discriminating key itself
+        loc += (error["ctx"]["discriminator"].strip("'"),)
     if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}" + _suggestion(raw_loc)
     elif kind == "missing":

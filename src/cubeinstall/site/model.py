@@ -308,21 +308,22 @@ class Cube(Model):
     )
 
 
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+    return value
+
+
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
+
+
 class Gateway(Model):
     expose: Literal["externalIPs", "NodePort"] = "externalIPs"
-    addresses: tuple[str, ...] = ()
+    addresses: tuple[IPAddress, ...] = ()
     node_port_http: Port = 30080
     node_port_http_alt: Port = 30808
-
-    @field_validator("addresses")
-    @classmethod
-    def _ip_addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
-        for address in addresses:
-            try:
-                ipaddress.ip_address(address)
-            except ValueError:
-                raise ValueError(f"not an IP address: {address!r}") from None
-        return addresses
 
 
 class Timeouts(Model):

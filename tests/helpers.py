@@ -1,0 +1,50 @@
+"""Small helpers shared by tests: run the CLI in-process, build site files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_SITE = REPO / "examples" / "site.yaml"
+SHARED = REPO.parent / "shared"
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `cubeinstall ARGS` in this process; return (exit code, stdout, stderr)."""
+    from cubeinstall.cli import main
+
+    old_argv = sys.argv
+    sys.argv = ["cubeinstall", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old_argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def json_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def example_site_data() -> dict:
+    return yaml.safe_load(EXAMPLE_SITE.read_text())
+
+
+def write_site(directory: Path, data: dict, name: str = "site.yaml") -> Path:
+    """Write a site file next to copies of the example's demo secrets and kubeconfig."""
+    for sub in ("secrets", "kubeconfigs"):
+        target = directory / sub
+        target.mkdir(exist_ok=True)
+        for source in (EXAMPLE_SITE.parent / sub).iterdir():
+            (target / source.name).write_bytes(source.read_bytes())
+    path = directory / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -1,0 +1,111 @@
+"""CLI exit codes, events and start-up imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import EXAMPLE_SITE, json_events, run_cli
+
+
+def test_unknown_command_is_usage_error(capsys):
+    code, _, err = run_cli(["instal"], capsys)
+    assert code == 2 and "No such command" in err
+
+
+def test_unknown_stage_name_suggests(capsys):
+    code, out, _ = run_cli(["plan", "--offline", "-c", str(EXAMPLE_SITE), "--only", "gatway"], capsys)
+    assert code == 2 and "unknown stage 'gatway'" in out and "did you mean 'gateway'" in out
+
+
+def test_stage_command_unknown_name(capsys):
+    code, out, _ = run_cli(["stage", "mysq", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 2 and "did you mean 'mysql'" in out
+
+
+def test_disabled_stage_is_refused(capsys):
+    code, out, _ = run_cli(["stage", "kube-batch", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 2 and "disabled" in out and "enabled: true" in out
+
+
+def test_config_error_exit_code(tmp_path, capsys):
+    bad = tmp_path / "site.yaml"
+    bad.write_text("site: x\n")
+    code, out, _ = run_cli(["all", "-c", str(bad)], capsys)
+    assert code == 2 and "required but missing" in out
+
+
+def test_interrupt_exits_130(monkeypatch, capsys):
+    from cubeinstall import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", interrupted)
+    code, out, _ = run_cli(["all", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 130 and "interrupted" in out
+
+
+def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
+    from cubeinstall import runner
+    from cubeinstall.errors import StageFailed
+
+    def failing(ctx, stage):
+        raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
+
+    monkeypatch.setattr(runner, "apply_stage", failing)
+    code, out, _ = run_cli(["--json", "all", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
+    assert code == 1
+    events = json_events(out)
+    assert any(e["event"] == "stage-failed" and e["stage"] == "namespaces" for e in events)
+    assert events[-1]["event"] == "error" and events[-1]["exit_code"] == 1
+
+
+def test_json_stages_events(capsys):
+    code, out, _ = run_cli(["--json", "stages", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 0
+    stages = [e for e in json_events(out) if e["event"] == "stage"]
+    assert [s["name"] for s in stages][:3] == ["node-prep", "storage", "gpu-runtime"]
+    assert {s["name"]: s["enabled"] for s in stages}["kube-batch"] == "no"
+
+
+def test_offline_plan_lists_objects_per_stage(capsys):
+    code, out, _ = run_cli(["--json", "plan", "--offline", "-c", str(EXAMPLE_SITE),
+                            "--only", "namespaces", "--only", "pv-pvc"], capsys)
+    assert code == 0
+    plans = {e["stage"]: e for e in json_events(out) if e["event"] == "stage-plan"}
+    assert plans["namespaces"]["create"] == 27 and plans["pv-pvc"]["create"] == 24
+    changes = [e for e in json_events(out) if e["event"] == "change"]
+    assert {"target": "Namespace infra", "action": "create"}.items() <= changes[0].items()
+
+
+def test_init_writes_a_site_that_validates_once_secrets_exist(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "site.yaml"
+    code, _, _ = run_cli(["init", str(path)], capsys)
+    assert code == 0 and path.exists()
+    code, out, _ = run_cli(["init", str(path)], capsys)
+    assert code == 2 and "already exists" in out
+    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and "HARBOR_PASSWORD is not set" in out
+    for name in ("HARBOR_PASSWORD", "CEPH_ADMIN_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD"):
+        monkeypatch.setenv(name, "x-" + name)
+    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 0, out
+
+
+def test_help_does_not_import_network_libraries():
+    code = ("import sys, runpy; sys.argv=['cubeinstall','--help'];\n"
+            "from cubeinstall import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "heavy=[m for m in ('kubernetes','paramiko','pymysql') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in result.stdout, result.stdout
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and out.startswith("cubeinstall ")

@@ -1,0 +1,53 @@
+"""The stage registry: complete, ordered, every need met by an earlier stage."""
+
+from __future__ import annotations
+
+from cubeinstall.site.loader import load_site
+from cubeinstall.stages import registry
+from tests.helpers import EXAMPLE_SITE
+
+DESIGN_ORDER = [
+    "node-prep", "storage", "gpu-runtime", "images", "namespaces", "node-labels", "dashboard",
+    "kube-batch", "mysql", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
+    "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway",
+]
+
+
+def test_every_stage_in_design_order():
+    assert list(registry.STAGE_NAMES) == DESIGN_ORDER
+
+
+def test_every_need_is_provided_by_an_earlier_stage():
+    provided: set[str] = set()
+    for stage in registry.STAGES:
+        missing = set(stage.needs) - provided
+        assert not missing, f"{stage.name} needs {missing}, which no earlier stage provides"
+        provided.update(stage.provides)
+
+
+def test_every_need_has_a_provider():
+    needed = {need for stage in registry.STAGES for need in stage.needs}
+    provided = {cap for stage in registry.STAGES for cap in stage.provides}
+    assert needed <= provided
+
+
+def test_labels_precede_every_placed_workload():
+    order = registry.STAGE_NAMES
+    for stage in registry.STAGES:
+        if stage.placement:
+            assert order.index("node-labels") < order.index(stage.name), stage.name
+
+
+def test_enabled_for_example_site():
+    site = load_site(EXAMPLE_SITE)
+    enabled = {stage.name for stage in registry.STAGES if stage.enabled(site)}
+    assert "kube-batch" not in enabled  # off by default and in the example
+    assert {"gpu-runtime", "mysql", "images"} <= enabled
+
+
+def test_layers():
+    layers = {stage.name: stage.layer for stage in registry.STAGES}
+    assert layers["storage"] is registry.Layer.NODE
+    assert layers["images"] is registry.Layer.REGISTRY
+    assert layers["databases"] is registry.Layer.DATABASE
+    assert layers["gateway"] is registry.Layer.CLUSTER

@@ -1,0 +1,149 @@
+"""Rendering of examples/site.yaml: golden files, determinism, placement facts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cubeinstall import facts
+from cubeinstall.render import all_objects
+from cubeinstall.site.loader import load_site
+from cubeinstall.yamlio import dump_documents, load_documents
+from tests.helpers import EXAMPLE_SITE, REPO
+
+GOLDEN = REPO / "tests" / "golden"
+GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "gateway")
+UPDATE = os.environ.get("CUBEINSTALL_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    return all_objects(load_site(EXAMPLE_SITE))
+
+
+@pytest.mark.parametrize("stage", GOLDEN_STAGES)
+def test_golden(stage, rendered):
+    text = dump_documents(rendered[stage])
+    path = GOLDEN / f"{stage}.yaml"
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with CUBEINSTALL_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{stage} differs from {path}; review, then update the golden"
+
+
+def test_render_is_byte_identical_across_processes(tmp_path):
+    outputs = []
+    for seed in ("1", "2"):
+        out_dir = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-m", "cubeinstall.cli", "render", "-c", str(EXAMPLE_SITE),
+                        "--out", str(out_dir)], check=True, env=env, capture_output=True)
+        outputs.append({p.name: p.read_bytes() for p in sorted(out_dir.iterdir())})
+    assert outputs[0] == outputs[1]
+    assert set(outputs[0]) >= {f"{i:02d}-{s}.yaml" for i, s in ((5, "namespaces"), (21, "gateway"))}
+
+
+def test_every_namespace_has_pull_secret_and_injection_label(rendered):
+    objects = rendered["namespaces"]
+    namespaces = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Namespace"}
+    secrets = {o["metadata"]["namespace"] for o in objects if o["kind"] == "Secret"}
+    assert set(facts.PLATFORM_NAMESPACES) <= set(namespaces)
+    assert "kube-system" not in namespaces  # never owned, never deleted
+    assert secrets == set(facts.PLATFORM_NAMESPACES) | {"kube-system"}
+    assert all(ns["metadata"]["labels"]["istio-injection"] == "disabled" for ns in namespaces.values())
+    assert namespaces["katib"]["metadata"]["labels"]["katib-metricscollector-injection"] == "enabled"
+
+
+def test_node_labels_follow_roles(rendered):
+    nodes = {o["metadata"]["name"]: o["metadata"]["labels"] for o in rendered["node-labels"]}
+    assert nodes["gpu1"] == {"gpu": "true", "train": "true", "notebook": "true",
+                             "service": "true", "org": "ai-lab"}
+    assert nodes["node1"]["mysql"] == "true" and nodes["node1"]["kubeflow-dashboard"] == "true"
+    assert "gpu" not in nodes["node2"] and nodes["node2"]["org"] == "public"
+
+
+def test_every_pv_is_bound_to_its_claim(rendered):
+    objects = rendered["pv-pvc"]
+    pvs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolume"}
+    pvcs = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert len(pvs) == len(pvcs) == len(facts.PLATFORM_VOLUMES)
+    for pvc in pvcs:
+        ns, claim = pvc["metadata"]["namespace"], pvc["metadata"]["name"]
+        pv = pvs[f"{ns}-{claim}"]
+        assert pv["spec"]["claimRef"] == {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                          "namespace": ns, "name": claim}
+        assert pvc["spec"]["volumeName"] == pv["metadata"]["name"]
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        assert pv["spec"]["hostPath"]["path"].startswith("/data/k8s/")
+    workspace = pvs["jupyter-kubeflow-user-workspace"]
+    assert workspace["spec"]["hostPath"]["path"] == "/data/k8s/kubeflow/pipeline/workspace"
+    assert workspace["spec"]["capacity"]["storage"] == "500Gi"
+
+
+def test_volume_overrides(tmp_path):
+    from tests.helpers import example_site_data, write_site
+
+    data = example_site_data()
+    data["volumes"] = {"kubeflow-archives": {"size": "2Ti", "path": "/mnt/archive"}}
+    site = load_site(write_site(tmp_path, data))
+    pvs = [o for o in all_objects(site)["pv-pvc"] if o["metadata"]["name"] == "jupyter-kubeflow-archives"]
+    assert pvs[0]["spec"]["capacity"]["storage"] == "2Ti"
+    assert pvs[0]["spec"]["hostPath"]["path"] == "/mnt/archive"
+
+
+def test_gateway_routes_domain_with_catch_all_last(rendered):
+    vs = [o for o in rendered["gateway"] if o["kind"] == "VirtualService"]
+    assert len(vs) == 1
+    spec = vs[0]["spec"]
+    assert spec["hosts"] == ["cube.example.com"]
+    prefixes = [route["match"][0]["uri"]["prefix"] for route in spec["http"]]
+    assert prefixes[-1] == "/"
+    assert {"/k8s/dashboard/cluster/", "/k8s/dashboard/pipeline/", "/grafana/"} <= set(prefixes)
+    gateways = {o["metadata"]["name"]: o for o in rendered["gateway"] if o["kind"] == "Gateway"}
+    assert {g: o["spec"]["servers"][0]["port"]["number"] for g, o in gateways.items()} == {
+        "kubeflow-gateway": 80, "kubeflow-gateway-8080": 8080}
+
+
+def test_kubeconfig_secret_is_self_contained(rendered, tmp_path):
+    import base64
+
+    import yaml
+
+    secrets = rendered["kubeconfig"]
+    assert {s["metadata"]["namespace"] for s in secrets} == set(facts.KUBECONFIG_NAMESPACES)
+    config = yaml.safe_load(base64.b64decode(secrets[0]["data"]["main-config"]))
+    assert config["current-context"] == "demo"
+    assert config["users"][0]["user"]["token"] == "DEMO-token-not-real"
+
+
+def test_kubeconfig_embeds_referenced_files(tmp_path):
+    import base64
+
+    import yaml
+
+    from cubeinstall.stages.kubeconfig import self_contained_kubeconfig
+    from cubeinstall.site.model import Cluster
+
+    (tmp_path / "ca.crt").write_text("CA-BYTES")
+    (tmp_path / "kc").write_text(yaml.safe_dump({
+        "current-context": "a", "contexts": [{"name": "a", "context": {"cluster": "c", "user": "u"}},
+                                             {"name": "b", "context": {"cluster": "x", "user": "y"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://k:6443", "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "u", "user": {"token": "tok-123"}}]}))
+    config = yaml.safe_load(self_contained_kubeconfig(Cluster(name="m", kubeconfig=tmp_path / "kc")))
+    assert [c["name"] for c in config["contexts"]] == ["a"]
+    cluster = config["clusters"][0]["cluster"]
+    assert base64.b64decode(cluster["certificate-authority-data"]) == b"CA-BYTES"
+    assert "certificate-authority" not in cluster
+
+
+def test_upstream_crd_with_value_tag_parses():
+    from tests.helpers import SHARED
+
+    path = SHARED / "upstream/prometheus-operator/v0.93.0/example/prometheus-operator-crd/monitoring.coreos.com_alertmanagerconfigs.yaml"
+    docs = load_documents(path.read_text())
+    assert docs[0]["kind"] == "CustomResourceDefinition"
+    assert "=" in str(docs[0])
