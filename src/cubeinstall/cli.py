@@ -172,8 +172,13 @@ def plan(
 
 def _run(stages_to_run, ctx) -> None:
     from cubeinstall import runner
+    from cubeinstall.state.session import changing_run
 
-    results = runner.run(ctx, stages_to_run)
+    if ctx.dry_run:
+        results = runner.run(ctx, stages_to_run)
+    else:
+        with changing_run(ctx, stages_to_run) as journal:
+            results = runner.run(ctx, stages_to_run, journal)
     ctx.out.table("result", ("stage", "status", "changes", "seconds"),
                   [(r.stage, r.status, r.changed, f"{r.seconds:.1f}") for r in results])
 
@@ -187,9 +192,9 @@ def run_all(
     start: Optional[str] = FromOption,
     trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
     prune: bool = typer.Option(False, "--prune", help="delete owned objects no longer rendered"),
-    force: bool = typer.Option(False, "--force", help="take over fields another field manager owns"),
+    force: bool = typer.Option(False, "--force", help="re-run stages whose inputs are unchanged, and take over fields another field manager owns"),
 ) -> None:
-    """Bring the whole site to its desired state, stage by stage."""
+    """Bring the whole site to its desired state, stage by stage (resumes after a failure)."""
     from cubeinstall import runner
 
     _use_config(config)
@@ -218,6 +223,47 @@ def stage(
         raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
                           hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
     _run([selected], ctx)
+
+
+@app.command()
+def status(
+    config: Optional[Path] = ConfigOption,
+    live: bool = typer.Option(False, "--live", help="also compare every stage with the live cluster, hosts and databases (read-only)"),
+) -> None:
+    """Per stage: last result, whether its inputs changed since, and (--live) pending changes."""
+    from cubeinstall import runner
+    from cubeinstall.state.fingerprint import fingerprint
+    from cubeinstall.state.journal import Journal
+
+    _use_config(config)
+    ctx = load_context(dry_run=True)
+    journal = Journal.load(ctx.site.site)
+    rows = []
+    for stage in runner.select(ctx.site):
+        record = journal.stages.get(stage.name)
+        inputs = "never run"
+        if record:
+            current = fingerprint(stage, ctx.site, runner.stage_objects(stage, ctx.site))
+            inputs = "unchanged" if current == record.fingerprint else "changed"
+        pending = ""
+        if live:
+            changes = runner.plan_stage(ctx, stage, offline=False)
+            pending = str(sum(1 for change in changes if change.changes_something))
+        finished = _when(record.finished) if record and record.finished else ""
+        result = record.status if record else "-"
+        ctx.out.event("stage-status", stage=stage.name, result=result, inputs=inputs,
+                      finished=finished, pending=pending or None,
+                      detail=record.message if record else "")
+        rows.append((stage.name, result, finished, inputs, pending))
+    columns = ("stage", "last result", "finished", "inputs since", "pending changes")
+    ctx.out.table(f"status of site {ctx.site.site} ({journal.path})", columns if live else columns[:4],
+                  [row if live else row[:4] for row in rows])
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def main() -> None:

@@ -12,12 +12,16 @@ import importlib
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from cubeinstall.errors import ConfigError, CubeError, NotImplementedStage, StageFailed
 from cubeinstall.site.model import Site
 from cubeinstall.stages import registry
 from cubeinstall.stages.base import Change, RunContext
-from cubeinstall.stages.registry import Layer, Stage
+from cubeinstall.stages.registry import Stage
+
+if TYPE_CHECKING:
+    from cubeinstall.state.journal import Journal
 
 
 @dataclass
@@ -66,13 +70,6 @@ def stage_module(stage: Stage) -> ModuleType:
         raise
 
 
-def render_stage(stage: Stage, site: Site) -> list[dict] | None:
-    """The stage's Kubernetes objects, or None when its desired state is not objects."""
-    module = stage_module(stage)
-    render = getattr(module, "render", None)
-    return render(site) if render else None
-
-
 def plan_stage(ctx: RunContext, stage: Stage, offline: bool) -> list[Change]:
     from cubeinstall.stages import cluster
 
@@ -88,13 +85,15 @@ def plan_stage(ctx: RunContext, stage: Stage, offline: bool) -> list[Change]:
     return cluster.plan(ctx, stage.name, rendered(module, stage, ctx.site))
 
 
-def apply_stage(ctx: RunContext, stage: Stage) -> list[Change]:
+def apply_stage(ctx: RunContext, stage: Stage, objects: list[dict] | None = None) -> list[Change]:
     from cubeinstall.stages import cluster
 
     module = stage_module(stage)
     if hasattr(module, "apply"):
         return module.apply(ctx)
-    return cluster.apply(ctx, stage.name, rendered(module, stage, ctx.site))
+    if objects is None:
+        objects = rendered(module, stage, ctx.site)
+    return cluster.apply(ctx, stage.name, objects)
 
 
 def rendered(module: ModuleType, stage: Stage, site: Site) -> list[dict]:
@@ -104,28 +103,57 @@ def rendered(module: ModuleType, stage: Stage, site: Site) -> list[dict]:
     return finalize(site, module.render(site))
 
 
-def run(ctx: RunContext, stages: list[Stage]) -> list[StageResult]:
-    """Apply (or with --dry-run, plan) each stage in order; stop at the first failure."""
+def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) -> list[StageResult]:
+    """Apply (or with --dry-run, plan) each stage in order; stop at the first failure.
+
+    With a journal, a stage that finished ok from the same inputs is skipped
+    (unless --force), and every stage's start and end are recorded, so an
+    interrupted run resumes where it stopped.
+    """
+    from cubeinstall.state.fingerprint import fingerprint
+
     results: list[StageResult] = []
     for stage in stages:
+        started = time.monotonic()
+        objects = stage_objects(stage, ctx.site)
+        digest = fingerprint(stage, ctx.site, objects)
+        if journal and not ctx.options.force and journal.is_current(stage.name, digest):
+            results.append(StageResult(stage.name, "skipped", message="inputs unchanged since last success"))
+            ctx.out.event("stage-skipped", stage=stage.name,
+                          message=f"= {stage.name}: unchanged since its last successful run")
+            continue
         ctx.out.event("stage-start", stage=stage.name, layer=stage.layer.value,
                       message=f"▶ {stage.name}: {stage.summary}")
-        started = time.monotonic()
+        if journal and not ctx.dry_run:
+            journal.started(stage.name, digest)
         try:
-            changes = plan_stage(ctx, stage, offline=False) if ctx.dry_run else apply_stage(ctx, stage)
+            if ctx.dry_run:
+                changes = plan_stage(ctx, stage, offline=False)
+            else:
+                changes = apply_stage(ctx, stage, objects)
         except CubeError as exc:
             failure = exc if isinstance(exc, StageFailed) else StageFailed(stage.name, str(exc.message), exc.hint)
+            if journal and not ctx.dry_run:
+                journal.finished(stage.name, ok=False, message=failure.message)
             results.append(StageResult(stage.name, "failed", seconds=time.monotonic() - started,
                                        message=str(failure)))
             ctx.out.event("stage-failed", stage=stage.name, error=failure.message, hint=failure.hint)
             raise failure from None
         result = StageResult(stage.name, "ok", changes, time.monotonic() - started)
+        if journal and not ctx.dry_run:
+            journal.finished(stage.name, ok=True, changes=result.changed)
         results.append(result)
         report_changes(ctx, stage.name, changes)
         ctx.out.event("stage-done", stage=stage.name, changed=result.changed,
                       seconds=round(result.seconds, 2),
                       message=f"✔ {stage.name}: {describe_count(result.changed, ctx.dry_run)}")
     return results
+
+
+def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
+    """A stage's final objects, or None when its desired state is not Kubernetes objects."""
+    module = stage_module(stage)
+    return rendered(module, stage, site) if hasattr(module, "render") else None
 
 
 def report_changes(ctx: RunContext, stage: str, changes: list[Change]) -> None:

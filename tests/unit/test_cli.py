@@ -53,7 +53,7 @@ def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
     from cubeinstall import runner
     from cubeinstall.errors import StageFailed
 
-    def failing(ctx, stage):
+    def failing(ctx, stage, objects=None):
         raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
 
     monkeypatch.setattr(runner, "apply_stage", failing)

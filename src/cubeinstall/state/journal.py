@@ -1,0 +1,108 @@
+"""The run journal: what each stage last did, when, and from what inputs.
+
+One JSON document per site, written atomically to a local file after every
+stage (and mirrored to a ConfigMap in the cluster when one is reachable, so a
+second operator machine sees the same history). ``all`` reads it to skip
+stages whose inputs are unchanged and that finished ok, and to resume after an
+interruption: a stage recorded ``running`` never finished and runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cubeinstall import __version__
+
+SCHEMA = 1
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    status: str  # running | ok | failed
+    fingerprint: str
+    started: float
+    finished: float | None = None
+    changes: int = 0
+    message: str = ""
+
+
+@dataclass
+class Journal:
+    site: str
+    path: Path
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    mirror: Callable[[str], None] | None = None  # receives the JSON text
+
+    @classmethod
+    def load(cls, site: str, directory: Path | None = None) -> "Journal":
+        path = (directory or state_dir()) / f"{site}.journal.json"
+        journal = cls(site=site, path=path)
+        if path.exists():
+            journal.stages = parse(path.read_text(encoding="utf-8"))
+        return journal
+
+    def started(self, stage: str, fingerprint: str) -> None:
+        self.stages[stage] = StageRecord(stage, "running", fingerprint, time.time())
+        self.save()
+
+    def finished(self, stage: str, ok: bool, changes: int = 0, message: str = "") -> None:
+        record = self.stages[stage]
+        record.status = "ok" if ok else "failed"
+        record.finished = time.time()
+        record.changes = changes
+        record.message = message
+        self.save()
+
+    def forget(self, stage: str) -> None:
+        if self.stages.pop(stage, None) is not None:
+            self.save()
+
+    def is_current(self, stage: str, fingerprint: str) -> bool:
+        record = self.stages.get(stage)
+        return bool(record and record.status == "ok" and record.fingerprint == fingerprint)
+
+    def to_json(self) -> str:
+        document = {"schema": SCHEMA, "site": self.site, "cubeinstall": __version__,
+                    "stages": {name: asdict(record) for name, record in sorted(self.stages.items())}}
+        return json.dumps(document, indent=2, sort_keys=True)
+
+    def save(self) -> None:
+        text = self.to_json()
+        write_atomically(self.path, text)
+        if self.mirror is not None:
+            self.mirror(text)
+
+
+def parse(text: str) -> dict[str, StageRecord]:
+    document = json.loads(text)
+    return {name: StageRecord(**record) for name, record in document.get("stages", {}).items()}
+
+
+def state_dir() -> Path:
+    override = os.environ.get("CUBEINSTALL_STATE_DIR")
+    if override:
+        return Path(override)
+    root = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return root / "cubeinstall"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename: a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
