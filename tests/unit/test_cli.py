@@ -45,7 +45,7 @@ def test_interrupt_exits_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run", interrupted)
-    code, out, _ = run_cli(["all", "-c", str(EXAMPLE_SITE)], capsys)
+    code, out, _ = run_cli(["all", "--dry-run", "-c", str(EXAMPLE_SITE)], capsys)
     assert code == 130 and "interrupted" in out
 
 
@@ -53,11 +53,11 @@ def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
     from cubeinstall import runner
     from cubeinstall.errors import StageFailed
 
-    def failing(ctx, stage, objects=None):
+    def failing(ctx, stage, offline):
         raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
 
-    monkeypatch.setattr(runner, "apply_stage", failing)
-    code, out, _ = run_cli(["--json", "all", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
+    monkeypatch.setattr(runner, "plan_stage", failing)
+    code, out, _ = run_cli(["--json", "all", "--dry-run", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
     assert code == 1
     events = json_events(out)
     assert any(e["event"] == "stage-failed" and e["stage"] == "namespaces" for e in events)

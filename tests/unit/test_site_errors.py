@@ -18,7 +18,7 @@ CASES = [
      "runtme", "did you mean 'runtime'", "runtme:"),
     ("misspelt-registry-key", "  insecure: true", "  insecure: true\n  pasword: x",
      "registry.pasword", "did you mean 'password'", "pasword:"),
-    ("misspelt-node-key", "    address: 10.0.0.12", "    adress: 10.0.0.12",
+    ("misspelt-node-key", "    address: node2.cube.example.com", "    adress: node2.cube.example.com",
      "nodes[1].adress", "did you mean 'address'", "adress:"),
     ("misspelt-storage-key", "  user: admin", "  usr: admin",
      "storage.usr", "did you mean 'user'", "usr:"),
@@ -50,12 +50,12 @@ CASES = [
     ("node-name", "  - name: node2", "  - name: Node_2",
      "nodes[1].name", "DNS label", "name: Node_2"),
     ("duplicate-node-name", "  - name: node2", "  - name: node1",
-     "nodes[1].name", "already used by nodes[0]", "- name: node1\n    address: 10.0.0.12"),
-    ("duplicate-address", "    address: 10.0.0.12", "    address: 10.0.0.11",
-     "nodes[1].address", "already used by nodes[0]", "address: 10.0.0.11\n    roles: [cpu, train, notebook, service]\n"),
+     "nodes[1].name", "already used by nodes[0]", "- name: node1\n    address: node2.cube.example.com"),
+    ("duplicate-address", "    address: node2.cube.example.com", "    address: node1.cube.example.com",
+     "nodes[1].address", "already used by nodes[0]", "address: node1.cube.example.com\n    roles: [cpu, train, notebook, service]\n"),
     ("storage-type", "  type: cephfs", "  type: glusterfs",
      "storage.type", "'cephfs', 'nfs', 'local'", "type: glusterfs"),
-    ("ceph-without-monitors", "  monitors: [10.0.0.31:6789, 10.0.0.32:6789, 10.0.0.33:6789]\n", "",
+    ("ceph-without-monitors", "  monitors: [ceph-mon1.cube.example.com:6789, ceph-mon2.cube.example.com:6789]\n", "",
      "storage.monitors", "required but missing", "storage:"),
     ("relative-mount-point", "  type: cephfs", "  type: cephfs\n  mount_point: data/k8s",
      "storage.mount_point", "absolute path", "mount_point: data/k8s"),
@@ -133,7 +133,7 @@ def test_malformed_site_is_refused_with_field_and_line(case, site_dir, capsys):
 def test_every_problem_is_reported_at_once(site_dir, capsys):
     text = (BASE.replace("runtime: docker", "runtime: podman")
                 .replace("  naming: flatten", "  naming: squash")
-                .replace("    address: 10.0.0.12", "    adress: 10.0.0.12"))
+                .replace("    address: node2.cube.example.com", "    adress: node2.cube.example.com"))
     path = site_dir / "site.yaml"
     path.write_text(text)
     code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
