@@ -2,7 +2,8 @@
 
 A cluster stage module that only declares ``render(site)`` gets this plan and
 apply; a module with extra needs (node-labels checks that nodes exist) defines
-its own ``plan``/``apply`` and calls these.
+its own ``plan``/``apply`` and calls these. The engine reads timeouts, gates
+and the output from the run context itself.
 """
 
 from __future__ import annotations
@@ -12,31 +13,28 @@ from cubeinstall.stages.base import Change, RunContext
 
 def client(ctx: RunContext, cluster_name: str | None = None):
     """The engine's client for a cluster (the platform cluster by default), one per run."""
-    from cubeinstall.kube.client import connect
+    from cubeinstall.kube.client import client_for
 
-    path, context = ctx.kubeconfig_for(cluster_name)
-    return ctx.cached(f"kube:{path}:{context}", lambda: connect(path, context))
+    return client_for(ctx, cluster_name)
 
 
 def plan(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
-    from cubeinstall.kube.apply import plan_objects
+    from cubeinstall.kube import plan_objects
 
-    return plan_objects(client(ctx), stage, objects, prune=ctx.options.prune)
+    return plan_objects(ctx, stage, objects, prune=ctx.options.prune)
 
 
 def apply(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
-    from cubeinstall.kube.apply import apply_objects
+    from cubeinstall.kube import apply_objects
 
-    site = ctx.site
-    return apply_objects(
-        client(ctx), stage, objects,
-        timeout=site.timeouts.object_seconds,
-        stage_timeout=site.timeouts.stage_seconds,
-        gates=site.gates.webhooks == "probe",
-        prune=ctx.options.prune,
-        force_conflicts=ctx.options.force,
-        out=ctx.out,
-    )
+    return apply_objects(ctx, stage, objects, prune=ctx.options.prune,
+                         force_conflicts=ctx.options.force)
+
+
+def uninstall(ctx: RunContext, stage: str, purge: bool = False) -> list[Change]:
+    from cubeinstall.kube import uninstall_stage
+
+    return uninstall_stage(ctx, stage, purge=purge, dry_run=ctx.dry_run)
 
 
 def offline(stage: str, objects: list[dict]) -> list[Change]:

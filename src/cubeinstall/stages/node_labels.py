@@ -23,9 +23,8 @@ def render(site: Site) -> list[dict]:
 
 
 def _require_nodes(ctx) -> None:
-    from cubeinstall.kube.client import existing_node_names
-
-    present = existing_node_names(cluster.client(ctx))
+    kube = cluster.client(ctx)
+    present = {node["metadata"]["name"] for node in kube.list(kube.resolve("v1", "Node"))}
     missing = [node.name for node in ctx.site.nodes if node.name not in present]
     if missing:
         raise StageFailed(
