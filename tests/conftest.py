@@ -1,3 +1,5 @@
 """Fixture plugins of the real servers the tests start (each fails, never skips)."""
 
-pytest_plugins: list[str] = []
+pytest_plugins = [
+    "tests.servers.registry",
+]

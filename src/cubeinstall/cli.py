@@ -266,6 +266,15 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
+def _register_sub_apps() -> None:
+    from cubeinstall.images.cli import app as images_app
+
+    app.add_typer(images_app, name="images", help="Image inventory, mirror, offline save/load, verify.")
+
+
+_register_sub_apps()
+
+
 def main() -> None:
     """Entry point: one place maps every error to its exit code."""
     try:

@@ -7,7 +7,18 @@ from cubeinstall.site.model import Site
 
 
 def finalize(site: Site, objects: list[dict]) -> list[dict]:
-    """Site-wide changes every stage's objects get before planning or applying."""
+    """Site-wide changes every stage's objects get before planning or applying.
+
+    When the site registry is the mirror, every image points there and every
+    pod pulls with hubsecret (the inventory renders with mirror off to see the
+    upstream names).
+    """
+    if site.registry is not None and site.registry.mirror:
+        from cubeinstall.images.rewrite import ensure_pull_secret, rewrite_images
+
+        objects = rewrite_images(objects, site)
+        if site.registry.username:
+            objects = ensure_pull_secret(objects)
     return objects
 
 

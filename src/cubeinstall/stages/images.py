@@ -1,0 +1,96 @@
+"""Stage `images`: every image the site needs, copied into the private registry.
+
+PLATFORM-FACTS item 4: air-gapped sites pull everything from the private registry,
+so the images must be there before any cluster stage creates a pod. The inventory
+is the rendered objects of the enabled stages plus the platform's run-time images
+(``images.inventory``); the copy is ``images.mirror`` (skopeo, skip by digest).
+``plan`` asks one manifest digest per image and changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cubeinstall.errors import ConfigError, CubeError, StageFailed
+from cubeinstall.stages.base import Change
+
+if TYPE_CHECKING:
+    from cubeinstall.images.mirror import MirrorReport, MirrorSettings
+    from cubeinstall.images.status import ImageStatus
+    from cubeinstall.site.model import Site
+    from cubeinstall.stages.base import RunContext
+
+STAGE = "images"
+_PLAN_ACTIONS = {"missing": "create", "outdated": "update", "present": "unchanged",
+                 "present-unchecked": "unchanged"}
+
+
+def describe(site: "Site") -> list[Change]:
+    """Offline plan: what would be copied if missing (nothing is asked of any registry)."""
+    from cubeinstall.images.inventory import site_inventory
+
+    return [Change(f"image {use.target}", "run", f"copy from {use.source} unless present")
+            for use in _guarded(site_inventory, site) if use.needs_copy]
+
+
+def plan(ctx: "RunContext") -> list[Change]:
+    from cubeinstall.images.inventory import site_inventory
+    from cubeinstall.images.registry_client import RegistryClient
+    from cubeinstall.images.status import SourceClients, check, target_endpoint
+
+    if ctx.site.registry is None:
+        return [Change(STAGE, "skip", "no registry in site.yaml")]
+    uses = _guarded(site_inventory, ctx.site)
+
+    def statuses() -> list["ImageStatus"]:
+        target = RegistryClient(target_endpoint(ctx.site.registry))
+        target.ping()
+        return check(uses, target, SourceClients())
+
+    return [_planned(status) for status in _guarded(statuses)]
+
+
+def apply(ctx: "RunContext", settings: "MirrorSettings | None" = None) -> list[Change]:
+    if ctx.dry_run:
+        return plan(ctx)
+    from cubeinstall.images.inventory import site_inventory
+    from cubeinstall.images.mirror import MirrorSettings, failure, mirror
+
+    if ctx.site.registry is None:
+        return [Change(STAGE, "skip", "no registry in site.yaml")]
+    uses = _guarded(site_inventory, ctx.site)
+    report: MirrorReport = _guarded(mirror, ctx.site, uses, ctx.out, settings or MirrorSettings())
+    if report.failed:
+        raise StageFailed(STAGE, f"{len(report.failed)} of {len(report.results)} images were not "
+                                 f"copied: {failure(report)}",
+                          hint="fix the cause, then run the stage again: copied images are kept")
+    return [_applied(result) for result in report.results]
+
+
+def _planned(status: "ImageStatus") -> Change:
+    use = status.use
+    detail = f"from {use.source}"
+    if status.state == "outdated":
+        detail += f" (target has {status.target_digest}, source {status.source_digest})"
+    elif status.state == "present-unchecked":
+        detail += f" (source not compared: {status.note})"
+    return Change(f"image {use.target}", _PLAN_ACTIONS[status.state], detail)
+
+
+def _applied(result) -> Change:
+    if result.action == "present":
+        return Change(f"image {result.target}", "unchanged", f"from {result.source}")
+    action = "update" if result.replaced else "create"
+    return Change(f"image {result.target}", action, f"copied from {result.source} "
+                                                    f"({result.digest})")
+
+
+def _guarded(function, *args):
+    """Engine errors become this stage's failure, with their hint (site mistakes stay
+    ConfigError: exit code 2)."""
+    try:
+        return function(*args)
+    except (StageFailed, ConfigError):
+        raise
+    except CubeError as exc:
+        raise StageFailed(STAGE, exc.message, exc.hint) from exc
