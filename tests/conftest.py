@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.servers.registry",
+    "tests.cluster.fixtures",
 ]

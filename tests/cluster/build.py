@@ -10,15 +10,23 @@ Why a build at all: there is no Docker here (so no kind) and no download
 site for Kubernetes server binaries, only the Go module proxy.  So the
 control plane is compiled from the ``k8s.io/kubernetes`` module through
 the wrapper module in ``tests/cluster/k8s`` (its go.mod pins the version
-and replaces every staging module; see gomod.py), kwok is ``go install``ed
-and etcd comes from Debian (``etcd-server``).
+and replaces every staging module; see gomod.py), etcd 3.6 from the wrapper
+module in ``tests/cluster/etcd`` and kwok is ``go install``ed.
+
+Why not Debian's etcd-server 3.4: the cluster starts with it, but 3.4 has
+no watch progress requests, so the apiserver refuses the WatchList streams
+kwok's informers open; every kwok watch then ends at once and kwok falls
+back to re-listing with exponential backoff (up to ~30 s between lists),
+i.e. pods become Ready late and at random.  CUBEINSTALL_ETCD=/path/to/etcd
+still points the control plane at any other etcd binary.
 
 Binaries live outside the repo, keyed by Kubernetes version:
-``~/.cache/cubeinstall/testcluster/<version>/{bin,stages}``.  A stamp file
-records a hash of the inputs of each part (go.mod, go.sum, build flags;
-kwok version and stage list); a part whose stamp matches is reused, so a
-warm run takes well under a second.  A stale part is rebuilt; with a warm
-Go build cache that is a re-link (about a minute), cold it is ~30 min.
+``~/.cache/cubeinstall/testcluster/<version>/{bin,stages}``.  A stamp
+file records a hash of each part's inputs (go.mod, go.sum and build
+flags of its wrapper module; kwok's version and stage list).  A part
+whose stamp matches is reused, so a warm run takes a fraction of a
+second; a stale part is rebuilt (with a warm Go build cache that is
+mostly linking: seconds).
 
 Standard library only: this runs before anything is pip-installed.
 """
@@ -39,6 +47,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 K8S_MODULE = HERE / "k8s"
+ETCD_MODULE = HERE / "etcd"
+ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
 
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 KWOK_VERSION = "v0.8.0"
@@ -96,7 +106,8 @@ class Toolset:
 
     version: str
     root: Path
-    etcd: Path | None
+    #: An etcd chosen with CUBEINSTALL_ETCD; None means the one built here.
+    etcd: Path | None = None
 
     @property
     def bin_dir(self) -> Path:
@@ -111,9 +122,7 @@ class Toolset:
         return self.root / "stamp.json"
 
     def binary(self, name: str) -> Path:
-        if name == "etcd":
-            if self.etcd is None:
-                raise BuildError(_ETCD_HINT)
+        if name == "etcd" and self.etcd is not None:
             return self.etcd
         return self.bin_dir / name
 
@@ -121,16 +130,10 @@ class Toolset:
         return [self.stages_dir / name for name in KWOK_STAGES]
 
 
-_ETCD_HINT = (
-    "etcd not found: install Debian's etcd server (apt-get install etcd-server) "
-    "or point CUBEINSTALL_ETCD at an etcd >= 3.4 binary"
-)
-
-
-def find_etcd() -> Path | None:
-    """etcd from CUBEINSTALL_ETCD, else from PATH (Debian: /usr/bin/etcd)."""
-    candidate = os.environ.get("CUBEINSTALL_ETCD") or shutil.which("etcd")
-    return Path(candidate) if candidate else None
+def etcd_override() -> Path | None:
+    """An etcd binary named by CUBEINSTALL_ETCD (then none is built)."""
+    candidate = os.environ.get("CUBEINSTALL_ETCD")
+    return Path(candidate).expanduser() if candidate else None
 
 
 def etcd_version(etcd: Path) -> tuple[int, ...]:
@@ -149,7 +152,7 @@ def etcd_version(etcd: Path) -> tuple[int, ...]:
 def toolset(version: str | None = None) -> Toolset:
     """Paths only; nothing is checked or built."""
     version = version or kubernetes_version()
-    return Toolset(version=version, root=cache_root() / version, etcd=find_etcd())
+    return Toolset(version=version, root=cache_root() / version, etcd=etcd_override())
 
 
 # --- stamps ---------------------------------------------------------------
@@ -168,6 +171,12 @@ def _k8s_inputs(version: str) -> str:
         (K8S_MODULE / "go.sum").read_bytes(),
         _ldflags(version).encode(),
         " ".join(K8S_COMMANDS).encode(),
+    )
+
+
+def _etcd_inputs() -> str:
+    return _digest(
+        (ETCD_MODULE / "go.mod").read_bytes(), (ETCD_MODULE / "go.sum").read_bytes(), b"-s -w"
     )
 
 
@@ -202,8 +211,17 @@ def stale_parts(tools: Toolset) -> dict[str, str]:
     if k8s_missing:
         stale["kubernetes"] = "missing " + ", ".join(k8s_missing)
     elif stamp.get("kubernetes") != _k8s_inputs(tools.version):
-        stale["kubernetes"] = "tests/cluster/k8s/go.mod, go.sum or build flags changed since the last build"
-    kwok_missing = [p.name for p in [tools.bin_dir / "kwok", *tools.stage_files()] if not p.is_file()]
+        stale["kubernetes"] = (
+            "tests/cluster/k8s/go.mod, go.sum or build flags changed since the last build"
+        )
+    if tools.etcd is None:
+        if not (tools.bin_dir / "etcd").is_file():
+            stale["etcd"] = "missing etcd"
+        elif stamp.get("etcd") != _etcd_inputs():
+            stale["etcd"] = "tests/cluster/etcd/go.mod or go.sum changed since the last build"
+    kwok_missing = [
+        p.name for p in [tools.bin_dir / "kwok", *tools.stage_files()] if not p.is_file()
+    ]
     if kwok_missing:
         stale["kwok"] = "missing " + ", ".join(kwok_missing)
     elif stamp.get("kwok") != _kwok_inputs():
@@ -235,23 +253,51 @@ def build_kubernetes(tools: Toolset) -> None:
     tools.bin_dir.mkdir(parents=True, exist_ok=True)
     inputs = _k8s_inputs(tools.version)
     argv = [
-        "go", "build", "-trimpath", "-buildvcs=false",
-        "-ldflags", _ldflags(tools.version),
-        "-o", str(tools.bin_dir) + os.sep,
+        "go",
+        "build",
+        "-trimpath",
+        "-buildvcs=false",
+        "-ldflags",
+        _ldflags(tools.version),
+        "-o",
+        str(tools.bin_dir) + os.sep,
         *[f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS],
     ]
     _run(argv, cwd=K8S_MODULE, env=_go_env(), what=f"build Kubernetes {tools.version}")
     _write_stamp(tools, "kubernetes", inputs)
 
 
+def build_etcd(tools: Toolset) -> None:
+    _write_stamp(tools, "etcd", None)
+    tools.bin_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "go",
+        "build",
+        "-trimpath",
+        "-buildvcs=false",
+        "-ldflags",
+        "-s -w",
+        "-o",
+        str(tools.bin_dir / "etcd"),
+        ETCD_PACKAGE,
+    ]
+    _run(argv, cwd=ETCD_MODULE, env=_go_env(), what="build etcd")
+    _write_stamp(tools, "etcd", _etcd_inputs())
+
+
 def _module_dir(module: str, version: str, env: dict[str, str]) -> Path:
     """Download a module (if needed) and return its directory in GOMODCACHE."""
     result = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
-        cwd=tools_tmp_cwd(), env=env, capture_output=True, text=True,
+        cwd=tools_tmp_cwd(),
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
-        raise BuildError(f"go mod download {module}@{version} failed:\n{result.stdout}{result.stderr}")
+        raise BuildError(
+            f"go mod download {module}@{version} failed:\n{result.stdout}{result.stderr}"
+        )
     return Path(json.loads(result.stdout)["Dir"])
 
 
@@ -269,23 +315,30 @@ def build_kwok(tools: Toolset) -> None:
     tools.bin_dir.mkdir(parents=True, exist_ok=True)
     _run(
         ["go", "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_PACKAGE}@{KWOK_VERSION}"],
-        cwd=tools_tmp_cwd(), env=env, what=f"install kwok {KWOK_VERSION}",
+        cwd=tools_tmp_cwd(),
+        env=env,
+        what=f"install kwok {KWOK_VERSION}",
     )
     source = _module_dir("sigs.k8s.io/kwok", KWOK_VERSION, env) / "kustomize" / "stage"
     tools.stages_dir.mkdir(parents=True, exist_ok=True)
     for target, rel in KWOK_STAGES.items():
         src = source / rel
         if not src.is_file():
-            raise BuildError(f"kwok {KWOK_VERSION} module has no stage file {rel} (looked in {source})")
+            raise BuildError(
+                f"kwok {KWOK_VERSION} module has no stage file {rel} (looked in {source})"
+            )
         dst = tools.stages_dir / target
         shutil.copyfile(src, dst)
         dst.chmod(0o644)  # files in GOMODCACHE are read-only
     _write_stamp(tools, "kwok", _kwok_inputs())
 
 
-def check_etcd(tools: Toolset) -> None:
+def check_etcd_override(tools: Toolset) -> None:
+    """A CUBEINSTALL_ETCD binary must exist and be etcd >= 3.4."""
     if tools.etcd is None:
-        raise BuildError(_ETCD_HINT)
+        return
+    if not tools.etcd.is_file():
+        raise BuildError(f"CUBEINSTALL_ETCD={tools.etcd} does not exist")
     version = etcd_version(tools.etcd)
     if version[:2] < ETCD_MIN:
         raise BuildError(f"{tools.etcd} is etcd {'.'.join(map(str, version))}; need >= 3.4")
@@ -299,15 +352,19 @@ def ensure(*, build: bool = True, force: bool = False) -> Toolset:
     takes half an hour and must not hide inside a test's timeout.
     """
     tools = toolset()
-    check_etcd(tools)
-    stale = {"kubernetes": "--force", "kwok": "--force"} if force else stale_parts(tools)
+    check_etcd_override(tools)
+    stale = stale_parts(tools)
+    if force:
+        stale = {part: "--force" for part in ("kubernetes", "etcd", "kwok")}
+        if tools.etcd is not None:
+            del stale["etcd"]
     if stale and not build:
         reasons = "; ".join(f"{part}: {why}" for part, why in stale.items())
         raise BuildError(
             f"test cluster binaries for Kubernetes {tools.version} are not built ({reasons}). "
             f"Run: python tests/cluster/build.py   (cache: {tools.root})"
         )
-    builders = {"kubernetes": build_kubernetes, "kwok": build_kwok}
+    builders = {"kubernetes": build_kubernetes, "etcd": build_etcd, "kwok": build_kwok}
     for part, why in stale.items():
         print(f"[testcluster-build] {part} needs a build: {why}", flush=True)
         started = time.monotonic()
@@ -318,10 +375,14 @@ def ensure(*, build: bool = True, force: bool = False) -> Toolset:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only report; exit 1 if a build is needed")
+    parser.add_argument(
+        "--check", action="store_true", help="only report; exit 1 if a build is needed"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild everything")
     sub = parser.add_subparsers(dest="command")
-    sync = sub.add_parser("sync-gomod", help="point tests/cluster/k8s/go.mod at another Kubernetes version")
+    sync = sub.add_parser(
+        "sync-gomod", help="point tests/cluster/k8s/go.mod at another Kubernetes version"
+    )
     sync.add_argument("version", help="e.g. v1.36.4")
     args = parser.parse_args(argv)
 
@@ -330,14 +391,14 @@ def main(argv: list[str] | None = None) -> int:
         import gomod  # noqa: PLC0415 - sibling module, only needed for this command
 
         gomod.sync(args.version, K8S_MODULE)
-        print(f"tests/cluster/k8s now builds Kubernetes {args.version}; run this script again to build")
+        print(f"tests/cluster/k8s now pins Kubernetes {args.version}; run this script to build it")
         return 0
 
     started = time.monotonic()
     try:
         if args.check:
             tools = toolset()
-            check_etcd(tools)
+            check_etcd_override(tools)
             stale = stale_parts(tools)
             for part, why in stale.items():
                 print(f"{part}: {why}")
@@ -350,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"test cluster binaries ready: Kubernetes {tools.version} in {tools.bin_dir}, "
-        f"etcd {tools.etcd} ({time.monotonic() - started:.2f}s)"
+        f"etcd {tools.binary('etcd')} ({time.monotonic() - started:.2f}s)"
     )
     return 0
 

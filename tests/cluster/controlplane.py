@@ -13,8 +13,10 @@ unlike kind, no container runtime is needed.
 
 Every process runs in its own process group with a log file in
 ``workdir/logs``; a failure at any step stops everything started so far
-and raises ControlPlaneError quoting the failing process' log tail.
-stop() leaves nothing behind: no process, no etcd data, no temp dir.
+and raises ProcessError (or its subclass ControlPlaneError) naming the
+failing process and quoting its log tail.  stop() leaves nothing behind:
+no process, no etcd data, no temp dir (after a failed start the logs are
+kept, and the error message says where).
 """
 
 from __future__ import annotations
@@ -39,11 +41,6 @@ from .processes import ManagedProcess, ProcessError, format_tail, free_port, wai
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
 POD_CIDR = "10.244.0.1/16"  # kwok hands out pod IPs from here
-#: kwok's client-go asks for WatchList streams, which need etcd's progress
-#: notifications; Debian's etcd 3.4 lacks them, so the apiserver refuses
-#: and kwok would retry every few seconds before falling back to LIST.
-#: (HOME: kwok also loads ~/.kwok/kwok.yaml when present.)
-KWOK_ENV = {"KUBE_FEATURE_WatchListClient": "false"}
 ALWAYS_ALLOW = "/healthz,/readyz,/livez,/metrics"
 STATE_FILE = "state.json"
 
@@ -52,11 +49,38 @@ class ControlPlaneError(ProcessError):
     """The control plane could not be started (or stopped) as asked."""
 
 
-def _tmpfs_dir(prefix: str) -> Path:
-    """A fresh directory on tmpfs when there is one: etcd fsyncs every write."""
+ETCD_DIR_PREFIX = "cubeinstall-etcd-"
+
+
+def _tmpfs_base() -> Path:
+    """/dev/shm when usable (etcd fsyncs every write), else the temp dir."""
     shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _sweep_stale_etcd_dirs() -> None:
+    """Remove etcd data dirs no live etcd uses (left by killed test runs).
+
+    They sit in RAM on tmpfs, so leaks would add up across crashed runs.
+    """
+    dirs = list(_tmpfs_base().glob(ETCD_DIR_PREFIX + "*"))
+    if not dirs:
+        return
+    in_use = b"\0".join(_cmdlines())
+    for path in dirs:
+        if f"--data-dir={path}".encode() not in in_use:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _cmdlines() -> list[bytes]:
+    result = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                result.append((entry / "cmdline").read_bytes())
+            except OSError:
+                pass
+    return result
 
 
 def _https_get(url: str, pki: Pki, client: str | None, timeout: float = 2.0) -> tuple[int, str]:
@@ -95,31 +119,43 @@ class ControlPlane:
         *,
         tools: build.Toolset | None = None,
         timeout: float = 120.0,
+        detached: bool = False,
     ) -> None:
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cubeinstall-kube-"))
+        self.workdir = (
+            Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cubeinstall-kube-"))
+        )
         self.nodes = tuple(nodes)
         self.tools = tools
         self.timeout = timeout
+        #: Detached processes survive the Python process that started them.
+        self.detached = detached
         self.kubeconfig = self.workdir / "kubeconfig"
         self.server: str | None = None
         self.processes: list[ManagedProcess] = []
         self.timings: dict[str, float] = {}
         self._etcd_dir: Path | None = None
-        self._pki: Pki | None = None
 
     # --- public API -----------------------------------------------------
 
-    def start(self) -> "ControlPlane":
+    def start(self) -> ControlPlane:
         """Bring the whole cluster up; on any failure stop it and raise."""
         started = time.monotonic()
+        if (self.workdir / STATE_FILE).exists():
+            # Checked before the try: the cleanup below would delete the
+            # state of the cluster that is running there.
+            raise ControlPlaneError(
+                f"{self.workdir} already holds a running test cluster ({STATE_FILE}); stop it first"
+            )
         try:
             self._start()
         except BaseException as exc:
             self.stop(remove_logs=False)
             if isinstance(exc, (ProcessError, build.BuildError)) or not isinstance(exc, Exception):
                 raise
-            raise ControlPlaneError(f"test cluster start failed: {exc!r}\n{self._all_tails()}") from exc
+            raise ControlPlaneError(
+                f"test cluster start failed: {exc!r}\n{self._all_tails()}"
+            ) from exc
         self.timings["total"] = time.monotonic() - started
         return self
 
@@ -143,7 +179,7 @@ class ControlPlane:
         if errors:
             raise ControlPlaneError("could not stop: " + "; ".join(errors))
 
-    def __enter__(self) -> "ControlPlane":
+    def __enter__(self) -> ControlPlane:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -172,7 +208,7 @@ class ControlPlane:
     # --- detached clusters (scripts/testcluster) -------------------------
 
     @classmethod
-    def attach(cls, workdir: str | os.PathLike[str]) -> "ControlPlane":
+    def attach(cls, workdir: str | os.PathLike[str]) -> ControlPlane:
         """Re-open a cluster started by another process, from its state.json."""
         workdir = Path(workdir)
         try:
@@ -201,18 +237,19 @@ class ControlPlane:
     def _start(self) -> None:
         tools = self.tools = self.tools or build.ensure(build=False)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if (self.workdir / STATE_FILE).exists():
-            raise ControlPlaneError(
-                f"{self.workdir} already holds a running test cluster ({STATE_FILE}); stop it first"
-            )
         t = time.monotonic()
-        pki = self._pki = write_pki(self.workdir / "pki", SERVICE_IP)
-        ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        pki = write_pki(self.workdir / "pki", SERVICE_IP)
+        ports = {
+            name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
+        }
         self.server = f"https://127.0.0.1:{ports['apiserver']}"
         kubeconfigs = {
             name: write_kubeconfig(
                 self.workdir / ("kubeconfig" if name == "admin" else f"{name}.kubeconfig"),
-                server=self.server, ca_pem=pki.ca_cert.read_bytes(), client=pki.clients[name], user=name,
+                server=self.server,
+                ca_pem=pki.ca_cert.read_bytes(),
+                client=pki.clients[name],
+                user=name,
             )
             for name in pki.clients
         }
@@ -221,24 +258,37 @@ class ControlPlane:
         etcd = self._spawn("etcd", self._etcd_argv(tools, ports))
         self.timings["etcd"] = wait_until(
             lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"),
-            timeout=30, what="etcd /health", watched=[etcd], blame=etcd,
+            timeout=30,
+            what="etcd /health",
+            watched=[etcd],
+            blame=etcd,
         )
 
         apiserver = self._spawn("kube-apiserver", self._apiserver_argv(tools, pki, ports))
         self.timings["kube-apiserver"] = wait_until(
             lambda: _https_get(f"{self.server}/readyz", pki, "admin")[0] == 200,
-            timeout=self.timeout, what="kube-apiserver /readyz",
-            watched=[etcd, apiserver], blame=apiserver,
+            timeout=self.timeout,
+            what="kube-apiserver /readyz",
+            watched=[etcd, apiserver],
+            blame=apiserver,
         )
 
         kcm = self._spawn("kube-controller-manager", self._kcm_argv(tools, pki, ports, kubeconfigs))
-        scheduler = self._spawn("kube-scheduler", self._scheduler_argv(tools, pki, ports, kubeconfigs))
-        kwok = self._spawn("kwok", self._kwok_argv(tools, kubeconfigs), env=KWOK_ENV | {"HOME": str(self.workdir)})
+        scheduler = self._spawn(
+            "kube-scheduler", self._scheduler_argv(tools, pki, ports, kubeconfigs)
+        )
+        # HOME: kwok also loads ~/.kwok/kwok.yaml when present; keep it hermetic.
+        self._spawn("kwok", self._kwok_argv(tools, kubeconfigs), env={"HOME": str(self.workdir)})
         t = time.monotonic()
         for proc, port in ((kcm, ports["kcm"]), (scheduler, ports["scheduler"])):
             wait_until(
-                lambda port=port: _https_get(f"https://127.0.0.1:{port}/healthz", pki, None)[0] == 200,
-                timeout=self.timeout, what=f"{proc.name} /healthz", watched=self.processes, blame=proc,
+                lambda port=port: (
+                    _https_get(f"https://127.0.0.1:{port}/healthz", pki, None)[0] == 200
+                ),
+                timeout=self.timeout,
+                what=f"{proc.name} /healthz",
+                watched=self.processes,
+                blame=proc,
             )
         self.timings["controllers"] = time.monotonic() - t
 
@@ -249,13 +299,21 @@ class ControlPlane:
             self._wait_default_service_account(api, kcm)
         self.timings["nodes"] = time.monotonic() - t
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+    def _spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
         full_env = dict(os.environ)
         full_env.pop("KUBECONFIG", None)
         # Loopback traffic must never go through a proxy from the environment.
         full_env["NO_PROXY"] = full_env["no_proxy"] = "127.0.0.1,localhost,::1"
         full_env.update(env or {})
-        proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", env=full_env)
+        proc = ManagedProcess(
+            name,
+            argv,
+            self.workdir / "logs" / f"{name}.log",
+            env=full_env,
+            die_with_parent=not self.detached,
+        )
         self.processes.append(proc.start())
         self._save_state()
         return proc
@@ -264,9 +322,11 @@ class ControlPlane:
         kwok = next((p for p in self.processes if p.name == "kwok"), None)
         wait_until(
             lambda: not unready_nodes(api, names),
-            timeout=timeout, interval=0.2,
+            timeout=timeout,
+            interval=0.2,
             what=f"nodes {', '.join(names)} to be Ready and untainted",
-            watched=self.processes, blame=kwok,
+            watched=self.processes,
+            blame=kwok,
         )
 
     def _wait_default_service_account(self, api: Any, kcm: ManagedProcess) -> None:
@@ -276,7 +336,10 @@ class ControlPlane:
         core = client.CoreV1Api(api)
         wait_until(
             lambda: bool(core.list_namespaced_service_account("default").items),
-            timeout=self.timeout, what="the default ServiceAccount", watched=self.processes, blame=kcm,
+            timeout=self.timeout,
+            what="the default ServiceAccount",
+            watched=self.processes,
+            blame=kcm,
         )
 
     def _all_tails(self) -> str:
@@ -285,7 +348,8 @@ class ControlPlane:
     # --- command lines ---------------------------------------------------
 
     def _etcd_argv(self, tools: build.Toolset, ports: dict[str, int]) -> list[str]:
-        self._etcd_dir = _tmpfs_dir("cubeinstall-etcd-")
+        _sweep_stale_etcd_dirs()
+        self._etcd_dir = Path(tempfile.mkdtemp(prefix=ETCD_DIR_PREFIX, dir=_tmpfs_base()))
         client = f"http://127.0.0.1:{ports['etcd']}"
         peer = f"http://127.0.0.1:{ports['etcd-peer']}"
         return [
@@ -355,7 +419,9 @@ class ControlPlane:
             "--profiling=false",
         ]
 
-    def _kcm_argv(self, tools: build.Toolset, pki: Pki, ports: dict[str, int], kubeconfigs: dict[str, Path]) -> list[str]:
+    def _kcm_argv(
+        self, tools: build.Toolset, pki: Pki, ports: dict[str, int], kubeconfigs: dict[str, Path]
+    ) -> list[str]:
         return [
             str(tools.binary("kube-controller-manager")),
             *self._component_common(pki, ports["kcm"], kubeconfigs["controller-manager"]),
@@ -367,7 +433,9 @@ class ControlPlane:
             f"--cluster-signing-key-file={pki.ca_key}",
         ]
 
-    def _scheduler_argv(self, tools: build.Toolset, pki: Pki, ports: dict[str, int], kubeconfigs: dict[str, Path]) -> list[str]:
+    def _scheduler_argv(
+        self, tools: build.Toolset, pki: Pki, ports: dict[str, int], kubeconfigs: dict[str, Path]
+    ) -> list[str]:
         return [
             str(tools.binary("kube-scheduler")),
             *self._component_common(pki, ports["scheduler"], kubeconfigs["scheduler"]),

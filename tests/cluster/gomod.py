@@ -61,16 +61,33 @@ def sync(kubernetes_version: str, module_dir: Path) -> list[str]:
 
     Returns the staging modules now replaced.
     """
-    info = json.loads(_go(["mod", "download", "-json", f"k8s.io/kubernetes@{kubernetes_version}"], module_dir))
+    info = json.loads(
+        _go(["mod", "download", "-json", f"k8s.io/kubernetes@{kubernetes_version}"], module_dir)
+    )
     upstream = json.loads(_go(["mod", "edit", "-json", info["GoMod"]], module_dir))
     modules = staging_modules(upstream)
     if not modules:
         raise GoModError(f"k8s.io/kubernetes@{kubernetes_version} go.mod lists no staging modules")
     wrapper = json.loads(_go(["mod", "edit", "-json"], module_dir))
     edits = [f"-dropreplace={r['Old']['Path']}" for r in wrapper.get("Replace") or []]
-    tag = staging_version(kubernetes_version)
-    edits += [f"-replace={m}={m}@{tag}" for m in modules]
     edits += [f"-require=k8s.io/kubernetes@{kubernetes_version}", f"-go={upstream['Go']}"]
     _go(["mod", "edit", *edits], module_dir)
+    _insert_replace_block(module_dir / "go.mod", modules, staging_version(kubernetes_version))
     _go(["mod", "tidy"], module_dir)
     return modules
+
+
+def _insert_replace_block(gomod: Path, modules: list[str], tag: str) -> None:
+    """One readable ``replace ( ... )`` block, placed before the tool block.
+
+    (``go mod edit -replace`` would append one ``replace`` line per module.)
+    """
+    lines = "".join(f"\t{m} => {m} {tag}\n" for m in modules)
+    block = f"replace (\n{lines})\n"
+    text = gomod.read_text()
+    anchor = text.find("\ntool ")
+    if anchor == -1:
+        text = text.rstrip("\n") + "\n\n" + block
+    else:
+        text = text[: anchor + 1] + block + "\n" + text[anchor + 1 :]
+    gomod.write_text(text)

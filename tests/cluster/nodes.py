@@ -28,8 +28,14 @@ DEFAULT_CAPACITY = MappingProxyType({"cpu": "32", "memory": "256Gi", "pods": "11
 
 _ROLE_LABELS = ("cpu", "train", "notebook", "service")
 _INFRA_LABELS = (
-    "mysql", "redis", "monitoring", "logging", "kubeflow",
-    "kubeflow-dashboard", "istio", "knative",
+    "mysql",
+    "redis",
+    "monitoring",
+    "logging",
+    "kubeflow",
+    "kubeflow-dashboard",
+    "istio",
+    "knative",
 )
 
 
@@ -51,6 +57,8 @@ class FakeNode:
     capacity: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Mapping[str, str], ...] = ()
     #: InternalIP reported for the node (kwok would give all nodes one IP).
+    # Loopback only: the API server dials a node's InternalIP for logs and
+    # port-forwards, and tests must never send traffic off this machine.
     address: str | None = None
 
     def resources(self) -> dict[str, str]:
@@ -91,14 +99,14 @@ DEFAULT_NODES: tuple[FakeNode, ...] = (
     FakeNode(
         "node1",
         labels={**_true(*_ROLE_LABELS, *_INFRA_LABELS), "org": "public"},
-        address="10.0.0.11",
+        address="127.0.10.11",
     ),
-    FakeNode("node2", labels={**_true(*_ROLE_LABELS), "org": "public"}, address="10.0.0.12"),
+    FakeNode("node2", labels={**_true(*_ROLE_LABELS), "org": "public"}, address="127.0.10.12"),
     FakeNode(
         "gpu1",
         labels={**_true("gpu", "train", "notebook", "service"), "org": "ai-lab"},
         capacity={"nvidia.com/gpu": "8"},
-        address="10.0.0.21",
+        address="127.0.10.21",
     ),
 )
 

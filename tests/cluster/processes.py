@@ -11,6 +11,7 @@ raised here names the process and quotes the tail of that log, because
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1
 
 
 class ProcessError(RuntimeError):
@@ -100,6 +102,22 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
         raise ProcessError(f"process group {pid} survived SIGKILL")
 
 
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: have the kernel SIGKILL the child when its parent dies.
+
+    Without it a test run killed hard (SIGKILL, OOM, a CI job cancelled)
+    leaves a whole control plane running in its own sessions forever.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl ran
+            os._exit(1)
+
+    return preexec
+
+
 @dataclass
 class ManagedProcess:
     """One component: its command line, its log file and its Popen handle."""
@@ -112,10 +130,13 @@ class ManagedProcess:
     #: Set instead of ``popen`` when re-attached to a detached cluster
     #: (``scripts/testcluster down`` runs in another Python process).
     attached_pid: int | None = None
+    #: Killed by the kernel when the starting process dies (False for
+    #: clusters meant to outlive it: ``scripts/testcluster up``).
+    die_with_parent: bool = True
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "wb") as log:  # a fresh log per start
             try:
                 self.popen = subprocess.Popen(
                     list(self.argv),
@@ -125,6 +146,7 @@ class ManagedProcess:
                     env=dict(self.env) if self.env is not None else None,
                     start_new_session=True,
                     close_fds=True,
+                    preexec_fn=_die_with_parent(os.getpid()) if self.die_with_parent else None,
                 )
             except OSError as exc:
                 raise ProcessError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
@@ -146,10 +168,15 @@ class ManagedProcess:
         return pid_alive(self.attached_pid) and pid_executable(self.attached_pid) == self.argv[0]
 
     def to_state(self) -> dict:
-        return {"name": self.name, "pid": self.pid, "argv": list(self.argv), "log": str(self.log_path)}
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "argv": list(self.argv),
+            "log": str(self.log_path),
+        }
 
     @classmethod
-    def from_state(cls, state: Mapping) -> "ManagedProcess":
+    def from_state(cls, state: Mapping) -> ManagedProcess:
         return cls(state["name"], state["argv"], Path(state["log"]), attached_pid=state["pid"])
 
     def failure(self, what: str) -> ProcessError:
