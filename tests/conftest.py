@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.servers.registry",
     "tests.cluster.fixtures",
+    "tests.servers.mariadb",
+    "tests.servers.redis",
 ]

@@ -266,6 +266,25 @@ def _when(timestamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
+@app.command(name="upgrade-db")
+def upgrade_db(
+    config: Optional[Path] = ConfigOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="count the rows each back-fill would change"),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=100_000, help="rows per committed batch"),
+) -> None:
+    """Fill the columns an upgrade added with their defaults (resumable: each batch is committed)."""
+    from cubeinstall import runner
+    from cubeinstall.db.backfill import run_backfills
+
+    _use_config(config)
+    ctx = load_context(dry_run=dry_run)
+    changes = run_backfills(ctx, dry_run=dry_run, batch_size=batch_size)
+    runner.report_changes(ctx, "upgrade-db", changes)
+    changed = sum(1 for change in changes if change.changes_something)
+    ctx.out.event("upgrade-db-done", changed=changed,
+                  message=f"upgrade-db: {runner.describe_count(changed, dry_run)}")
+
+
 def _register_sub_apps() -> None:
     from cubeinstall.images.cli import app as images_app
 

@@ -8,12 +8,13 @@ text. Every string passes through ``redaction.redact`` on the way out.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from cubeinstall.redaction import redact, redact_obj
 
@@ -83,6 +84,31 @@ class Output:
             if not text.endswith("\n"):
                 self.stream.write("\n")
             self.stream.flush()
+
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int, unit: str = "rows") -> Iterator[Callable[[int], None]]:
+        """Yield ``advance(n)``: a rich progress bar in a terminal, ``progress`` events always."""
+        done = 0
+        bar = None
+        if not self.json_mode and getattr(self.stream, "isatty", lambda: False)():
+            from rich.progress import Progress
+
+            bar = Progress(console=self._rich(), transient=True)
+            task = bar.add_task(redact(label), total=total)
+            bar.start()
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            self.event("progress", target=label, done=done, total=total, unit=unit)
+            if bar is not None:
+                bar.update(task, completed=done)
+
+        try:
+            yield advance
+        finally:
+            if bar is not None:
+                bar.stop()
 
     def _style(self, kind: str, message: str) -> str:
         prefix = {"warning": "[yellow]warning:[/] ", "error": "[red]error:[/] ",

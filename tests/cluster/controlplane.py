@@ -38,9 +38,13 @@ from .nodes import DEFAULT_NODES, KWOK_ANNOTATION_SELECTOR, FakeNode, create_nod
 from .pki import FRONT_PROXY_CN, Pki, write_kubeconfig, write_pki
 from .processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
 
-SERVICE_CIDR = "10.96.0.0/12"
-SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
-POD_CIDR = "10.244.0.1/16"  # kwok hands out pod IPs from here
+# Loopback ranges on purpose: the API server dials Service IPs (admission
+# webhooks backed by a Service) and node/pod IPs (logs, port-forward). With
+# private ranges those connections would leave this machine by its default
+# route; on 127/8 they end at once with "connection refused".
+SERVICE_CIDR = "127.96.0.0/16"
+SERVICE_IP = "127.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
+POD_CIDR = "127.244.0.1/16"  # kwok hands out pod IPs from here
 ALWAYS_ALLOW = "/healthz,/readyz,/livez,/metrics"
 STATE_FILE = "state.json"
 

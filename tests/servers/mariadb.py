@@ -17,11 +17,16 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pymysql
 import pytest
 
 from tests.cluster.processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
+
+if TYPE_CHECKING:
+    from cubeinstall.site.model import Site
+    from cubeinstall.stages.base import RunContext
 
 ROOT_PASSWORD = "root-Pw'; x\"1"  # quotes prove the password travels as a parameter
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
@@ -83,7 +88,7 @@ def _require(binary: str) -> str:
     return path
 
 
-def start_mariadb(workdir: Path) -> MariaDBServer:
+def start_mariadb(workdir: Path, extra_args: tuple[str, ...] = ()) -> MariaDBServer:
     install_db = _require("mariadb-install-db")
     mariadbd = _require("mariadbd")
     datadir = workdir / "data"
@@ -102,6 +107,7 @@ def start_mariadb(workdir: Path) -> MariaDBServer:
         "--bind-address=127.0.0.1", f"--port={port}", f"--socket={sock}",
         f"--pid-file={workdir / 'mariadbd.pid'}", f"--log-error={log}", "--skip-log-bin",
         "--skip-name-resolve",  # 'localhost' accounts then match the socket only
+        *extra_args,
     ], workdir / "mariadbd.out").start()
     server = MariaDBServer("127.0.0.1", port, ROOT_PASSWORD, sock, log, process)
 
@@ -141,3 +147,44 @@ def mariadb(mariadb_server: MariaDBServer) -> MariaDBServer:
         pytest.fail(f"MariaDB died during the session\n{mariadb_server.log_tail()}", pytrace=False)
     mariadb_server.reset()
     return mariadb_server
+
+
+# --- a site and a run context pointing at a test server ---------------------------
+
+
+def site_for(host: str, port: int, password: str, *, object_seconds: float = 20,
+             user: str = "root", redis: dict | None = None, **mysql) -> "Site":
+    """A minimal valid Site whose mysql section is external at host:port."""
+    from cubeinstall.site.model import Site
+    from cubeinstall.site.secrets import Secret
+
+    return Site.model_validate({
+        "site": "test", "domain": "cube.test.example",
+        "nodes": [{"name": "node1", "address": "127.0.0.1", "roles": ["cpu", "mysql", "redis"]}],
+        "storage": {"type": "local"},
+        "mysql": {"mode": "external", "host": host, "port": port, "user": user,
+                  "password": Secret(password, "test value"), **mysql},
+        "redis": redis or {"password": Secret("unused-redis", "test value")},
+        "timeouts": {"object_seconds": object_seconds},
+    })
+
+
+def context_for(site: "Site", **options) -> "RunContext":
+    """A RunContext whose Output records JSON events in memory (tests read ctx.out.events)."""
+    import io
+
+    from cubeinstall.output import Output
+    from cubeinstall.stages.base import RunContext, RunOptions
+
+    return RunContext(site=site, out=Output(json_mode=True, stream=io.StringIO()),
+                      options=RunOptions(**options))
+
+
+@pytest.fixture
+def mysql_context(mariadb: MariaDBServer):
+    """Factory: a RunContext for the test MariaDB, with mysql fields overridden by kwargs."""
+
+    def make(**mysql) -> "RunContext":
+        return context_for(site_for(mariadb.host, mariadb.port, mariadb.root_password, **mysql))
+
+    return make
