@@ -63,6 +63,7 @@ def _use_config(config: Optional[Path]) -> None:
 OnlyOption = typer.Option(None, "--only", help="run only these stages (repeatable)")
 SkipOption = typer.Option(None, "--skip", help="skip these stages (repeatable)")
 FromOption = typer.Option(None, "--from", help="start at this stage")
+IgnoreOption = typer.Option(None, "--ignore", help="preflight check ID to accept failing (repeatable)")
 
 
 @app.command()
@@ -193,13 +194,38 @@ def run_all(
     trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
     prune: bool = typer.Option(False, "--prune", help="delete owned objects no longer rendered"),
     force: bool = typer.Option(False, "--force", help="re-run stages whose inputs are unchanged, and take over fields another field manager owns"),
+    ignore: Optional[List[str]] = IgnoreOption,
 ) -> None:
     """Bring the whole site to its desired state, stage by stage (resumes after a failure)."""
     from cubeinstall import runner
+    from cubeinstall.preflight import run_preflight
 
     _use_config(config)
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
-    _run(runner.select(ctx.site, only or [], skip or [], start), ctx)
+    selected = runner.select(ctx.site, only or [], skip or [], start)
+    ctx.out.event("preflight-start", message="preflight checks")
+    run_preflight(ctx, selected, ignore or [])
+    _run(selected, ctx)
+
+
+@app.command()
+def preflight(
+    config: Optional[Path] = ConfigOption,
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    start: Optional[str] = FromOption,
+    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
+    ignore: Optional[List[str]] = IgnoreOption,
+) -> None:
+    """Read-only checks of cluster, hosts, registry and database (exit 3 on failure)."""
+    from cubeinstall import runner
+    from cubeinstall.preflight import run_preflight
+
+    _use_config(config)
+    ctx = load_context(dry_run=True, trust_new_hosts=trust_new_hosts)
+    findings = run_preflight(ctx, runner.select(ctx.site, only or [], skip or [], start), ignore or [])
+    ctx.out.table("preflight", ("check", "grade", "finding"),
+                  [(f.check, f.grade, f.message) for f in findings])
 
 
 @app.command()

@@ -45,6 +45,7 @@ def test_interrupt_exits_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run", interrupted)
+    monkeypatch.setattr("cubeinstall.preflight.run_preflight", lambda *a: [])
     code, out, _ = run_cli(["all", "--dry-run", "-c", str(EXAMPLE_SITE)], capsys)
     assert code == 130 and "interrupted" in out
 
@@ -57,6 +58,7 @@ def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
         raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
 
     monkeypatch.setattr(runner, "plan_stage", failing)
+    monkeypatch.setattr("cubeinstall.preflight.run_preflight", lambda *a: [])
     code, out, _ = run_cli(["--json", "all", "--dry-run", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
     assert code == 1
     events = json_events(out)
@@ -109,3 +111,24 @@ def test_help_does_not_import_network_libraries():
 def test_version(capsys):
     code, out, _ = run_cli(["--version"], capsys)
     assert code == 0 and out.startswith("cubeinstall ")
+
+
+def test_preflight_failure_exits_3_before_any_change(monkeypatch, capsys):
+    """The demo kubeconfig names a host that does not resolve: cluster checks fail."""
+    from cubeinstall import runner
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a stage ran after a failed preflight")
+
+    monkeypatch.setattr(runner, "apply_stage", must_not_run)
+    code, out, _ = run_cli(["--json", "all", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
+    assert code == 3, out
+    failed = [e for e in json_events(out) if e["event"] == "preflight" and e["grade"] == "error"]
+    assert {e["check"] for e in failed} >= {"cluster-version"}
+    assert "kubernetes.cube.example.com" in out
+
+
+def test_preflight_unknown_ignore_id(capsys):
+    code, out, _ = run_cli(["preflight", "-c", str(EXAMPLE_SITE), "--only", "namespaces",
+                            "--ignore", "cluster-verison"], capsys)
+    assert code == 2 and "unknown check cluster-verison" in out

@@ -1,0 +1,238 @@
+"""Preflight: graded, read-only checks before any change.
+
+Each check has a stable ID a user can pass to ``--ignore``; it returns one or
+more Findings graded ok / warning / error. Errors stop ``all`` with exit code 3
+before anything is touched. Checks only read: the cluster through
+SelfSubjectAccessReviews and GETs, hosts through one probe command, the
+registry through GET /v2/, MySQL through a login.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from cubeinstall.errors import CubeError, PreflightError
+from cubeinstall.stages.base import RunContext
+from cubeinstall.stages.registry import Layer, Stage
+
+MINIMUM_KUBERNETES = (1, 22)
+TESTED_KUBERNETES = ((1, 28), (1, 36))
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    grade: str  # ok | warning | error
+    message: str
+    hint: str = ""
+
+
+Check = Callable[[RunContext, list[Stage]], Iterable[Finding]]
+
+
+def _layers(stages: list[Stage]) -> set[Layer]:
+    return {stage.layer for stage in stages}
+
+
+# -- cluster -----------------------------------------------------------------------------
+
+def cluster_version(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    from cubeinstall.stages.cluster import client
+
+    version = client(ctx).server_version()
+    numbers = tuple(int("".join(ch for ch in part if ch.isdigit()) or 0)
+                    for part in version.lstrip("v").split(".")[:2])
+    if numbers < MINIMUM_KUBERNETES:
+        yield Finding("cluster-version", "error", f"Kubernetes {version} is older than 1.22",
+                      "upgrade the cluster: the platform's manifests use APIs of 1.22 and later")
+    elif not TESTED_KUBERNETES[0] <= numbers <= TESTED_KUBERNETES[1]:
+        yield Finding("cluster-version", "warning",
+                      f"Kubernetes {version} is outside the tested range 1.28-1.36")
+    else:
+        yield Finding("cluster-version", "ok", f"Kubernetes {version}")
+
+
+# What the cluster stages do, as (verb, group, resource) access reviews.
+_PERMISSIONS = (
+    ("create", "", "namespaces"), ("patch", "", "nodes"), ("create", "", "secrets"),
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions"),
+    ("create", "rbac.authorization.k8s.io", "clusterroles"),
+    ("bind", "rbac.authorization.k8s.io", "clusterroles"),
+    ("create", "apps", "deployments"), ("create", "", "persistentvolumes"),
+    ("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("create", "coordination.k8s.io", "leases"),
+)
+
+
+def cluster_permissions(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    from cubeinstall.stages.cluster import client
+
+    kube = client(ctx)
+    denied = []
+    for verb, group, resource in _PERMISSIONS:
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                  "spec": {"resourceAttributes": {"verb": verb, "group": group,
+                                                  "resource": resource}}}
+        answer = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                              body=review)
+        if not answer.get("status", {}).get("allowed"):
+            denied.append(f"{verb} {resource}" + (f".{group}" if group else ""))
+    if denied:
+        yield Finding("cluster-permissions", "error",
+                      f"the kubeconfig's user may not: {', '.join(denied)}",
+                      "use a cluster-admin kubeconfig for the install")
+    else:
+        yield Finding("cluster-permissions", "ok", "cluster-admin rights for every stage")
+
+
+def cluster_nodes(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    from cubeinstall.stages.cluster import client
+
+    kube = client(ctx)
+    present = {node["metadata"]["name"] for node in kube.list(kube.resolve("v1", "Node"))}
+    missing = [node.name for node in ctx.site.nodes if node.name not in present]
+    if missing:
+        yield Finding("cluster-nodes", "error",
+                      f"nodes {', '.join(missing)} of site.yaml are not in the cluster",
+                      "use the Kubernetes node names (kubectl get nodes) as nodes[].name")
+    else:
+        yield Finding("cluster-nodes", "ok", f"all {len(ctx.site.nodes)} nodes are in the cluster")
+
+
+def placement_labels(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    """Every enabled component's placement label is on some node (the site's roles)."""
+    from cubeinstall import facts
+
+    labelled = {key for node in ctx.site.nodes for key, value in facts.node_labels(node).items()
+                if value == "true"}
+    for stage in stages:
+        label = stage.placement_label(ctx.site)
+        if label and label not in labelled:
+            yield Finding("placement-labels", "error",
+                          f"{stage.name} runs on nodes labelled {label}=true and no node has it",
+                          f"add role {label} to a node in site.yaml")
+            return
+    yield Finding("placement-labels", "ok", "every placed component has a node")
+
+
+def gateway_exposure(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    gateway = ctx.site.gateway
+    if gateway.expose == "NodePort":
+        for port in (gateway.node_port_http, gateway.node_port_http_alt):
+            if not 30000 <= port <= 32767:
+                yield Finding("gateway-exposure", "warning",
+                              f"node port {port} is outside the default range 30000-32767",
+                              "the API server refuses it unless --service-node-port-range allows it")
+                return
+        yield Finding("gateway-exposure", "ok", "ingress gateway on node ports")
+        return
+    node_ips = set()
+    for node in ctx.site.nodes:
+        try:
+            node_ips.add(str(ipaddress.ip_address(node.address)))
+        except ValueError:
+            continue
+    strangers = [address for address in gateway.addresses if address not in node_ips]
+    if strangers and node_ips:
+        yield Finding("gateway-exposure", "warning",
+                      f"external IPs {', '.join(strangers)} are not the address of any node",
+                      "traffic to an externalIP reaches the gateway only on a node that owns it")
+    else:
+        yield Finding("gateway-exposure", "ok", f"ingress gateway on {', '.join(gateway.addresses)}")
+
+
+# -- hosts, registry, database --------------------------------------------------------------
+
+def nodes_reachable(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    from cubeinstall.remote.probe import probe_nodes
+
+    for node, problem in probe_nodes(ctx):
+        if problem:
+            yield Finding("nodes-reachable", "error", f"node {node}: {problem}",
+                          "check the address, SSH credentials and sudo rights in site.yaml")
+        else:
+            yield Finding("nodes-reachable", "ok", f"node {node}: SSH and sudo work")
+
+
+def storage_mounted(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    """Without the storage stage in this run, /data/k8s must already be mounted everywhere."""
+    from cubeinstall.remote.probe import unmounted_nodes
+
+    will_mount = any(stage.name == "storage" for stage in stages)
+    for node in unmounted_nodes(ctx):
+        grade = "warning" if will_mount else "error"
+        yield Finding("storage-mounted", grade,
+                      f"node {node}: {ctx.site.storage.mount_point} is not mounted"
+                      + (" (the storage stage of this run will mount it)" if will_mount else ""),
+                      "run the storage stage, or mount the shared file system by hand")
+        if not will_mount:
+            return
+    yield Finding("storage-mounted", "ok", f"{ctx.site.storage.mount_point} checked on every node")
+
+
+def registry_login(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    from cubeinstall.images.registry_client import RegistryClient
+    from cubeinstall.images.status import target_endpoint
+
+    site_registry = ctx.site.registry
+    RegistryClient(target_endpoint(site_registry), timeout=10, attempts=1).ping()
+    yield Finding("registry-login", "ok", f"registry {site_registry.host} accepts the credentials")
+
+
+def mysql_reachable(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    from cubeinstall.db.connection import connect, mysql_endpoint
+
+    with mysql_endpoint(ctx) as endpoint:
+        connection = connect(endpoint, deadline_seconds=10)
+        connection.close()
+    yield Finding("mysql-reachable", "ok", f"MySQL {ctx.site.mysql.host}:{ctx.site.mysql.port} accepts the login")
+
+
+# (id, check, when it applies)
+CHECKS: tuple[tuple[str, Check, Callable[[RunContext, list[Stage]], bool]], ...] = (
+    ("placement-labels", placement_labels, lambda ctx, s: Layer.CLUSTER in _layers(s)),
+    ("gateway-exposure", gateway_exposure, lambda ctx, s: any(x.name == "gateway" for x in s)),
+    ("cluster-version", cluster_version, lambda ctx, s: Layer.CLUSTER in _layers(s)),
+    ("cluster-permissions", cluster_permissions, lambda ctx, s: Layer.CLUSTER in _layers(s)),
+    ("cluster-nodes", cluster_nodes, lambda ctx, s: Layer.CLUSTER in _layers(s)),
+    ("nodes-reachable", nodes_reachable, lambda ctx, s: Layer.NODE in _layers(s)),
+    ("storage-mounted", storage_mounted,
+     lambda ctx, s: Layer.NODE in _layers(s) or any(x.name in ("mysql", "pv-pvc") for x in s)),
+    ("registry-login", registry_login,
+     lambda ctx, s: ctx.site.registry is not None and Layer.REGISTRY in _layers(s)),
+    ("mysql-reachable", mysql_reachable,
+     lambda ctx, s: ctx.site.mysql.mode == "external" and Layer.DATABASE in _layers(s)),
+)
+CHECK_IDS = tuple(check_id for check_id, _, _ in CHECKS)
+
+
+def run_preflight(ctx: RunContext, stages: list[Stage], ignore: Iterable[str] = ()) -> list[Finding]:
+    """Run every applicable check; raise PreflightError when any error is not ignored."""
+    ignored = set(ignore)
+    unknown = ignored - set(CHECK_IDS)
+    if unknown:
+        from cubeinstall.errors import ConfigError
+
+        raise ConfigError(f"--ignore: unknown check {', '.join(sorted(unknown))}",
+                          hint=f"checks are: {', '.join(CHECK_IDS)}")
+    findings: list[Finding] = []
+    for check_id, check, applies in CHECKS:
+        if check_id in ignored or not applies(ctx, stages):
+            continue
+        try:
+            findings.extend(check(ctx, stages))
+        except CubeError as exc:  # the check could not even ask: that is its finding
+            findings.append(Finding(check_id, "error", exc.message, exc.hint or ""))
+    for finding in findings:
+        ctx.out.event("preflight", check=finding.check, grade=finding.grade,
+                      message=f"  {finding.grade:7} {finding.check}: {finding.message}"
+                              + (f" — {finding.hint}" if finding.grade != "ok" and finding.hint else ""))
+    errors = [f for f in findings if f.grade == "error"]
+    if errors:
+        raise PreflightError(
+            f"preflight: {len(errors)} check(s) failed, nothing was changed: "
+            + "; ".join(f"{f.check}: {f.message}" for f in errors),
+            hint="fix them, or pass --ignore ID for a check you accept to fail")
+    return findings
