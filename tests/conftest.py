@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.cluster.fixtures",
     "tests.servers.mariadb",
     "tests.servers.redis",
+    "tests.servers.sshd",
 ]

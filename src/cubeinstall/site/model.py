@@ -284,7 +284,11 @@ class Redis(Model):
 
 class Component(Model):
     enabled: bool | None = Field(default=None, description="default depends on the stage")
-    version: str | None = None
+    version: str | dict[str, str] | None = Field(
+        default=None,
+        description="upstream version; a stage with several upstream components (kubeflow) "
+                    "takes a mapping: {argo-workflows: v4.1.3}",
+    )
     placement: str | None = Field(
         default=None, description="node label (=true) the component's pods select"
     )
@@ -292,6 +296,9 @@ class Component(Model):
         default_factory=dict, description="file -> sha256 when overriding an upstream version"
     )
     mode: Literal["install", "existing"] = "install"
+    namespace: Name | None = Field(
+        default=None, description="namespace the component installs into (default: its own)"
+    )
 
 
 class Cube(Model):
@@ -338,6 +345,54 @@ class Gates(Model):
     )
 
 
+class Upstream(Model):
+    base_url: str | None = Field(
+        default=None,
+        description="mirror of the pinned upstream files, laid out <base_url>/<component>/"
+                    "<version>/<path> (or a template with {component} {repo} {version} {path}); "
+                    "default: the projects' raw GitHub URLs",
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?|file)://", value):
+            raise ValueError(f"must start with http://, https:// or file://, got {value!r}")
+        return value.rstrip("/") if value else value
+
+
+class NodePrep(Model):
+    swap: Literal["off", "keep"] = Field(
+        default="off", description="kubelet wants swap off: now and commented out in /etc/fstab")
+    firewall: Literal["check", "disable", "ignore"] = Field(
+        default="check",
+        description="check: warn when firewalld/ufw is active; disable: stop and disable it")
+
+
+class Dashboard(Model):
+    skip_login: Literal["none", "user", "all"] = Field(
+        default="user",
+        description="which dashboards offer 'skip' (act as the dashboard's own service account "
+                    "without a token): user = only the restricted one; all also makes the "
+                    "cluster-admin one open to anyone who reaches the gateway",
+    )
+
+
+class Monitoring(Model):
+    retention: str = Field(default="15d", pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$",
+                           description="how long Prometheus keeps samples")
+    grafana_admin_password: Secret | None = Field(
+        default=None,
+        description="without it Grafana has no login at all (anonymous viewers only), "
+                    "never the shipped admin/admin",
+    )
+
+
+class Logging(Model):
+    elasticsearch_heap: str = Field(default="1g", pattern=r"^[0-9]+[mg]$",
+                                    description="JVM heap of Elasticsearch (-Xms/-Xmx)")
+
+
 class Namespaces(Model):
     extra: tuple[Name, ...] = ()
 
@@ -372,6 +427,11 @@ class Site(Model):
     volumes: dict[str, Volume] = Field(default_factory=dict)
     timeouts: Timeouts = Timeouts()
     gates: Gates = Gates()
+    upstream: Upstream = Upstream()
+    node_prep: NodePrep = NodePrep()
+    dashboard: Dashboard = Dashboard()
+    monitoring: Monitoring = Monitoring()
+    logging: Logging = Logging()
 
     @field_validator("domain")
     @classmethod

@@ -70,9 +70,9 @@ def _has_registry(site: "Site") -> bool:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("node-prep", "check hosts, create /data/k8s directories, swap off", Layer.NODE,
+    Stage("node-prep", "check hosts (OS, sudo, commands, clock), swap off, firewall", Layer.NODE,
           "node_prep", provides=("hosts-ready",)),
-    Stage("storage", "mount the shared file system at /data/k8s on every node", Layer.NODE,
+    Stage("storage", "mount the shared file system at /data/k8s on every node, create its directories", Layer.NODE,
           "storage", needs=("hosts-ready",), provides=("shared-storage",)),
     Stage("gpu-runtime", "NVIDIA runtime in docker/containerd on GPU nodes", Layer.NODE,
           "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",),
@@ -84,7 +84,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("node-labels", "node labels from roles, before anything selects on them",
           Layer.CLUSTER, "node_labels", provides=("node-labels",)),
     Stage("dashboard", "Kubernetes dashboards: cluster-admin and restricted user",
-          Layer.CLUSTER, "dashboard", needs=("namespaces", "node-labels")),
+          Layer.CLUSTER, "dashboard", needs=("namespaces", "node-labels"), placement="kubeflow"),
     Stage("kube-batch", "kube-batch gang scheduler (Kubernetes < 1.22 only)", Layer.CLUSTER,
           "kube_batch", needs=("namespaces",), default_enabled=False),
     Stage("mysql", "in-cluster MySQL 8 on mysql=true nodes", Layer.CLUSTER, "mysql",

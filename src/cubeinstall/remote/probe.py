@@ -1,0 +1,51 @@
+"""Read-only questions to every node at once, for preflight and status.
+
+Unlike a stage, a probe never fails the run by itself: it answers per node
+(None when all is well, else what is wrong) and the caller grades the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from cubeinstall.errors import CubeError
+from cubeinstall.redaction import redact
+from cubeinstall.remote.facts import Mounts, OsFacts, mount_at
+from cubeinstall.remote.host import Host
+from cubeinstall.remote.pool import pool_for
+from cubeinstall.stages.base import RunContext
+
+Question = Callable[[Host], "str | None"]
+
+
+def ask_nodes(ctx: RunContext, question: Question) -> list[tuple[str, str | None]]:
+    """(node name, problem or None) for every node, asked in parallel (ssh.parallel)."""
+    connections = pool_for(ctx)
+
+    def ask(node) -> tuple[str, str | None]:
+        try:
+            return node.name, question(Host(node.name, connections.get(node), write=False))
+        except CubeError as exc:
+            connections.discard(node.name)
+            return node.name, redact(exc.message)
+
+    workers = max(1, min(ctx.site.ssh.parallel, len(ctx.site.nodes)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssh-probe") as threads:
+        return list(threads.map(ask, ctx.site.nodes))
+
+
+def probe_nodes(ctx: RunContext) -> list[tuple[str, str | None]]:
+    """Each node answers over SSH (connecting checks the host key and sudo)."""
+    return ask_nodes(ctx, lambda host: host.fact(OsFacts()) and None)
+
+
+def unmounted_nodes(ctx: RunContext) -> list[str]:
+    """Nodes where the shared storage's mount point is not a mount (unreachable ones too)."""
+    mount_point = ctx.site.storage.mount_point
+    target = ctx.site.storage.mount_at or mount_point
+
+    def question(host: Host) -> str | None:
+        return None if mount_at(host.fact(Mounts()), target) else "not mounted"
+
+    return [name for name, problem in ask_nodes(ctx, question) if problem]

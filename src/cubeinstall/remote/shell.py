@@ -1,0 +1,112 @@
+"""Remote shell scripts, built so that no site value can become shell code.
+
+Every remote command is a POSIX ``sh`` script sent on the channel's STDIN;
+the remote command line is always the constant ``sh -s`` (behind sudo for
+non-root users). So nothing we send — file contents, secrets, paths — ever
+shows up in the node's process list, and every value that appears inside the
+script is a ``shlex.quote``d word or a base64 heredoc. The body runs inside
+``{ ...; } </dev/null`` so no command in it can swallow the rest of the
+script from stdin.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import shlex
+from dataclasses import dataclass
+
+# Fixed PATH: sbin helpers (mount.ceph, swapoff) are found whatever the login
+# shell or sudo's secure_path say; LC_ALL=C keeps tool output parseable.
+PRELUDE = (
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
+    "LC_ALL=C; export LC_ALL\n"
+)
+
+
+def q(value: object) -> str:
+    """One shell word, whatever characters the value holds."""
+    return shlex.quote(str(value))
+
+
+def join(*words: object) -> str:
+    """A command line from words, each quoted."""
+    return " ".join(q(word) for word in words)
+
+
+def sudo_command(mode: str) -> str:
+    """The remote command line that runs the script read from stdin.
+
+    ``root``: no sudo. ``nopasswd``: ``sudo -n`` never prompts. ``password``:
+    ``sudo -k -S`` always reads exactly one password line from stdin first
+    (-k ignores cached credentials, so the line is never left for the script).
+    """
+    if mode == "root":
+        return "sh -s"
+    if mode == "nopasswd":
+        return "sudo -n -- sh -s"
+    if mode == "password":
+        return "sudo -k -S -p '' -- sh -s"
+    raise ValueError(f"unknown sudo mode {mode!r}")
+
+
+def wrap(body: str) -> str:
+    """A complete script: fixed environment, body isolated from stdin."""
+    return f"{PRELUDE}{{\n{body.rstrip()}\n}} </dev/null\n"
+
+
+def heredoc_base64(data: bytes, into: str) -> str:
+    """Shell that writes ``data`` exactly into the (already quoted) path ``into``.
+
+    base64 keeps any byte (and any quoting character) out of the shell's
+    reach; the random terminator cannot occur in base64 text.
+    """
+    tag = f"CUBEINSTALL_{secrets.token_hex(6).upper()}"
+    encoded = base64.encodebytes(data).decode("ascii")
+    return f"base64 -d > {into} <<'{tag}'\n{encoded}{tag}\n"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A piece of a batched script whose output is read back on its own."""
+
+    key: str
+    script: str
+
+
+def batch(sections: list[Section], *, apply: bool = False) -> tuple[str, str]:
+    """One script running every section; returns (script, marker).
+
+    Each section prints ``<marker> begin <n>`` before and ``<marker> end <n>
+    <rc>`` after its output, so ``split_batch`` gives each its stdout and exit
+    status. Fact sections (read-only) drop stderr and all run; ``apply``
+    sections run under ``set -e``, keep stderr for the error report, and the
+    script stops at the first failing one: later steps may need it.
+    """
+    marker = f"@@cubeinstall-{secrets.token_hex(8)}"
+    shell_opts, stderr, stop = (
+        ("set -e\n", "2>&1", '; [ "$rc" = 0 ] || exit "$rc"') if apply else ("", "2>/dev/null", "")
+    )
+    parts = []
+    for index, section in enumerate(sections):
+        parts.append(
+            f"printf '\\n%s begin {index}\\n' {q(marker)}\n"
+            f"( {shell_opts}{section.script.rstrip()}\n) {stderr}\n"
+            f"rc=$?; printf '\\n%s end {index} %s\\n' {q(marker)} \"$rc\"{stop}\n"
+        )
+    return "".join(parts), marker
+
+
+def split_batch(stdout: str, marker: str, sections: list[Section]) -> dict[str, tuple[str, int]]:
+    """Per-section (output, exit code) of the sections that ran, from a ``batch`` script."""
+    results: dict[str, tuple[str, int]] = {}
+    opened: tuple[int, str] | None = None
+    for chunk in stdout.split(f"\n{marker} ")[1:]:
+        head, _, rest = chunk.partition("\n")
+        word, index, *status = head.split()
+        if word == "begin":
+            opened = (int(index), rest)
+        elif opened is not None and opened[0] == int(index):
+            results[sections[opened[0]].key] = (opened[1], int(status[0]))
+            opened = None
+    return results

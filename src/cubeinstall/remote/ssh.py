@@ -1,0 +1,210 @@
+"""The SSH executor: one authenticated, verified connection per host (paramiko).
+
+``Connection.run(body)`` sends a script on stdin to ``sh -s`` — as root, or
+behind ``sudo`` for other users (see ``shell.sudo_command``) — and returns its
+exit code and output, within the site's command timeout. Every paramiko or
+socket failure becomes a ``HostError`` that names the node, the endpoint and
+what to do; secrets never reach a message unmasked (``redaction``).
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from cubeinstall.redaction import redact
+from cubeinstall.remote import shell
+from cubeinstall.remote.errors import HostError
+from cubeinstall.remote.known_hosts import KnownHosts, UnknownHostKey
+from cubeinstall.remote.target import Endpoint, HostTarget
+
+_READ = 65536
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Connection:
+    def __init__(self, target: HostTarget, known_hosts: KnownHosts):
+        self.target = target
+        self.known_hosts = known_hosts
+        self.sudo_mode = "root"
+        self._clients: list[paramiko.SSHClient] = []
+
+    # -- connecting ----------------------------------------------------------------
+
+    def open(self) -> Connection:
+        sock = None
+        hops = (*self.target.jumps, self.target.endpoint)
+        try:
+            for index, hop in enumerate(hops):
+                client = self._connect(hop, sock)
+                self._clients.append(client)
+                if index + 1 < len(hops):  # a jump host: tunnel to the next hop through it
+                    sock = self._tunnel(client, hop, hops[index + 1])
+            self.sudo_mode = self._detect_sudo()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect(self, endpoint: Endpoint, sock) -> paramiko.SSHClient:
+        label = self._label(endpoint)
+        for key_file in endpoint.key_files:
+            if not key_file.is_file():
+                raise HostError(label, f"key file {key_file} does not exist",
+                                hint="fix key_file (node or ssh section) or IdentityFile in the ssh config")
+        client = paramiko.SSHClient()
+        self.known_hosts.prepare(client)
+        timeout = self.target.connect_timeout
+        try:
+            client.connect(
+                endpoint.hostname, endpoint.port, username=endpoint.user,
+                password=endpoint.password.reveal() if endpoint.password else None,
+                key_filename=[str(p) for p in endpoint.key_files] or None,
+                look_for_keys=not endpoint.key_files, allow_agent=True, sock=sock,
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            )
+        except UnknownHostKey as exc:
+            client.close()
+            raise self.known_hosts.unknown_error(label, exc) from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise self.known_hosts.changed_error(label, exc) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            tried = ", ".join(filter(None, [
+                "key files " + ", ".join(map(str, endpoint.key_files)) if endpoint.key_files else "default keys",
+                "the SSH agent", "a password" if endpoint.password else None]))
+            raise HostError(label, f"authentication failed ({redact(str(exc))}); tried {tried}",
+                            hint="check the user, key_file/password in site.yaml and the "
+                                 "host's authorized_keys") from None
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise HostError(label, f"cannot connect: {redact(str(exc)) or type(exc).__name__}",
+                            hint="is the host up and sshd listening on that port? "
+                                 f"(ssh.connect_timeout is {timeout:g}s)") from None
+        return client
+
+    def _tunnel(self, client: paramiko.SSHClient, hop: Endpoint, following: Endpoint):
+        try:
+            return client.get_transport().open_channel(
+                "direct-tcpip", (following.hostname, following.port), ("127.0.0.1", 0),
+                timeout=self.target.connect_timeout)
+        except (paramiko.SSHException, OSError) as exc:
+            raise HostError(self._label(following),
+                            f"jump host {hop} cannot reach it: {exc}",
+                            hint="check ProxyJump in the ssh config and the jump host's "
+                                 "AllowTcpForwarding") from None
+
+    def _label(self, endpoint: Endpoint) -> str:
+        if endpoint is self.target.endpoint:
+            return self.target.label
+        return f"{self.target.name} (jump host {endpoint})"
+
+    def _detect_sudo(self) -> str:
+        """How to become root: not at all, sudo without, or sudo with a password."""
+        if self.target.endpoint.user == "root":
+            return "root"
+        probe = self._exchange("id -u; sudo -n true 2>&1", b"", self.target.connect_timeout)
+        lines = probe.stdout.splitlines()
+        if lines and lines[0] == "0":
+            return "root"
+        if not self.target.sudo:
+            raise HostError(self.target.label, f"user {self.target.endpoint.user} is not root "
+                            "and sudo is off for this node; every node stage needs root",
+                            hint="set sudo: true on the node (or connect as root)")
+        if probe.exit_code == 0:
+            return "nopasswd"
+        if "tty" in probe.stdout:
+            raise HostError(self.target.label, f"sudo refuses to run without a terminal: "
+                            f"{redact(probe.stdout.strip())}",
+                            hint=f"drop 'Defaults requiretty' for {self.target.endpoint.user} in "
+                                 "the host's sudoers")
+        if self.target.sudo_password is None:
+            raise HostError(self.target.label, f"sudo for {self.target.endpoint.user} needs a "
+                            f"password: {redact(probe.stdout.strip())}",
+                            hint="set sudo_password on the node or under ssh: in site.yaml, "
+                                 "or allow NOPASSWD in the host's sudoers")
+        check = self._exchange(shell.sudo_command("password"), self._password_line() + b"id -u\n",
+                               self.target.connect_timeout)
+        if check.stdout.strip() != "0":
+            raise HostError(self.target.label, f"sudo refused the sudo_password for "
+                            f"{self.target.endpoint.user}: {redact(check.stderr.strip())}",
+                            hint="check sudo_password in site.yaml and the host's sudoers")
+        return "password"
+
+    def _password_line(self) -> bytes:
+        assert self.target.sudo_password is not None
+        return self.target.sudo_password.reveal().encode() + b"\n"
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self, body: str, timeout: float | None = None) -> CommandResult:
+        """Run ``body`` (shell) as root on the host; output decoded as UTF-8."""
+        stdin = shell.wrap(body).encode()
+        if self.sudo_mode == "password":
+            stdin = self._password_line() + stdin
+        return self._exchange(shell.sudo_command(self.sudo_mode), stdin,
+                              timeout or self.target.command_timeout)
+
+    def _exchange(self, command: str, stdin: bytes, timeout: float) -> CommandResult:
+        transport = self._clients[-1].get_transport()
+        try:
+            channel = transport.open_session(timeout=self.target.connect_timeout)
+            try:
+                channel.exec_command(command)
+                channel.sendall(stdin)
+                channel.shutdown_write()
+                return self._collect(channel, timeout)
+            finally:
+                channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostError(self.target.label, f"lost the connection: {redact(str(exc))}",
+                            hint="check the host and sshd's MaxSessions") from None
+
+    def _collect(self, channel, timeout: float) -> CommandResult:
+        """All output up to EOF (sshd may send the exit status before the last output),
+        then the exit status, which follows EOF."""
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        while True:
+            if channel.recv_ready():
+                out += channel.recv(_READ)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(_READ)
+            elif channel.eof_received or channel.closed:
+                break
+            else:  # sleeps until data or EOF arrives
+                select.select([channel], [], [], self._remaining(deadline, timeout))
+        while not channel.status_event.wait(self._remaining(deadline, timeout)):
+            pass  # _remaining raises once the deadline has passed
+        return CommandResult(channel.exit_status, out.decode("utf-8", "replace"),
+                             err.decode("utf-8", "replace"))
+
+    def _remaining(self, deadline: float, timeout: float) -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise HostError(self.target.label, f"command timed out after {timeout:g}s",
+                            hint="raise ssh.command_timeout in site.yaml if the host is slow")
+        return min(remaining, 1.0)
+
+    def alive(self) -> bool:
+        return bool(self._clients) and self._clients[-1].get_transport() is not None and \
+            self._clients[-1].get_transport().is_active()
+
+    def close(self) -> None:
+        for client in reversed(self._clients):
+            client.close()
+        self._clients.clear()

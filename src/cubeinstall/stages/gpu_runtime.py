@@ -1,0 +1,133 @@
+"""gpu-runtime: the NVIDIA container runtime as the default of docker or containerd.
+
+On nodes with role gpu: the driver answers (nvidia-smi: driver version, GPU
+count) and nvidia-container-runtime is installed. docker: /etc/docker/daemon.json
+is MERGED — every key already there is kept — with default-runtime nvidia, the
+nvidia runtime entry and, for an insecure site registry, its host in
+insecure-registries; an invalid existing file is refused and left alone.
+containerd: ``nvidia-ctk runtime configure`` writes the runtime into its config.
+The daemon restarts only when its file changed (or it is not running with
+it yet), and the stage checks that the daemon reports the nvidia runtime.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cubeinstall.remote.edits import EnsureJsonMerge, Union
+from cubeinstall.remote.facts import (
+    CommandPaths,
+    ContainerdConfig,
+    DockerRuntimes,
+    FileText,
+    Gpus,
+)
+from cubeinstall.remote.operations import BACKUP_DEST, EnsureDir, Run
+from cubeinstall.remote.shell import q
+from cubeinstall.remote.stage import node_stage
+from cubeinstall.site.model import Site
+from cubeinstall.stages.base import Change
+
+STAGE = "gpu-runtime"
+DAEMON_JSON = "/etc/docker/daemon.json"
+CONTAINERD_TOML = "/etc/containerd/config.toml"
+TOOLKIT = ("nvidia-container-toolkit (Debian/Ubuntu: apt-get install nvidia-container-toolkit; "
+           "RHEL/Rocky: dnf install nvidia-container-toolkit) from NVIDIA's repository")
+# containerd 1.x writes plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia,
+# 2.x plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.nvidia.
+_CONTAINERD_NVIDIA = re.compile(r"^\s*\[plugins\.\S*containerd\.runtimes\.nvidia\]", re.MULTILINE)
+_CONTAINERD_DEFAULT = re.compile(r"^\s*default_runtime_name\s*=\s*[\"']nvidia[\"']", re.MULTILINE)
+
+
+def gpu_nodes(site: Site):
+    return tuple(node for node in site.nodes if node.is_gpu)
+
+
+def docker_patch(site: Site, runtime_path: str) -> dict:
+    patch: dict = {
+        "default-runtime": "nvidia",
+        "runtimes": {"nvidia": {"path": runtime_path, "runtimeArgs": []}},
+    }
+    if site.registry is not None and site.registry.insecure:
+        patch["insecure-registries"] = Union((site.registry.host,))
+    return patch
+
+
+def containerd_has_nvidia(config: str | None) -> bool:
+    return bool(config and _CONTAINERD_NVIDIA.search(config) and _CONTAINERD_DEFAULT.search(config))
+
+
+def configure(host, site: Site) -> None:
+    tools = ("nvidia-container-runtime", "nvidia-ctk")
+    facts = host.facts([Gpus(), CommandPaths(tools)])
+    gpus = facts[Gpus()]
+    if gpus is None:
+        raise host.fail("nvidia-smi does not answer: the NVIDIA driver is not installed or "
+                        "not loaded", hint="install the driver for this GPU and reboot, then "
+                                           "check that nvidia-smi lists the GPUs")
+    driver, names = gpus
+    host.changes.append(Change(f"{host.name}:gpu", "unchanged",
+                               f"driver {driver}, {len(names)} GPU(s): {', '.join(names)}"))
+    paths = facts[CommandPaths(tools)]
+    if not paths["nvidia-container-runtime"]:
+        raise host.fail("nvidia-container-runtime not found", hint=f"install {TOOLKIT}")
+    if site.runtime == "docker":
+        _docker(host, site, paths["nvidia-container-runtime"])
+    else:
+        _containerd(host, paths["nvidia-ctk"])
+
+
+def _docker(host, site: Site, runtime_path: str) -> None:
+    outcomes = host.converge([
+        EnsureDir("/etc/docker", mode=None, owner=None, group=None),
+        EnsureJsonMerge(DAEMON_JSON, docker_patch(site, runtime_path),
+                        summary="nvidia runtime (default) in docker"),
+    ])
+    file_changed = outcomes[-1].changed
+    if file_changed or not _docker_reports_nvidia(host.fact(DockerRuntimes())):
+        reason = "daemon.json changed" if file_changed else "docker is not running with the nvidia runtime yet"
+        host.converge([Run("docker", "systemctl restart docker", f"restart docker ({reason})")])
+    if host.write:
+        running = host.fact(DockerRuntimes())
+        if not _docker_reports_nvidia(running):
+            shown = f"default {running[0]}, runtimes {', '.join(running[1])}" if running else "no answer"
+            raise host.fail(f"docker info does not report nvidia as the default runtime ({shown})",
+                            hint="check `journalctl -u docker` on the host")
+
+
+def _docker_reports_nvidia(running) -> bool:
+    return running is not None and running[0] == "nvidia" and "nvidia" in running[1]
+
+
+def _containerd(host, nvidia_ctk: str | None) -> None:
+    facts = host.facts([FileText(CONTAINERD_TOML), ContainerdConfig()])
+    if not containerd_has_nvidia(facts[FileText(CONTAINERD_TOML)]):
+        if not nvidia_ctk:
+            raise host.fail("nvidia-ctk not found: cannot add the nvidia runtime to containerd",
+                            hint=f"install {TOOLKIT}")
+        script = (
+            f"dest={q(CONTAINERD_TOML)}; backup=\n"
+            f'if [ -e "$dest" ]; then\n{BACKUP_DEST}fi\n'
+            'before=$(sha256sum < "$dest" 2>/dev/null || true)\n'
+            'nvidia-ctk runtime configure --runtime=containerd --set-as-default --config="$dest"\n'
+            'if [ "$before" != "$(sha256sum < "$dest")" ]; then systemctl restart containerd; '
+            'echo "containerd restarted"\n'
+            'elif [ -n "$backup" ]; then rm -f -- "$backup"; fi'
+        )
+        host.converge([Run(CONTAINERD_TOML, script, "nvidia-ctk runtime configure "
+                           "--runtime=containerd --set-as-default; restart containerd if it changed")])
+    elif not containerd_has_nvidia(facts[ContainerdConfig()]):
+        host.converge([Run("containerd", "systemctl restart containerd",
+                           "restart containerd (not running with the nvidia runtime yet)")])
+    if host.write and not containerd_has_nvidia(host.fact(ContainerdConfig())):
+        raise host.fail("containerd config dump does not show nvidia as the default runtime",
+                        hint=f"check {CONTAINERD_TOML} and `journalctl -u containerd` on the host")
+
+
+plan, apply = node_stage(STAGE, configure, nodes=gpu_nodes)
+
+
+def describe(site: Site) -> list[Change]:
+    what = ("merge the nvidia runtime into /etc/docker/daemon.json" if site.runtime == "docker"
+            else "add the nvidia runtime to containerd")
+    return [Change(node.name, "run", what) for node in gpu_nodes(site)]

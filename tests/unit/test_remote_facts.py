@@ -1,0 +1,116 @@
+"""Fact parsers as tables, and the fact scripts run for real against local files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from cubeinstall.remote.facts import (
+    ActiveFirewalls,
+    ActiveSwaps,
+    ClockSync,
+    CommandPaths,
+    DockerRuntimes,
+    FileText,
+    Gpus,
+    Mount,
+    Mounts,
+    OsFacts,
+    PathInfo,
+    mount_at,
+)
+from cubeinstall.remote.shell import Section, batch, split_batch, wrap
+
+
+def gather(*facts):
+    """The facts' scripts in one batch through the local sh, parsed: what a host does."""
+    sections = [Section(str(i), fact.script) for i, fact in enumerate(facts)]
+    script, marker = batch(sections)
+    done = subprocess.run(["sh", "-s"], input=wrap(script), capture_output=True, text=True,
+                          check=False)  # a fact's own failure is part of its answer
+    outputs = split_batch(done.stdout, marker, sections)
+    return [fact.parse(*outputs[str(i)]) for i, fact in enumerate(facts)]
+
+
+def test_path_info_of_real_paths(tmp_path):
+    (tmp_path / "f i'le").write_bytes(b"data\n")
+    os.chmod(tmp_path / "f i'le", 0o640)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / ".hidden").touch()
+    (tmp_path / "link").symlink_to("/some where")
+    paths = ["f i'le", "empty", "full", "link", "missing"]
+    file_, empty, full, link, missing = gather(*(PathInfo(str(tmp_path / p), entries=True)
+                                                 for p in paths))
+    assert (file_.kind, file_.mode, file_.owner, file_.size) == ("file", 0o640, "root", 5)
+    assert file_.sha256 == hashlib.sha256(b"data\n").hexdigest()
+    assert file_.inode == (tmp_path / "f i'le").stat().st_ino
+    assert (empty.kind, empty.empty, full.empty) == ("directory", True, False)
+    assert (link.kind, link.link_target) == ("symlink", "/some where")
+    assert not missing.exists
+    [unasked] = gather(PathInfo(str(tmp_path / "full")))
+    assert unasked.kind == "directory" and unasked.empty is None
+
+
+def test_file_text_and_missing_file(tmp_path):
+    (tmp_path / "t").write_text("a\nb")
+    text, missing = gather(FileText(str(tmp_path / "t")), FileText(str(tmp_path / "nope")))
+    assert (text, missing) == ("a\nb", None)
+
+
+def test_command_paths_of_the_local_host():
+    [found] = gather(CommandPaths(("sh", "no-such-command-x", "base64")))
+    assert found["no-such-command-x"] is None
+    assert found["sh"].endswith("/sh") and found["base64"].endswith("/base64")
+
+
+def test_mounts_of_the_local_host():
+    [mounts] = gather(Mounts())
+    root = mount_at(mounts, "/")
+    assert root is not None and root.fstype
+
+
+@pytest.mark.parametrize("output, expected", [
+    ("/ /dev/vda ext4 rw\n/data/k8s 10.0.0.1:6789,10.0.0.2:6789:/ ceph rw,name=admin\n",
+     [Mount("/", "/dev/vda", "ext4", "rw"),
+      Mount("/data/k8s", "10.0.0.1:6789,10.0.0.2:6789:/", "ceph", "rw,name=admin")]),
+    # findmnt -r escapes spaces and backslashes (not quotes) as \xNN.
+    ("/mnt/a\\x20b'c\\x5cd srv:/e\\x20x nfs4 rw\n", [Mount("/mnt/a b'c\\d", "srv:/e x", "nfs4", "rw")]),
+])
+def test_mounts_parser(output, expected):
+    assert list(Mounts().parse(output, 0)) == expected
+
+
+def test_os_facts_parser():
+    output = "6.1.0-18-amd64 x86_64\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n"
+    info = OsFacts().parse(output, 0)
+    assert (info.distro, info.version, info.kernel, info.arch) == ("debian", "12", "6.1.0-18-amd64", "x86_64")
+    assert info.pretty == "Debian GNU/Linux 12 (bookworm)"
+
+
+@pytest.mark.parametrize("fact, output, code, expected", [
+    (ActiveSwaps(), "Filename\tType\tSize\tUsed\tPriority\n", 0, ()),
+    (ActiveSwaps(), "Filename\tType\n/swapfile file 1024 0 -2\n/dev/sda2 partition 9 0 -3\n", 0,
+     ("/swapfile", "/dev/sda2")),
+    (ClockSync(), "yes\n", 0, "yes"),
+    (ClockSync(), "no\n", 0, "no"),
+    (ClockSync(), "Failed to connect to bus\n", 0, "unknown"),
+    (ActiveFirewalls(), "active\ninactive\n", 0, ("firewalld",)),
+    (ActiveFirewalls(), "inactive\nactive\n", 3, ("ufw",)),
+    (ActiveFirewalls(), "", 1, ()),  # no systemd
+    (Gpus(), "535.104.05, NVIDIA A100-SXM4-80GB\n535.104.05, NVIDIA A100-SXM4-80GB\n", 0,
+     ("535.104.05", ("NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB"))),
+    (Gpus(), "NVIDIA-SMI has failed\n", 9, None),
+    (DockerRuntimes(), '{"DefaultRuntime": "nvidia", "Runtimes": {"runc": {}, "nvidia": {}}}', 0,
+     ("nvidia", ("nvidia", "runc"))),
+    (DockerRuntimes(), "", 1, None),
+])
+def test_parsers(fact, output, code, expected):
+    assert fact.parse(output, code) == expected
+
+
+def test_equal_facts_are_one_key():
+    assert len({PathInfo("/a"), PathInfo("/a"), PathInfo("/b"), Mounts(), Mounts(), OsFacts()}) == 4

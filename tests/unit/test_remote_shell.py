@@ -1,0 +1,82 @@
+"""Scripts are built so that no value becomes shell code; batches split back exactly."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from cubeinstall.remote.shell import (
+    Section,
+    batch,
+    heredoc_base64,
+    join,
+    q,
+    split_batch,
+    sudo_command,
+    wrap,
+)
+
+HOSTILE = ["a'b", 'a"b', "$(touch CANARY)", "`touch CANARY`", "x; touch CANARY", "a\nb",
+           "-rf", "*", "~root", "\\", ""]
+
+
+def sh(script: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-s"], input=wrap(script), capture_output=True, text=True, cwd=cwd,
+                          check=False)
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_quoted_values_reach_the_command_unchanged(value, tmp_path):
+    done = sh(f"printf '%s' {q(value)}", tmp_path)
+    assert done.stdout == value
+    assert not (tmp_path / "CANARY").exists()
+
+
+def test_join_quotes_every_word(tmp_path):
+    done = sh(f"printf '[%s]' {join(*HOSTILE[:5])}", tmp_path)
+    assert done.stdout == "".join(f"[{v}]" for v in HOSTILE[:5])
+    assert not (tmp_path / "CANARY").exists()
+
+
+def test_heredoc_writes_any_bytes(tmp_path):
+    data = bytes(range(256)) + b"\nCUBEINSTALL_END\n'$(touch CANARY)'"
+    done = sh(heredoc_base64(data, q(str(tmp_path / "out"))), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    assert not (tmp_path / "CANARY").exists()
+
+
+def test_the_body_cannot_read_the_rest_of_the_script(tmp_path):
+    # `cat` alone would swallow the script from stdin if the body were not isolated.
+    done = sh("cat; echo after", tmp_path)
+    assert done.stdout == "after\n"
+
+
+def test_batch_gives_each_section_its_output_and_status(tmp_path):
+    sections = [Section("a", "echo one; echo err >&2; exit 3"), Section("b", "printf 'no newline'"),
+                Section("c", "printf '\\n\\n'")]
+    script, marker = batch(sections)
+    done = sh(script, tmp_path)
+    assert split_batch(done.stdout, marker, sections) == {
+        "a": ("one\n", 3), "b": ("no newline", 0), "c": ("\n\n", 0)}
+
+
+def test_apply_batch_stops_at_the_first_failure_and_keeps_stderr(tmp_path):
+    sections = [Section("a", "echo ok"), Section("b", "false; echo not reached"),
+                Section("c", "touch CANARY")]
+    script, marker = batch(sections, apply=True)
+    done = sh(script, tmp_path)
+    results = split_batch(done.stdout, marker, sections)
+    assert results["a"] == ("ok\n", 0)
+    assert results["b"][1] != 0 and "not reached" not in results["b"][0]
+    assert "c" not in results and not (tmp_path / "CANARY").exists()
+
+
+@pytest.mark.parametrize("mode, command", [
+    ("root", "sh -s"),
+    ("nopasswd", "sudo -n -- sh -s"),
+    ("password", "sudo -k -S -p '' -- sh -s"),
+])
+def test_the_remote_command_line_never_carries_values(mode, command):
+    assert sudo_command(mode) == command
