@@ -286,6 +286,49 @@ def status(
                   [row if live else row[:4] for row in rows])
 
 
+@app.command()
+def uninstall(
+    config: Optional[Path] = ConfigOption,
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    purge: bool = typer.Option(False, "--purge", help="also delete data: PVCs, non-Retain PVs, the platform's databases"),
+    restore_node_files: bool = typer.Option(False, "--restore-node-files", help="give fstab and daemon.json back from their backups"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be removed, remove nothing"),
+    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
+) -> None:
+    """Remove what cubeinstall installed, newest stage first; data stays unless --purge."""
+    import sys as _sys
+
+    from cubeinstall import runner
+    from cubeinstall.state.session import changing_run
+    from cubeinstall.uninstall import plan_removal, stage_removal
+
+    _use_config(config)
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts)
+    selected = runner.select(ctx.site, only or [], skip or [])
+    plan = plan_removal(ctx, selected, purge=purge, restore_node_files=restore_node_files)
+    for name, changes in plan.items():
+        runner.report_changes(ctx, name, changes)
+    deletions = sum(1 for changes in plan.values() for c in changes if c.changes_something)
+    ctx.out.event("uninstall-plan", changes=deletions,
+                  message=f"uninstall would change {deletions} object(s)/file(s)/database(s)")
+    if dry_run or deletions == 0:
+        return
+    if not OPTIONS.yes:
+        if not _sys.stdin.isatty():
+            raise ConfigError("uninstall needs confirmation; nothing was removed",
+                              hint="review the plan above, then run again with --yes")
+        typer.confirm("Remove all of the above?", abort=True)
+    with changing_run(ctx, selected) as journal:
+        for stage in reversed(selected):
+            changes = stage_removal(ctx, stage, purge=purge, restore_node_files=restore_node_files)
+            runner.report_changes(ctx, stage.name, changes)
+            journal.forget(stage.name)
+            ctx.out.event("stage-removed", stage=stage.name,
+                          changed=sum(1 for c in changes if c.changes_something),
+                          message=f"✖ {stage.name}: removed")
+
+
 def _when(timestamp: float) -> str:
     import time
 

@@ -239,3 +239,40 @@ def reconcile(ctx: "RunContext", *, write: bool, deadline_seconds: float) -> lis
             conn.close()
     warn_differences(ctx, actions)
     return [action.change for action in actions]
+
+
+def purge(ctx: "RunContext", *, write: bool, deadline_seconds: float) -> list[Change]:
+    """``uninstall --purge``: drop the site's databases and its app user (their data goes)."""
+    import pymysql
+
+    site = ctx.site
+    statements: list[tuple[str, Statement]] = [
+        (f"database {db.name}", Statement(f"DROP DATABASE IF EXISTS {names.quoted(db.name, 'database')}"))
+        for db in site.mysql.databases
+    ]
+    if site.mysql.app_user:
+        user = names.account_name(site.mysql.app_user.name)
+        statements.append((f"user {user}", Statement("DROP USER IF EXISTS %s@%s", (user, APP_USER_HOST))))
+    changes: list[Change] = []
+    with mysql_endpoint(ctx) as endpoint:
+        conn = connect(endpoint, deadline_seconds=deadline_seconds)
+        try:
+            with conn.cursor() as cursor:
+                present = existing_databases(cursor, [db.name for db in site.mysql.databases])
+                user_present = bool(site.mysql.app_user) and _user_exists(cursor, site.mysql.app_user.name)
+                for target, statement in statements:
+                    exists = (target.removeprefix("database ") in present
+                              if target.startswith("database ") else user_present)
+                    if not exists:
+                        changes.append(Change(target, "unchanged", "not present"))
+                        continue
+                    if write:
+                        try:
+                            statement.execute(cursor)
+                        except pymysql.err.MySQLError as exc:
+                            raise sql_error(exc, endpoint, f"dropping {target}") from None
+                    changes.append(Change(target, "delete", statement.display()))
+            conn.commit()
+        finally:
+            conn.close()
+    return changes

@@ -1,0 +1,48 @@
+"""Give node files back as they were before cubeinstall first changed them.
+
+Every file a node stage replaced was kept as ``<file>.cubeinstall-<UTC>.bak``;
+the oldest backup is the host's own version. Restoring writes it back
+atomically (copy beside, then rename) and is itself idempotent.
+"""
+
+from __future__ import annotations
+
+from cubeinstall.remote.host import Host
+from cubeinstall.remote.probe import ask_nodes
+from cubeinstall.remote.shell import q
+from cubeinstall.stages.base import Change, RunContext
+
+# Files the node stages edit in place (others they create are left in place).
+EDITED_FILES = ("/etc/fstab", "/etc/docker/daemon.json", "/etc/containerd/config.toml")
+
+
+def _script(path: str, write: bool) -> str:
+    action = ('cp -p -- "$b" "$f.cubeinstall-restore" && mv -f -- "$f.cubeinstall-restore" "$f" && '
+              if write else "")
+    return (
+        f"f={q(path)}\n"
+        'b=$(ls -1 -- "$f".cubeinstall-*.bak 2>/dev/null | sort | head -n 1)\n'
+        'if [ -z "$b" ]; then echo "none"\n'
+        'elif cmp -s -- "$b" "$f"; then echo "same $b"\n'
+        f'else {action}echo "restore $b"; fi\n'
+    )
+
+
+def restore_node_files(ctx: RunContext, write: bool) -> list[Change]:
+    changes: list[Change] = []
+
+    def question(host: Host) -> str | None:
+        for path in EDITED_FILES:
+            verdict, _, backup = host.check(f"restore {path}", _script(path, write)).strip().partition(" ")
+            if verdict == "restore":
+                changes.append(Change(f"{host.name}:{path}", "update", f"restored from {backup}"))
+                if write and path.startswith("/etc/docker/"):
+                    host.check("restart docker", "systemctl restart docker")
+            elif verdict == "same":
+                changes.append(Change(f"{host.name}:{path}", "unchanged", f"already as {backup}"))
+        return None
+
+    for node, problem in ask_nodes(ctx, question):
+        if problem:
+            changes.append(Change(f"{node}", "skip", f"not restored: {problem}"))
+    return changes
