@@ -48,3 +48,20 @@ def write_site(directory: Path, data: dict, name: str = "site.yaml") -> Path:
     path = directory / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+GOLDEN = REPO / "tests" / "golden"
+
+
+def assert_golden(name: str, objects: list[dict]) -> None:
+    """Objects equal tests/golden/<name>.yaml; CUBEINSTALL_UPDATE_GOLDEN=1 rewrites it."""
+    import os
+
+    from cubeinstall.yamlio import dump_documents
+
+    text = dump_documents(objects)
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("CUBEINSTALL_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with CUBEINSTALL_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{name} differs from {path}; review, then update the golden"

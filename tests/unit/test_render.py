@@ -11,12 +11,10 @@ import pytest
 from cubeinstall import facts
 from cubeinstall.render import all_objects
 from cubeinstall.site.loader import load_site
-from cubeinstall.yamlio import dump_documents, load_documents
-from tests.helpers import EXAMPLE_SITE, REPO
+from cubeinstall.yamlio import load_documents
+from tests.helpers import EXAMPLE_SITE, assert_golden
 
-GOLDEN = REPO / "tests" / "golden"
 GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "gateway")
-UPDATE = os.environ.get("CUBEINSTALL_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +24,7 @@ def rendered():
 
 @pytest.mark.parametrize("stage", GOLDEN_STAGES)
 def test_golden(stage, rendered):
-    text = dump_documents(rendered[stage])
-    path = GOLDEN / f"{stage}.yaml"
-    if UPDATE:
-        path.write_text(text)
-    assert path.exists(), f"no golden file {path}: run with CUBEINSTALL_UPDATE_GOLDEN=1 and review it"
-    assert text == path.read_text(), f"{stage} differs from {path}; review, then update the golden"
+    assert_golden(stage, rendered[stage])
 
 
 def test_render_is_byte_identical_across_processes(tmp_path):

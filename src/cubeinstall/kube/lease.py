@@ -105,7 +105,16 @@ def _renew(client: KubeClient, site: str, holder: str, stop: threading.Event) ->
 
 
 def save_journal(client: KubeClient, site: str, text: str) -> None:
-    """The journal's cluster copy: ConfigMap cubeinstall-journal-<site> in kube-system."""
+    """The journal's cluster copy: ConfigMap cubeinstall-journal-<site> in kube-system.
+
+    An empty journal (everything uninstalled) deletes it: nothing of ours stays.
+    """
+    if not json.loads(text).get("stages"):
+        try:
+            client.delete(CONFIGMAP, NAMESPACE, f"cubeinstall-journal-{site}")
+        except NotFound:
+            pass
+        return
     body = {"apiVersion": CONFIGMAP[0], "kind": CONFIGMAP[1],
             "metadata": {"name": f"cubeinstall-journal-{site}", "namespace": NAMESPACE,
                          "labels": {"app.kubernetes.io/managed-by": "cubeinstall"}},
