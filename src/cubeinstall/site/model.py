@@ -343,6 +343,11 @@ class Gates(Model):
         default="probe",
         description="wait until admission webhooks answer (skip on simulated clusters)",
     )
+    services: Literal["probe", "skip"] = Field(
+        default="probe",
+        description="after the redis stage, log in to Redis through a port-forward "
+                    "(skip on simulated clusters, whose pods serve no traffic)",
+    )
 
 
 class Upstream(Model):

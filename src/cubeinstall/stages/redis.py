@@ -34,6 +34,30 @@ def render(site: Site) -> list[dict]:
     return roll_on_config_change(objects)
 
 
+def plan(ctx) -> list:
+    from cubeinstall.stages import cluster
+
+    return cluster.plan(ctx, STAGE, _final(ctx))
+
+
+def apply(ctx) -> list:
+    """Apply, then prove the password works: AUTH + PING through a port-forward."""
+    from cubeinstall.stages import cluster
+
+    changes = cluster.apply(ctx, STAGE, _final(ctx))
+    if ctx.site.gates.services == "probe":
+        from cubeinstall.db.redis_gate import check_redis
+
+        changes.append(check_redis(ctx))  # a RedisError fails the stage, named by the runner
+    return changes
+
+
+def _final(ctx) -> list[dict]:
+    from cubeinstall.render import finalize
+
+    return finalize(ctx.site, render(ctx.site))
+
+
 def config_string(value: str) -> str:
     """``value`` as a double-quoted redis.conf string (any byte survives the round trip)."""
     escaped = []
