@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.servers.mariadb",
     "tests.servers.redis",
     "tests.servers.sshd",
+    "tests.servers.http_upstream",
 ]

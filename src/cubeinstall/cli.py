@@ -355,9 +355,11 @@ def upgrade_db(
 
 
 def _register_sub_apps() -> None:
+    from cubeinstall.bundle_cli import app as bundle_app
     from cubeinstall.images.cli import app as images_app
 
     app.add_typer(images_app, name="images", help="Image inventory, mirror, offline save/load, verify.")
+    app.add_typer(bundle_app, name="bundle", help="Pinned upstream files: fetch, and offline bundles (create, load).")
 
 
 _register_sub_apps()

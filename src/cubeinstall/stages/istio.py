@@ -1,0 +1,87 @@
+"""istio: the pinned Istio CRDs, istiod and the ingress gateway -- or a check of an existing Istio.
+
+``components.istio.mode: install`` (default): the CRDs of the catalog's version
+(crd-all.gen.yaml) plus istiod and the ingress gateway written in templates/istio,
+with the same version's images. ``mode: existing``: the cluster already runs Istio;
+nothing is installed and plan/apply only verify that the CRDs the platform creates
+objects of are there and Established.
+"""
+
+from __future__ import annotations
+
+from cubeinstall.errors import StageFailed
+from cubeinstall.render.engine import render_stage
+from cubeinstall.site.model import Site
+from cubeinstall.stages import registry
+from cubeinstall.stages.base import Change, RunContext
+from cubeinstall.upstream import catalog, manifests, patches
+
+STAGE = "istio"
+UPSTREAM = ("istio",)
+NAMESPACE = "istio-system"  # platform namespace (stage namespaces creates it)
+PILOT = "docker.io/istio/pilot"
+PROXY = "docker.io/istio/proxyv2"
+# The CRDs of the objects the platform creates (gateway stage: Gateway, VirtualService).
+REQUIRED_CRDS = ("gateways.networking.istio.io", "virtualservices.networking.istio.io")
+
+
+def existing(site: Site) -> bool:
+    return site.component(STAGE).mode == "existing"
+
+
+def render(site: Site) -> list[dict]:
+    if existing(site):
+        return []
+    manifests.require(site, UPSTREAM)
+    pinned = catalog.resolve(site, "istio")
+    own = render_stage(STAGE, namespace=NAMESPACE, pilot_image=pinned.image(PILOT),
+                       proxy_image=pinned.image(PROXY))
+    placement = registry.get(STAGE).placement_label(site)
+    return manifests.objects(site, "istio") + patches.for_site(own, site, placement)
+
+
+def plan(ctx: RunContext) -> list[Change]:
+    from cubeinstall.render import finalize
+    from cubeinstall.stages import cluster
+
+    if existing(ctx.site):
+        return verify_existing(ctx)
+    return cluster.plan(ctx, STAGE, finalize(ctx.site, render(ctx.site)))
+
+
+def apply(ctx: RunContext) -> list[Change]:
+    from cubeinstall.render import finalize
+    from cubeinstall.stages import cluster
+
+    if existing(ctx.site):
+        return verify_existing(ctx)
+    return cluster.apply(ctx, STAGE, finalize(ctx.site, render(ctx.site)))
+
+
+def verify_existing(ctx: RunContext) -> list[Change]:
+    """mode existing: the CRDs must be there and Established; nothing is written."""
+    from cubeinstall.kube.client import client_for
+    from cubeinstall.kube.errors import NotFound
+
+    client = client_for(ctx)
+    resource = client.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    problems, changes = [], []
+    for name in REQUIRED_CRDS:
+        try:
+            crd = client.get(resource, None, name)
+        except NotFound:
+            problems.append(f"CustomResourceDefinition {name} does not exist")
+            continue
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        if not any(c.get("type") == "Established" and c.get("status") == "True"
+                   for c in conditions):
+            problems.append(f"CustomResourceDefinition {name} is not Established")
+            continue
+        changes.append(Change(f"CustomResourceDefinition {name}", "unchanged",
+                              "existing Istio (components.istio.mode: existing)"))
+    if problems:
+        raise StageFailed(STAGE, "components.istio.mode is existing, but the cluster's Istio is "
+                          "incomplete: " + "; ".join(problems) + "; nothing was changed",
+                          hint="install Istio first, or set components.istio.mode: install "
+                               "to let cubeinstall install it")
+    return changes

@@ -1,0 +1,136 @@
+"""kubeflow: Argo Workflows (pipelines) and the Kubeflow training-operator, both pinned upstream.
+
+Both projects publish kustomize trees, not applicable files; the assembly kustomize
+would do is stated here, in typed code:
+
+- Argo Workflows, ``manifests/cluster-install``: full CRDs, workflow-controller and
+  argo-server with their ServiceAccounts, RBAC, ConfigMap and PriorityClass, all in
+  namespace ``argo`` (subjects included); the ``:latest`` images pinned to the
+  version, the executor image named explicitly (so it is mirrored and pinned too),
+  argo-server in plain HTTP under /argo/ (the gateway's route). The controller is
+  cluster-wide: it runs the platform's workflows in ``pipeline``, where
+  their pods (ServiceAccount ``kubeflow-pipeline``, or ``default``) get the executor's
+  rights (writing WorkflowTaskResults).
+- training-operator, ``overlays/standalone``: namespace ``kubeflow``, the webhook
+  configuration renamed and pointed at Service ``training-operator`` (webhook/patch.yaml),
+  the image tag pinned, and the empty Secret ``training-operator-webhook-cert`` the
+  operator fills with its certificate (it must exist before the operator starts).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from cubeinstall.site.model import Site
+from cubeinstall.stages import registry
+from cubeinstall.upstream import catalog, manifests, patches
+from cubeinstall.upstream.namespaces import own_namespace
+
+STAGE = "kubeflow"
+UPSTREAM = ("argo-workflows", "training-operator")
+ARGO_NAMESPACE = "argo"
+ARGO_PATH = "/argo/"  # the gateway stage's route to argo-server
+PIPELINE_NAMESPACE = "pipeline"
+PIPELINE_SERVICE_ACCOUNTS = ("kubeflow-pipeline", "default")
+EXECUTOR = "quay.io/argoproj/argoexec"
+TRAINING_NAMESPACE = "kubeflow"
+TRAINING_WEBHOOK = "validator.training-operator.kubeflow.org"
+TRAINING_SERVICE = "training-operator"
+TRAINING_CERT_SECRET = "training-operator-webhook-cert"
+
+
+def render(site: Site) -> list[dict]:
+    manifests.require(site, UPSTREAM)
+    placement = registry.get(STAGE).placement_label(site)
+    objects = argo(site) + training_operator(site)
+    return own_namespace(site, ARGO_NAMESPACE) + patches.for_site(objects, site, placement)
+
+
+# -- Argo Workflows ------------------------------------------------------------------------------
+
+
+def argo(site: Site) -> list[dict]:
+    pinned = catalog.resolve(site, "argo-workflows")
+    objects = patches.set_namespace(manifests.objects(site, "argo-workflows"), ARGO_NAMESPACE)
+    objects = patches.pin_images(objects, pinned.pins)
+    executor = pinned.image(EXECUTOR)
+    credentials = bool(site.registry and site.registry.username and site.registry.password)
+    return [configure_argo(obj, executor, credentials) for obj in objects] + pipeline_rbac()
+
+
+def configure_argo(obj: dict, executor: str, pull_secret: bool) -> dict:
+    """The controller's executor image, its ConfigMap (upstream ships it empty), and an
+    argo-server reachable through the platform's gateway."""
+    name = (obj.get("metadata") or {}).get("name")
+    if obj["kind"] == "Deployment" and name == "workflow-controller":
+        obj = copy.deepcopy(obj)
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            if container["name"] == "workflow-controller":
+                container["args"] = ["--executor-image", executor]
+    elif obj["kind"] == "Deployment" and name == "argo-server":
+        # The gateway routes /argo/ (rewritten to /) to port 2746 in plain HTTP; TLS ends at
+        # the ingress gateway. The UI builds its links under /argo/: the flag was renamed
+        # (--basehref, --base-href) but both releases read one of these variables.
+        obj = copy.deepcopy(obj)
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            if container["name"] == "argo-server":
+                container["args"] = ["server", "--secure=false"]
+                container["env"] = [*(container.get("env") or []),
+                                    {"name": "BASE_HREF", "value": ARGO_PATH},
+                                    {"name": "ARGO_BASE_HREF", "value": ARGO_PATH}]
+                container["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
+    elif obj["kind"] == "ConfigMap" and name == "workflow-controller-configmap":
+        obj = copy.deepcopy(obj)
+        data = {"executor": "imagePullPolicy: IfNotPresent\n"}
+        if pull_secret:  # workflow pods pull from the site registry, as every platform pod
+            data["workflowDefaults"] = "spec:\n  imagePullSecrets:\n    - name: hubsecret\n"
+        obj["data"] = {**(obj.get("data") or {}), **data}
+    return obj
+
+
+def pipeline_rbac() -> list[dict]:
+    """What a workflow pod in ``pipeline`` needs from the API: report its step results."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "argo-executor", "namespace": PIPELINE_NAMESPACE},
+        "rules": [
+            {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"],
+             "verbs": ["create", "patch"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]},
+            {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "watch"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "argo-executor", "namespace": PIPELINE_NAMESPACE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "argo-executor"},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": PIPELINE_NAMESPACE}
+                     for account in PIPELINE_SERVICE_ACCOUNTS],
+    }
+    return [role, binding]
+
+
+# -- training-operator ----------------------------------------------------------------------------
+
+
+def training_operator(site: Site) -> list[dict]:
+    pinned = catalog.resolve(site, "training-operator")
+    objects = [rename_webhook(obj) for obj in manifests.objects(site, "training-operator")]
+    objects = patches.set_namespace(objects, TRAINING_NAMESPACE)
+    objects = patches.pin_images(objects, pinned.pins)
+    cert = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": TRAINING_CERT_SECRET, "namespace": TRAINING_NAMESPACE}}
+    return objects + [cert]
+
+
+def rename_webhook(obj: dict) -> dict:
+    """webhook/patch.yaml: the configuration's name and every webhook's service name."""
+    if obj["kind"] != "ValidatingWebhookConfiguration":
+        return obj
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["name"] = TRAINING_WEBHOOK
+    obj["metadata"].setdefault("labels", {})["control-plane"] = "kubeflow-training-operator"
+    for webhook in obj.get("webhooks") or []:
+        webhook["clientConfig"]["service"]["name"] = TRAINING_SERVICE
+    return obj

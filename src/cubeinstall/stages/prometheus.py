@@ -1,0 +1,41 @@
+"""prometheus: prometheus-operator (pinned upstream) plus the platform's monitoring objects.
+
+The operator's CRDs and its RBAC/Deployment/Service come from upstream's example/
+files, which hard-code namespace ``default`` (ClusterRoleBinding subject included):
+they are moved to ``monitoring``. The platform's own objects (Prometheus,
+Alertmanager, Grafana, exporters, ServiceMonitors) come from
+``cubeinstall.stages.prometheus_objects``; until that module exists this stage installs
+the operator alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from cubeinstall.site.model import Site
+from cubeinstall.stages import registry
+from cubeinstall.upstream import catalog, manifests, patches
+
+STAGE = "prometheus"
+UPSTREAM = ("prometheus-operator",)
+DEFAULT_NAMESPACE = "monitoring"
+OWN_OBJECTS = "cubeinstall.stages.prometheus_objects"
+
+
+def render(site: Site) -> list[dict]:
+    manifests.require(site, UPSTREAM)
+    namespace = site.component(STAGE).namespace or DEFAULT_NAMESPACE
+    operator = patches.set_namespace(manifests.objects(site, "prometheus-operator"), namespace)
+    operator = patches.pin_images(operator, catalog.resolve(site, "prometheus-operator").pins)
+    operator = patches.for_site(operator, site, registry.get(STAGE).placement_label(site))
+    return operator + own_objects(site)
+
+
+def own_objects(site: Site) -> list[dict]:
+    try:
+        module = importlib.import_module(OWN_OBJECTS)
+    except ModuleNotFoundError as exc:
+        if exc.name == OWN_OBJECTS:
+            return []
+        raise
+    return module.render(site)

@@ -1,0 +1,25 @@
+"""Namespaces an upstream component needs beyond the platform's (argo, volcano-system)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cubeinstall import facts
+
+if TYPE_CHECKING:
+    from cubeinstall.site.model import Site
+
+
+def own_namespace(site: "Site", name: str) -> list[dict]:
+    """The Namespace (labelled like the platform's) and its hubsecret, unless stage
+    namespaces already creates it: a namespace has one owner, or uninstall of one stage
+    would delete the other's."""
+    if name in facts.platform_namespaces(site) or name in facts.SYSTEM_NAMESPACES:
+        return []
+    from cubeinstall.stages.namespaces import pull_secret
+
+    objects = [{"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": {"istio-injection": "disabled"}}}]
+    if site.registry and site.registry.username and site.registry.password:
+        objects.append(pull_secret(site, name))
+    return objects
