@@ -123,17 +123,21 @@ def render(
 ) -> None:
     """Render the Kubernetes objects of every enabled cluster stage (no cluster needed)."""
     from cubeinstall import runner
-    from cubeinstall.render import all_objects
+    from cubeinstall.render import each_stage
     from cubeinstall.stages.registry import STAGE_NAMES
     from cubeinstall.yamlio import dump_documents
 
     _use_config(config)
     runner.check_stage_names(list(only or []), "--only")
     site = load_context().site
-    rendered = {name: objs for name, objs in all_objects(site).items() if not only or name in only}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    for name, objects in rendered.items():
+    not_rendered = []
+    for name, objects in each_stage(site, only or []):
+        if isinstance(objects, CubeError):  # upstream files not in the cache
+            not_rendered.append(name)
+            OPTIONS.out.warn(f"{name}: not rendered: {objects.message}", stage=name, hint=objects.hint)
+            continue
         text = dump_documents(objects)
         if out is None:
             OPTIONS.out.text(f"# stage: {name}\n---\n{text}")
@@ -142,6 +146,10 @@ def render(
         path.write_text(text, encoding="utf-8")
         OPTIONS.out.event("rendered", stage=name, objects=len(objects), path=str(path),
                           message=f"{path}: {len(objects)} objects")
+    if not_rendered:
+        OPTIONS.out.warn(f"{len(not_rendered)} stage(s) need their pinned upstream files first: "
+                         f"{', '.join(not_rendered)}; run `cubeinstall bundle fetch` "
+                         "(or `cubeinstall bundle load FILE` on an air-gapped machine)")
 
 
 @app.command()

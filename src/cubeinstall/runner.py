@@ -73,12 +73,17 @@ def stage_module(stage: Stage) -> ModuleType:
 def plan_stage(ctx: RunContext, stage: Stage, offline: bool) -> list[Change]:
     from cubeinstall.stages import cluster
 
+    from cubeinstall.upstream.cache import NotFetched
+
     module = stage_module(stage)
     if offline:
         if hasattr(module, "describe"):
             return module.describe(ctx.site)
         if hasattr(module, "render"):
-            return cluster.offline(stage.name, rendered(module, stage, ctx.site))
+            try:
+                return cluster.offline(stage.name, rendered(module, stage, ctx.site))
+            except NotFetched as missing:
+                return [Change(stage.name, "run", f"{missing.message}; {missing.hint}")]
         return [Change(stage.name, "run", stage.summary)]
     if hasattr(module, "plan"):
         return module.plan(ctx)
@@ -110,44 +115,49 @@ def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) 
     (unless --force), and every stage's start and end are recorded, so an
     interrupted run resumes where it stopped.
     """
-    from cubeinstall.state.fingerprint import fingerprint
-
     results: list[StageResult] = []
     for stage in stages:
         started = time.monotonic()
-        objects = stage_objects(stage, ctx.site)
-        digest = fingerprint(stage, ctx.site, objects)
-        if journal and not ctx.options.force and journal.is_current(stage.name, digest):
-            results.append(StageResult(stage.name, "skipped", message="inputs unchanged since last success"))
-            ctx.out.event("stage-skipped", stage=stage.name,
-                          message=f"= {stage.name}: unchanged since its last successful run")
-            continue
-        ctx.out.event("stage-start", stage=stage.name, layer=stage.layer.value,
-                      message=f"▶ {stage.name}: {stage.summary}")
-        if journal and not ctx.dry_run:
-            journal.started(stage.name, digest)
         try:
-            if ctx.dry_run:
-                changes = plan_stage(ctx, stage, offline=False)
-            else:
-                changes = apply_stage(ctx, stage, objects)
+            result = _run_stage(ctx, stage, journal)
         except CubeError as exc:
             failure = exc if isinstance(exc, StageFailed) else StageFailed(stage.name, str(exc.message), exc.hint)
-            if journal and not ctx.dry_run:
+            if journal and not ctx.dry_run and stage.name in journal.stages:
                 journal.finished(stage.name, ok=False, message=failure.message)
             results.append(StageResult(stage.name, "failed", seconds=time.monotonic() - started,
                                        message=str(failure)))
             ctx.out.event("stage-failed", stage=stage.name, error=failure.message, hint=failure.hint)
             raise failure from None
-        result = StageResult(stage.name, "ok", changes, time.monotonic() - started)
-        if journal and not ctx.dry_run:
-            journal.finished(stage.name, ok=True, changes=result.changed)
+        result.seconds = time.monotonic() - started
         results.append(result)
-        report_changes(ctx, stage.name, changes)
+        if result.status == "skipped":
+            ctx.out.event("stage-skipped", stage=stage.name,
+                          message=f"= {stage.name}: unchanged since its last successful run")
+            continue
+        report_changes(ctx, stage.name, result.changes)
         ctx.out.event("stage-done", stage=stage.name, changed=result.changed,
                       seconds=round(result.seconds, 2),
                       message=f"✔ {stage.name}: {describe_count(result.changed, ctx.dry_run)}")
     return results
+
+
+def _run_stage(ctx: RunContext, stage: Stage, journal: "Journal | None") -> StageResult:
+    from cubeinstall.state.fingerprint import fingerprint
+
+    objects = stage_objects(stage, ctx.site)
+    digest = fingerprint(stage, ctx.site, objects)
+    if journal and not ctx.options.force and journal.is_current(stage.name, digest):
+        return StageResult(stage.name, "skipped", message="inputs unchanged since last success")
+    ctx.out.event("stage-start", stage=stage.name, layer=stage.layer.value,
+                  message=f"▶ {stage.name}: {stage.summary}")
+    if ctx.dry_run:
+        return StageResult(stage.name, "ok", plan_stage(ctx, stage, offline=False))
+    if journal:
+        journal.started(stage.name, digest)
+    changes = apply_stage(ctx, stage, objects)
+    if journal:
+        journal.finished(stage.name, ok=True, changes=sum(1 for c in changes if c.changes_something))
+    return StageResult(stage.name, "ok", changes)
 
 
 def stage_objects(stage: Stage, site: Site) -> list[dict] | None:

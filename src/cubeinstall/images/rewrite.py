@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 
 def rewrite_images(objects: Iterable[dict], site: "Site") -> list[dict]:
     """New objects whose every image points at the site registry (unchanged without one)."""
-    result = [copy.deepcopy(obj) for obj in objects]
+    result = [_writable(obj) for obj in objects]
     registry = site.registry
     if registry is None:
         return result
     for obj in result:
+        if _is_crd(obj):
+            continue
         for slot in image_slots(obj):
             slot.set(rewritten(slot.get(), registry, where=_describe(obj)))
     return result
@@ -48,15 +50,25 @@ def ensure_pull_secret(objects: Iterable[dict], secret_name: str = "hubsecret") 
     For authenticated registries: the namespaces stage creates the secret in every
     namespace; pods only use it when their spec (or ServiceAccount) names it.
     """
-    result = [copy.deepcopy(obj) for obj in objects]
+    result = [_writable(obj) for obj in objects]
     for obj in result:
-        if obj.get("kind") == "CustomResourceDefinition":
+        if _is_crd(obj):
             continue
         for pod_spec in _pod_specs(obj):
             secrets = pod_spec.setdefault("imagePullSecrets", [])
             if not any(isinstance(s, dict) and s.get("name") == secret_name for s in secrets):
                 secrets.append({"name": secret_name})
     return result
+
+
+def _is_crd(obj: dict) -> bool:
+    return obj.get("kind") == "CustomResourceDefinition"
+
+
+def _writable(obj: dict) -> dict:
+    """A copy we may change. CRDs (up to megabytes, no images, no pods) are passed
+    through as they are: copying them cost more than the whole rest of a render."""
+    return obj if _is_crd(obj) else copy.deepcopy(obj)
 
 
 def _pod_specs(obj: dict) -> list[dict]:

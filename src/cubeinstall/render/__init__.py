@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from cubeinstall.errors import NotImplementedStage
+from typing import Iterable, Iterator
+
+from cubeinstall.errors import CubeError, NotImplementedStage
 from cubeinstall.site.model import Site
 
 
@@ -22,19 +24,34 @@ def finalize(site: Site, objects: list[dict]) -> list[dict]:
     return objects
 
 
-def all_objects(site: Site) -> dict[str, list[dict]]:
+def all_objects(site: Site, only: Iterable[str] = ()) -> dict[str, list[dict]]:
     """stage name -> its final objects, for every enabled stage that renders objects."""
+    result: dict[str, list[dict]] = {}
+    for name, objects in each_stage(site, only):
+        if isinstance(objects, CubeError):
+            raise objects
+        result[name] = objects
+    return result
+
+
+def each_stage(site: Site, only: Iterable[str] = ()) -> Iterator[tuple[str, "list[dict] | CubeError"]]:
+    """(stage, final objects) for every enabled stage that renders objects, or
+    (stage, the error) when it cannot render here (its upstream files not fetched)."""
     from cubeinstall import runner
     from cubeinstall.stages import registry
+    from cubeinstall.upstream.cache import NotFetched
 
-    result: dict[str, list[dict]] = {}
+    wanted = set(only)
     for stage in registry.STAGES:
-        if not stage.enabled(site):
+        if not stage.enabled(site) or (wanted and stage.name not in wanted):
             continue
         try:
             module = runner.stage_module(stage)
         except NotImplementedStage:
             continue  # reported when the stage runs; rendering shows what exists
-        if hasattr(module, "render"):
-            result[stage.name] = finalize(site, module.render(site))
-    return result
+        if not hasattr(module, "render"):
+            continue
+        try:
+            yield stage.name, finalize(site, module.render(site))
+        except NotFetched as missing:
+            yield stage.name, missing

@@ -28,9 +28,15 @@ _PLAN_ACTIONS = {"missing": "create", "outdated": "update", "present": "unchange
 def describe(site: "Site") -> list[Change]:
     """Offline plan: what would be copied if missing (nothing is asked of any registry)."""
     from cubeinstall.images.inventory import site_inventory
+    from cubeinstall.upstream.cache import NotFetched
 
+    try:
+        uses = _guarded(site_inventory, site)
+    except NotFetched as missing:  # the inventory includes the upstream components' images
+        return [Change(STAGE, "run", f"inventory needs the upstream files: {missing.message}; "
+                                     f"{missing.hint}")]
     return [Change(f"image {use.target}", "run", f"copy from {use.source} unless present")
-            for use in _guarded(site_inventory, site) if use.needs_copy]
+            for use in uses if use.needs_copy]
 
 
 def plan(ctx: "RunContext") -> list[Change]:
@@ -88,9 +94,11 @@ def _applied(result) -> Change:
 def _guarded(function, *args):
     """Engine errors become this stage's failure, with their hint (site mistakes stay
     ConfigError: exit code 2)."""
+    from cubeinstall.upstream.cache import NotFetched
+
     try:
         return function(*args)
-    except (StageFailed, ConfigError):
+    except (StageFailed, ConfigError, NotFetched):  # already say what to do
         raise
     except CubeError as exc:
         raise StageFailed(STAGE, exc.message, exc.hint) from exc
