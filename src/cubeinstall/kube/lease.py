@@ -2,8 +2,9 @@
 
 A coordination.k8s.io Lease ``cubeinstall-<site>`` in kube-system, renewed
 while the run lasts. A run finding a live Lease held by someone else is
-refused with the holder's name; an expired one (its holder died) is taken
-over with an optimistic-concurrency update, so two runs cannot both win.
+refused with the holder's name; an expired one, or one whose holder was a
+process of this machine that no longer exists (a killed run), is taken over
+with an optimistic-concurrency update, so two runs cannot both win.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Iterator
 
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.errors import Conflict, NotFound
-from cubeinstall.state.lock import SiteLocked, holder_identity
+from cubeinstall.state.lock import SiteLocked, holder_identity, holder_is_gone
 
 NAMESPACE = "kube-system"
 DURATION_SECONDS = 60
@@ -79,7 +80,7 @@ def _acquire(client: KubeClient, site: str, holder: str) -> None:
         pass  # exists: someone holds it, or a dead run left it behind
     lease = client.get(LEASE, NAMESPACE, name)
     current = lease.get("spec", {}).get("holderIdentity", "unknown")
-    if not _expired(lease):
+    if not _expired(lease) and not holder_is_gone(current):
         raise SiteLocked(
             f"site {site} is being changed by another run ({current}, Lease "
             f"{NAMESPACE}/{name})",

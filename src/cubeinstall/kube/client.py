@@ -1,0 +1,253 @@
+"""The one place that talks to a Kubernetes API server.
+
+Discovery goes through the official DynamicClient with a cache file per
+cluster (keyed by server address and CA, so two test clusters that reuse a
+port never share one), invalidated after CRDs change. Requests go straight
+to the REST client with plain dicts: the dynamic client's ResourceInstance
+wrapping costs more than the request for megabyte CRDs. Every failure
+leaves this module as a typed ``KubeError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient, Resource, ResourceList
+from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
+
+from cubeinstall.errors import ConfigError
+from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
+from cubeinstall.kube.objects import FIELD_MANAGER
+from cubeinstall.kube.retry import unserved_message
+
+REQUEST_TIMEOUT = (10, 120)  # connect, read (seconds)
+POOL_SIZE = 16
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
+
+
+@dataclass(frozen=True)
+class ApiResource:
+    group_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    verbs: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> str:
+        return self.group_version.rpartition("/")[0]
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.group_version}" if not self.group else f"/apis/{self.group_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+def discovery_cache_dir() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "cubeinstall" / "discovery"
+
+
+class KubeClient:
+    """Typed requests to one cluster; safe to share between threads."""
+
+    def __init__(self, api_client: Any, *, pool_size: int = POOL_SIZE):
+        configuration = copy.deepcopy(api_client.configuration)
+        configuration.connection_pool_maxsize = pool_size
+        self.api = k8s_client.ApiClient(configuration)
+        self.host = configuration.host
+        self._lock = threading.RLock()
+        self._dynamic: DynamicClient | None = None
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None) -> "KubeClient":
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_kube_config(config_file=str(Path(kubeconfig).expanduser()),
+                                        context=context, client_configuration=configuration,
+                                        persist_config=False)
+        except (k8s_config.ConfigException, OSError) as exc:
+            raise ConfigError(f"cannot use kubeconfig {kubeconfig}"
+                              f"{f' context {context}' if context else ''}: {exc}",
+                              hint="check clusters[].kubeconfig and context in site.yaml") from exc
+        return cls(k8s_client.ApiClient(configuration))
+
+    # -- discovery ---------------------------------------------------------------------
+
+    def cache_file(self) -> Path:
+        ca = self.api.configuration.ssl_ca_cert
+        ca_bytes = Path(ca).read_bytes() if ca and Path(ca).exists() else b""
+        key = hashlib.sha256(self.host.encode() + b"\0" + ca_bytes).hexdigest()[:24]
+        return discovery_cache_dir() / f"{key}.json"
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        with self._lock:
+            if self._dynamic is None:
+                cache = self.cache_file()
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                self._dynamic = self._guard("discovery", lambda: DynamicClient(
+                    self.api, cache_file=str(cache)))
+            return self._dynamic
+
+    def server_version(self) -> str:
+        return self.dynamic.version.get("kubernetes", {}).get("gitVersion", "unknown")
+
+    def invalidate_discovery(self) -> None:
+        with self._lock:
+            self._guard("discovery", self.dynamic.resources.invalidate_cache)
+
+    def resolve(self, api_version: str, kind: str) -> ApiResource:
+        """The served resource for apiVersion/kind, or ``Unsupported`` saying why not."""
+        with self._lock:
+            try:
+                found = self._guard(f"discovery of {api_version} {kind}", lambda:
+                                    self.dynamic.resources.get(**_search_terms(api_version, kind)))
+            except (ResourceNotFoundError, ResourceNotUniqueError):
+                found = None
+        if found is None:
+            message, hint = unserved_message(api_version, kind, self.server_version(),
+                                             self.served_versions(api_version.rpartition("/")[0]))
+            raise Unsupported(message, hint)
+        return ApiResource(found.group_version, found.kind, found.name, bool(found.namespaced),
+                           tuple(found.verbs or ()))
+
+    def served_versions(self, group: str) -> list[str]:
+        if not group:
+            return ["v1"]
+        try:
+            answer = self.request("GET", f"/apis/{group}")
+        except KubeError:
+            return []
+        return [version.get("version", "") for version in answer.get("versions") or []]
+
+    def listable_resources(self) -> list[ApiResource]:
+        """Every preferred-version resource that can be listed and deleted."""
+        with self._lock:
+            # Iterating the discoverer yields, per kind, a list of Resource (and ResourceList).
+            resources = self._guard("discovery", lambda: [
+                r for kinds in self.dynamic.resources for r in kinds
+                if isinstance(r, Resource) and not isinstance(r, ResourceList)])
+        found = {}
+        for resource in resources:
+            verbs = set(resource.verbs or ())
+            if not getattr(resource, "preferred", False) or not {"list", "delete"} <= verbs:
+                continue
+            if "/" in (resource.name or ""):
+                continue
+            item = ApiResource(resource.group_version, resource.kind, resource.name,
+                               bool(resource.namespaced), tuple(verbs))
+            found[(item.group, item.kind)] = item
+        return list(found.values())
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _guard(self, what: str, call):
+        """Run a call of the official client, turning its failures into KubeError."""
+        try:
+            return call()
+        except ApiException as exc:
+            raise self._api_error(exc, what) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Unreachable(f"{what}: cannot reach the API server {self.host}: {exc}",
+                              "check that the cluster is up and the kubeconfig points to it") from None
+
+    @staticmethod
+    def _api_error(exc: ApiException, what: str) -> KubeError:
+        if exc.status == 0:  # TLS failure reported by the REST client
+            text = f"{what}: TLS error talking to the API server: {exc.reason}"
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
+                return KubeError(text, "the kubeconfig's CA does not match the server")
+            return Unreachable(text)
+        return from_status(exc.status, exc.body, what)
+
+    def request(self, method: str, path: str, *, body: Any = None, query: list | None = None,
+                content_type: str = "application/json", what: str = "",
+                raw: bool = False, accept: str = "application/json") -> Any:
+        query = [(k, v) for k, v in (query or []) if v is not None]
+        headers = {"Accept": accept, "Content-Type": content_type,
+                   **self.api.default_headers}
+        self.api.update_params_for_auth(headers, query, ["BearerToken"])
+        response = self._guard(what or f"{method} {path}", lambda: self.api.rest_client.request(
+            method, self.host + path, query_params=query, headers=headers, body=body,
+            _preload_content=False, _request_timeout=REQUEST_TIMEOUT))
+        data = response.data
+        if raw:
+            return data.decode("utf-8", "replace")
+        return json.loads(data) if data else {}
+
+    def apply(self, obj: dict, resource: ApiResource, *, dry_run: bool = False,
+              force: bool = False, what: str = "") -> dict:
+        meta = obj["metadata"]
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else None),
+                 ("dryRun", "All" if dry_run else None)]
+        return self.request("PATCH", resource.path(meta.get("namespace"), meta["name"]), body=obj,
+                            query=query, content_type="application/apply-patch+yaml", what=what)
+
+    def get(self, resource: ApiResource, namespace: str | None, name: str) -> dict:
+        return self.request("GET", resource.path(namespace, name))
+
+    def list(self, resource: ApiResource, namespace: str | None = None,
+             label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
+        answer = self.request("GET", resource.path(namespace), query=[
+            ("labelSelector", label_selector), ("fieldSelector", field_selector)])
+        items = answer.get("items") or []
+        for item in items:  # list items omit apiVersion/kind
+            item.setdefault("apiVersion", resource.group_version)
+            item.setdefault("kind", resource.kind)
+        return items
+
+    def list_names(self, resource: ApiResource, namespace: str | None = None) -> list[str]:
+        """Names of every object of a type (metadata only: cheap even for big objects)."""
+        answer = self.request("GET", resource.path(namespace), accept=METADATA_ONLY)
+        return [item["metadata"]["name"] for item in answer.get("items") or []]
+
+    def delete(self, resource: ApiResource, namespace: str | None, name: str,
+               propagation: str = "Background", dry_run: bool = False) -> dict:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        return self.request("DELETE", resource.path(namespace, name), body=body,
+                            query=[("dryRun", "All" if dry_run else None)])
+
+    def pod_log(self, namespace: str, pod: str, container: str, *, previous: bool,
+                tail_lines: int) -> str:
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/log"
+        return self.request("GET", path, raw=True, query=[
+            ("container", container), ("previous", "true" if previous else None),
+            ("tailLines", str(tail_lines))])
+
+
+def _search_terms(api_version: str, kind: str) -> dict:
+    # Explicit prefix and group: a bare "v1" would search every group's v1 (knative's
+    # Service would match too) and fetch discovery for all of them.
+    group, _, version = api_version.rpartition("/")
+    if not group:
+        return {"prefix": "api", "api_version": version, "kind": kind}
+    return {"prefix": "apis", "group": group, "api_version": version, "kind": kind}
+
+
+def client_for(target: Any, cluster: str | None = None) -> KubeClient:
+    """A KubeClient from a RunContext (cached per cluster), a KubeClient or an ApiClient."""
+    if isinstance(target, KubeClient):
+        return target
+    if hasattr(target, "kubeconfig_for") and hasattr(target, "cached"):
+        kubeconfig, context = target.kubeconfig_for(cluster)
+        return target.cached(f"kube:{kubeconfig}:{context}",
+                             lambda: KubeClient.from_kubeconfig(kubeconfig, context))
+    if hasattr(target, "configuration") and hasattr(target, "rest_client"):
+        return KubeClient(target)
+    if isinstance(target, (str, Path)):
+        return KubeClient.from_kubeconfig(target)
+    raise TypeError(f"cannot make a Kubernetes client from {type(target).__name__}")

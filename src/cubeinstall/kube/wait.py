@@ -1,0 +1,137 @@
+"""Waiting until applied objects are ready, and explaining why when they are not.
+
+All objects of a phase are watched together: one LIST per resource type per
+poll (with the stage's label selector) instead of one GET per object. An
+object that reports failure stops the wait at once; on the deadline every
+object still waiting is diagnosed from its pods, events and logs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cubeinstall.kube.client import ApiResource, KubeClient
+from cubeinstall.kube.diagnose import Diagnosis, containers_needing_logs, diagnose
+from cubeinstall.kube.errors import ApplyFailed, KubeError
+from cubeinstall.kube.objects import ObjectKey, key_of, stage_selector
+from cubeinstall.kube.readiness import Readiness, readiness, waiting
+from cubeinstall.kube.retry import is_transient
+from cubeinstall.kube.selectors import selector_string
+
+POLL_FIRST, POLL_MAX = 0.25, 2.0
+PROGRESS_EVERY = 10.0
+MAX_EXPLAINED = 5
+LOG_TAIL = 10
+POD_OWNERS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
+              ("apps", "ReplicaSet"), ("batch", "Job")}
+
+
+@dataclass(frozen=True)
+class Watched:
+    key: ObjectKey
+    resource: ApiResource
+
+
+Report = Callable[[str], None]
+
+
+def wait_ready(client: KubeClient, watched: list[Watched], *, stage: str, deadline: float,
+               report: Report) -> None:
+    """Return when every watched object is ready; raise ApplyFailed naming the ones that are not."""
+    remaining = {item.key: item for item in watched}
+    last: dict[ObjectKey, tuple[dict | None, Readiness]] = {}
+    started = next_progress = time.monotonic()
+    delay = POLL_FIRST
+    while remaining:
+        live = _poll(client, remaining.values(), stage)
+        failures = []
+        for key in list(remaining):
+            obj = live.get(key)
+            state = readiness(obj) if obj is not None else waiting("not found yet")
+            last[key] = (obj, state)
+            if state.done:
+                del remaining[key]
+                if not state.ok:
+                    failures.append(key)
+        if failures:
+            raise _failure(client, stage, "failed", [(k, *last[k]) for k in failures])
+        if not remaining:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise _failure(client, stage, f"not ready after {now - started:.0f}s",
+                           [(k, *last[k]) for k in remaining])
+        if now >= next_progress + PROGRESS_EVERY:
+            next_progress = now
+            report("waiting for " + ", ".join(f"{k} ({last[k][1].message})"
+                                              for k in list(remaining)[:MAX_EXPLAINED]))
+        time.sleep(min(delay, max(0.0, deadline - now)))
+        delay = min(POLL_MAX, delay * 1.5)
+
+
+def _poll(client: KubeClient, watched, stage: str) -> dict[ObjectKey, dict]:
+    """Live objects by key; a transient failure (apiserver restarting) just means "not yet"."""
+    found: dict[ObjectKey, dict] = {}
+    for resource in {item.resource for item in watched}:
+        try:
+            items = client.list(resource, label_selector=stage_selector(stage))
+        except KubeError as error:
+            if is_transient(error):
+                continue
+            raise
+        found.update((key_of(obj), obj) for obj in items)
+    return found
+
+
+def _failure(client: KubeClient, stage: str, what: str,
+             items: list[tuple[ObjectKey, dict | None, Readiness]]) -> ApplyFailed:
+    diagnoses = [explain(client, obj, state.message) if obj is not None
+                 else Diagnosis(f"{key}: {state.message}")
+                 for key, obj, state in items[:MAX_EXPLAINED]]
+    more = f"\n  ... and {len(items) - MAX_EXPLAINED} more" if len(items) > MAX_EXPLAINED else ""
+    lines = "\n  ".join(d.message for d in diagnoses)
+    hint = next((d.hint for d in diagnoses if d.hint), None)
+    return ApplyFailed(stage, f"{len(items)} object(s) {what}:\n  {lines}{more}", hint,
+                       targets=tuple(str(key) for key, _, _ in items))
+
+
+def explain(client: KubeClient, obj: dict, message: str) -> Diagnosis:
+    """Gather pods, events and crash logs of ``obj`` and diagnose it (best effort)."""
+    key = key_of(obj)
+    pods: list[dict] = []
+    events: list[dict] = []
+    logs: dict[tuple[str, str], str] = {}
+    owned: set[str] = set()
+    try:
+        if key.namespace:
+            events = client.list(client.resolve("v1", "Event"), key.namespace)
+        if (key.group, key.kind) in POD_OWNERS or key.kind == "Pod":
+            pods, owned = _pods_of(client, obj)
+        for pod, container, previous in containers_needing_logs(pods)[:3]:
+            try:
+                logs[(pod, container)] = client.pod_log(key.namespace, pod, container,
+                                                        previous=previous, tail_lines=LOG_TAIL)
+            except KubeError as error:
+                logs[(pod, container)] = f"(no log: {error.server_message})"
+    except KubeError as error:  # diagnosis must never hide the original problem
+        return Diagnosis(f"{key}: {message} (could not inspect further: {error.server_message})")
+    return diagnose(obj, message, pods, events, logs, owned)
+
+
+def _pods_of(client: KubeClient, obj: dict) -> tuple[list[dict], set[str]]:
+    key = key_of(obj)
+    pod_resource = client.resolve("v1", "Pod")
+    if key.kind == "Pod":
+        return [obj], set()
+    selector = selector_string((obj.get("spec") or {}).get("selector"))
+    if not selector:
+        return [], set()
+    pods = client.list(pod_resource, key.namespace, label_selector=selector)
+    owned: set[str] = set()
+    if key.kind == "Deployment":
+        replicasets = client.list(client.resolve("apps/v1", "ReplicaSet"), key.namespace,
+                                  label_selector=selector)
+        owned = {rs["metadata"]["name"] for rs in replicasets}
+    return pods, owned

@@ -1,0 +1,303 @@
+"""The apply engine on the real control plane: idempotence, ordering, errors, prune, uninstall."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from cubeinstall.kube.apply import apply_objects, plan_objects, uninstall_stage
+from cubeinstall.kube.client import KubeClient
+from cubeinstall.kube.errors import ApplyFailed, NotFound
+from cubeinstall.kube.objects import MANAGED_BY_LABEL, STAGE_LABEL
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def kube(kube_cluster) -> KubeClient:
+    return KubeClient(kube_cluster.api_client())
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def configmap(namespace, name, **data):
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": data}
+
+
+def deployment(namespace, name, replicas=2, node_selector=None):
+    spec = {"containers": [{"name": "app", "image": f"example.com/{name}:1",
+                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}}
+
+
+def workload_set(namespace: str) -> list[dict]:
+    return [
+        configmap(namespace, "settings", mode="prod", level="info"),
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": namespace},
+         "stringData": {"password": "not-a-real-one"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "runner", "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "reader", "namespace": namespace},
+         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "reader", "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+         "subjects": [{"kind": "ServiceAccount", "name": "runner", "namespace": namespace}]},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": namespace},
+         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}},
+        deployment(namespace, "web"),
+        {"apiVersion": "apps/v1", "kind": "StatefulSet",
+         "metadata": {"name": "db", "namespace": namespace},
+         "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+                  "template": {"metadata": {"labels": {"app": "db"}},
+                               "spec": {"containers": [{"name": "db", "image": "mysql:8"}]}}}},
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "init", "namespace": namespace},
+         "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                        "containers": [{"name": "init", "image": "busybox"}]}}}},
+    ]
+
+
+def resource_versions(kube: KubeClient, objects: list[dict]) -> dict[str, str]:
+    versions = {}
+    for obj in objects:
+        resource = kube.resolve(obj["apiVersion"], obj["kind"])
+        live = kube.get(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        versions[f"{obj['kind']}/{obj['metadata']['name']}"] = live["metadata"]["resourceVersion"]
+    return versions
+
+
+def test_second_apply_writes_nothing(kube, test_namespace):
+    stage = unique("idem")
+    objects = workload_set(test_namespace)
+    first = apply_objects(kube, stage, objects, timeout=120)
+    assert sorted(c.action for c in first) == ["create"] * len(objects)
+
+    deployment_live = kube.get(kube.resolve("apps/v1", "Deployment"), test_namespace, "web")
+    assert deployment_live["status"]["availableReplicas"] == 2  # the gate waited for the rollout
+    labels = deployment_live["metadata"]["labels"]
+    assert labels[MANAGED_BY_LABEL] == "cubeinstall" and labels[STAGE_LABEL] == stage
+    assert deployment_live["spec"]["template"]["metadata"]["labels"] == {"app": "web"}
+    job = kube.get(kube.resolve("batch/v1", "Job"), test_namespace, "init")
+    assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+
+    before = resource_versions(kube, objects)
+    second = apply_objects(kube, stage, objects, timeout=120)
+    assert [c.action for c in second] == ["unchanged"] * len(objects)
+    assert sum(c.changes_something for c in second) == 0
+    assert resource_versions(kube, objects) == before
+
+    planned = plan_objects(kube, stage, objects)
+    assert {c.action for c in planned} == {"unchanged"}
+
+
+def test_plan_shows_a_diff_and_apply_changes_only_that_object(kube, test_namespace):
+    stage = unique("diff")
+    objects = workload_set(test_namespace)[:2]
+    apply_objects(kube, stage, objects)
+    before = resource_versions(kube, objects)
+    objects[0] = configmap(test_namespace, "settings", mode="prod", level="debug")
+    objects[1]["stringData"]["password"] = "another-not-real-one"
+
+    planned = {c.target: c for c in plan_objects(kube, stage, objects)}
+    change = planned[f"ConfigMap {test_namespace}/settings"]
+    assert change.action == "update"
+    assert "-  level: info" in change.diff and "+  level: debug" in change.diff
+    secret = planned[f"Secret {test_namespace}/creds"]
+    assert secret.action == "update" and "(changed)" in secret.diff
+    assert "another-not-real-one" not in secret.diff and "not-a-real-one" not in secret.diff
+    assert resource_versions(kube, objects) == before  # plan wrote nothing
+
+    applied = {c.target: c.action for c in apply_objects(kube, stage, objects)}
+    assert applied == {f"ConfigMap {test_namespace}/settings": "update",
+                       f"Secret {test_namespace}/creds": "update"}
+    live = kube.get(kube.resolve("v1", "ConfigMap"), test_namespace, "settings")
+    assert live["data"]["level"] == "debug"
+
+
+def crd(group: str, kind: str, plural: str, scope="Namespaced") -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{group}"},
+            "spec": {"group": group, "scope": scope,
+                     "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                               "listKind": f"{kind}List"},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                             "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+
+
+def test_crd_and_its_custom_resources_in_one_set(kube, test_namespace):
+    stage, group = unique("crd"), f"{unique('t')}.example.com"
+    widget = {"apiVersion": f"{group}/v1", "kind": "Widget",
+              "metadata": {"name": "w1", "namespace": test_namespace}, "spec": {"size": 3}}
+    objects = [widget, crd(group, "Widget", "widgets"), crd(group, "Gadget", "gadgets", "Cluster"),
+               {"apiVersion": f"{group}/v1", "kind": "Gadget", "metadata": {"name": "g1"},
+                "spec": {"color": "red"}}]
+    try:
+        changes = apply_objects(kube, stage, objects, timeout=60)
+        assert {c.target for c in changes[:2]} == {f"CustomResourceDefinition gadgets.{group}",
+                                                   f"CustomResourceDefinition widgets.{group}"}
+        assert {c.action for c in changes} == {"create"}
+        live = kube.get(kube.resolve(f"{group}/v1", "Widget"), test_namespace, "w1")
+        assert live["spec"] == {"size": 3}
+        assert {c.action for c in apply_objects(kube, stage, objects)} == {"unchanged"}
+    finally:
+        uninstall_stage(kube, stage, timeout=60)
+
+
+def test_unsatisfiable_node_selector_times_out_with_the_fix(kube, test_namespace):
+    stage = unique("sel")
+    objects = [deployment(test_namespace, "mysql", replicas=1,
+                          node_selector={"gpu": "true", "mysql": "true"})]
+    started = time.monotonic()
+    with pytest.raises(ApplyFailed) as failure:
+        apply_objects(kube, stage, objects, timeout=8)
+    elapsed = time.monotonic() - started
+    assert 8 <= elapsed < 30
+    message = str(failure.value)
+    assert f"Deployment {test_namespace}/mysql: 0/3 nodes match node selector " \
+           "gpu=true,mysql=true" in message
+    assert "label a node with role mysql in site.yaml" in failure.value.hint
+    assert failure.value.targets == (f"Deployment {test_namespace}/mysql",)
+
+
+def test_unserved_api_version_fails_before_anything_is_applied(kube, test_namespace):
+    stage = unique("old")
+    objects = [configmap(test_namespace, "a", x="1"), configmap(test_namespace, "b", x="2"),
+               {"apiVersion": "rbac.authorization.k8s.io/v1beta1", "kind": "ClusterRole",
+                "metadata": {"name": unique("old-role")}, "rules": []},
+               {"apiVersion": "batch/v1beta1", "kind": "CronJob",
+                "metadata": {"name": "nightly", "namespace": test_namespace}, "spec": {}}]
+    with pytest.raises(ApplyFailed) as failure:
+        apply_objects(kube, stage, objects)
+    message = str(failure.value)
+    assert "nothing was changed" in message
+    assert "apiVersion rbac.authorization.k8s.io/v1beta1 (kind ClusterRole) is not served" in message
+    assert "removed in Kubernetes 1.22; use rbac.authorization.k8s.io/v1" in message
+    assert f"CronJob {test_namespace}/nightly" in message and "removed in Kubernetes 1.25" in message
+    for name in ("a", "b"):
+        with pytest.raises(NotFound):
+            kube.get(kube.resolve("v1", "ConfigMap"), test_namespace, name)
+
+
+def test_conflict_names_the_other_field_manager(kube, test_namespace):
+    stage = unique("conflict")
+    resource = kube.resolve("v1", "ConfigMap")
+    kube.request("PATCH", resource.path(test_namespace, "shared"),
+                 body=configmap(test_namespace, "shared", owner="them"),
+                 query=[("fieldManager", "helm-by-hand")],
+                 content_type="application/apply-patch+yaml")
+    ours = [configmap(test_namespace, "shared", owner="us")]
+    with pytest.raises(ApplyFailed) as failure:
+        apply_objects(kube, stage, ours)
+    assert "helm-by-hand" in str(failure.value)
+    assert f"ConfigMap {test_namespace}/shared" in str(failure.value)
+    assert "force" in failure.value.hint
+    assert kube.get(resource, test_namespace, "shared")["data"] == {"owner": "them"}
+
+    [change] = apply_objects(kube, stage, ours, force_conflicts=True)
+    assert change.action == "update"
+    assert kube.get(resource, test_namespace, "shared")["data"] == {"owner": "us"}
+
+
+def test_prune_deletes_what_is_no_longer_rendered(kube, test_namespace):
+    stage = unique("prune")
+    keep, drop = configmap(test_namespace, "keep", a="1"), configmap(test_namespace, "drop", a="2")
+    apply_objects(kube, stage, [keep, drop])
+
+    planned = plan_objects(kube, stage, [keep], prune=True)
+    assert [(c.target, c.action) for c in planned if c.action != "unchanged"] == [
+        (f"ConfigMap {test_namespace}/drop", "delete")]
+    kube.get(kube.resolve("v1", "ConfigMap"), test_namespace, "drop")  # plan deleted nothing
+
+    without = apply_objects(kube, stage, [keep])  # prune is opt-in
+    assert [c.action for c in without] == ["unchanged"]
+    kube.get(kube.resolve("v1", "ConfigMap"), test_namespace, "drop")
+
+    changes = apply_objects(kube, stage, [keep], prune=True)
+    assert (f"ConfigMap {test_namespace}/drop", "delete") in [(c.target, c.action) for c in changes]
+    with pytest.raises(NotFound):
+        kube.get(kube.resolve("v1", "ConfigMap"), test_namespace, "drop")
+    kube.get(kube.resolve("v1", "ConfigMap"), test_namespace, "keep")
+
+
+def test_uninstall_removes_what_it_owns_and_nothing_else(kube):
+    stage, group = unique("unin"), f"{unique('u')}.example.com"
+    gone_ns, kept_ns = unique("gone"), unique("kept")
+    retain_pv, delete_pv, role = unique("pv-retain"), unique("pv-delete"), unique("role")
+
+    def pv(name, policy):
+        return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                         "persistentVolumeReclaimPolicy": policy, "storageClassName": "",
+                         "hostPath": {"path": f"/data/k8s/{name}"}}}
+    objects = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": gone_ns}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": kept_ns}},
+        configmap(gone_ns, "settings", a="1"), configmap(kept_ns, "settings", a="1"),
+        deployment(gone_ns, "web", replicas=1),
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": role}, "rules": []},
+        pv(retain_pv, "Retain"), pv(delete_pv, "Delete"),
+        crd(group, "Widget", "widgets"),
+        {"apiVersion": f"{group}/v1", "kind": "Widget",
+         "metadata": {"name": "w", "namespace": gone_ns}, "spec": {}},
+    ]
+    apply_objects(kube, stage, objects, timeout=60)
+    configmaps = kube.resolve("v1", "ConfigMap")
+    kube.request("POST", configmaps.path(kept_ns), body=configmap(kept_ns, "theirs", b="2"))
+    unowned_role = unique("unowned")
+    roles = kube.resolve("rbac.authorization.k8s.io/v1", "ClusterRole")
+    kube.request("POST", roles.path(), body={"apiVersion": "rbac.authorization.k8s.io/v1",
+                                             "kind": "ClusterRole",
+                                             "metadata": {"name": unowned_role}, "rules": []})
+    try:
+        changes = {c.target: c for c in uninstall_stage(kube, stage, timeout=90)}
+        assert changes[f"Namespace {gone_ns}"].action == "delete"
+        assert changes[f"Namespace {kept_ns}"].action == "skip"
+        assert f"ConfigMap {kept_ns}/theirs" in changes[f"Namespace {kept_ns}"].detail
+        assert changes[f"PersistentVolume {retain_pv}"].action == "skip"
+        assert "Retain" in changes[f"PersistentVolume {retain_pv}"].detail
+        assert changes[f"PersistentVolume {delete_pv}"].action == "skip"  # data: purge only
+        order = list(changes)
+        assert order.index(f"Widget {gone_ns}/w") < order.index(f"Deployment {gone_ns}/web") \
+            < order.index(f"CustomResourceDefinition widgets.{group}") \
+            < order.index(f"Namespace {gone_ns}")
+
+        namespaces = kube.resolve("v1", "Namespace")
+        with pytest.raises(NotFound):
+            kube.get(namespaces, None, gone_ns)
+        kube.get(namespaces, None, kept_ns)
+        kube.get(configmaps, kept_ns, "theirs")
+        with pytest.raises(NotFound):
+            kube.get(configmaps, kept_ns, "settings")
+        with pytest.raises(NotFound):
+            kube.get(roles, None, role)
+        kube.get(roles, None, unowned_role)
+        with pytest.raises(NotFound):
+            kube.get(kube.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition"), None,
+                     f"widgets.{group}")
+
+        purged = {c.target: c.action for c in uninstall_stage(kube, stage, purge=True)}
+        assert purged[f"PersistentVolume {delete_pv}"] == "delete"
+        assert purged[f"PersistentVolume {retain_pv}"] == "skip"
+        pvs = kube.resolve("v1", "PersistentVolume")
+        kube.get(pvs, None, retain_pv)
+    finally:
+        for path in (roles.path(None, unowned_role),
+                     kube.resolve("v1", "PersistentVolume").path(None, retain_pv),
+                     kube.resolve("v1", "Namespace").path(None, kept_ns)):
+            try:
+                kube.request("DELETE", path)
+            except NotFound:
+                pass
