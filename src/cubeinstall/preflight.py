@@ -128,6 +128,17 @@ def gateway_exposure(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
                 return
         yield Finding("gateway-exposure", "ok", "ingress gateway on node ports")
         return
+    # The API server rejects these as externalIPs: fail here, before any change, not at the
+    # gateway stage after every other stage has run.
+    refused = [address for address in gateway.addresses
+               if (ip := ipaddress.ip_address(address)).is_loopback or ip.is_link_local
+               or ip.is_multicast or ip.is_unspecified]
+    if refused:
+        yield Finding("gateway-exposure", "error",
+                      f"gateway.addresses {', '.join(refused)}: the API server refuses loopback, "
+                      "link-local, multicast and unspecified addresses as externalIPs",
+                      "use an address of a node's network, or gateway.expose: NodePort")
+        return
     node_ips = set()
     for node in ctx.site.nodes:
         try:
@@ -161,10 +172,10 @@ def storage_mounted(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     from cubeinstall.remote.probe import unmounted_nodes
 
     will_mount = any(stage.name == "storage" for stage in stages)
-    for node in unmounted_nodes(ctx):
+    for node, problem in unmounted_nodes(ctx):
         grade = "warning" if will_mount else "error"
         yield Finding("storage-mounted", grade,
-                      f"node {node}: {ctx.site.storage.mount_point} is not mounted"
+                      f"node {node}: {problem}"
                       + (" (the storage stage of this run will mount it)" if will_mount else ""),
                       "run the storage stage, or mount the shared file system by hand")
         if not will_mount:

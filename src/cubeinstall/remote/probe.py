@@ -40,12 +40,13 @@ def probe_nodes(ctx: RunContext) -> list[tuple[str, str | None]]:
     return ask_nodes(ctx, lambda host: host.fact(OsFacts()) and None)
 
 
-def unmounted_nodes(ctx: RunContext) -> list[str]:
-    """Nodes where the shared storage's mount point is not a mount (unreachable ones too)."""
+def unmounted_nodes(ctx: RunContext) -> list[tuple[str, str]]:
+    """(node, problem) where the shared storage's mount point is not a mount, or where it
+    could not be asked (the connection's error: an unknown host key is not "unmounted")."""
     mount_point = ctx.site.storage.mount_point
     target = ctx.site.storage.mount_at or mount_point
 
     def question(host: Host) -> str | None:
-        return None if mount_at(host.fact(Mounts()), target) else "not mounted"
+        return None if mount_at(host.fact(Mounts()), target) else f"{mount_point} is not mounted"
 
-    return [name for name, problem in ask_nodes(ctx, question) if problem]
+    return [(name, problem) for name, problem in ask_nodes(ctx, question) if problem]
