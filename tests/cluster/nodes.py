@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from cubeinstall.site.model import ROLE_PLACEMENTS
 from typing import Any
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
@@ -27,16 +29,7 @@ KWOK_ANNOTATION_SELECTOR = f"{KWOK_ANNOTATION}=fake"
 DEFAULT_CAPACITY = MappingProxyType({"cpu": "32", "memory": "256Gi", "pods": "110"})
 
 _ROLE_LABELS = ("cpu", "train", "notebook", "service")
-_INFRA_LABELS = (
-    "mysql",
-    "redis",
-    "monitoring",
-    "logging",
-    "kubeflow",
-    "kubeflow-dashboard",
-    "istio",
-    "knative",
-)
+_INFRA_LABELS = ROLE_PLACEMENTS  # every component placement label of the product
 
 
 def _true(*names: str) -> dict[str, str]:

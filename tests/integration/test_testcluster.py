@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from cubeinstall.site.model import ROLE_PLACEMENTS
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -87,16 +89,7 @@ def test_default_nodes_are_ready_with_declared_labels_and_capacity(api):
     assert gpu1.status.capacity["nvidia.com/gpu"] == "8"
     assert gpu1.metadata.labels["org"] == "ai-lab"
     node1 = core.read_node("node1")
-    for role in (
-        "mysql",
-        "redis",
-        "monitoring",
-        "logging",
-        "kubeflow",
-        "kubeflow-dashboard",
-        "istio",
-        "knative",
-    ):
+    for role in ROLE_PLACEMENTS:
         assert node1.metadata.labels[role] == "true"
     assert "gpu" not in core.read_node("node2").metadata.labels
 

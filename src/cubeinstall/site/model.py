@@ -122,21 +122,7 @@ ROLE_PLACEMENTS = (
     "istio",
     "knative",
 )
-Role = Literal[
-    "cpu",
-    "gpu",
-    "train",
-    "notebook",
-    "service",
-    "mysql",
-    "redis",
-    "monitoring",
-    "logging",
-    "kubeflow",
-    "kubeflow-dashboard",
-    "istio",
-    "knative",
-]
+Role = Literal[ROLE_KINDS + ROLE_WORKLOADS + ROLE_PLACEMENTS]  # type: ignore[valid-type]
 
 
 class SSH(Model):
