@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.servers.redis",
     "tests.servers.sshd",
     "tests.servers.http_upstream",
+    "tests.servers.webhook",
 ]

@@ -64,12 +64,21 @@ def tampered_copy(upstream_dir, tmp_path, component, version, path):
 
 
 def test_render_and_offline_plan_say_to_fetch_first(cubeinstall_cli, site_file, upstream_cache):
-    for command in (("plan", "--offline", "--only", "volcano"), ("render", "--only", "kubeflow")):
-        code, out, _ = cubeinstall_cli(*command, "-c", str(site_file))
-        assert code == 1, command
-        [error] = [e for e in json_events(out) if e["event"] == "error"]
-        assert "not in the local cache" in error["message"]
-        assert "cubeinstall bundle fetch" in error["hint"]
+    """Before a fetch, offline commands still work and say, per stage, what to run."""
+    code, out, _ = cubeinstall_cli("plan", "--offline", "--only", "volcano", "-c", str(site_file))
+    assert code == 0
+    [change] = [e for e in json_events(out) if e["event"] == "change"]
+    assert change["stage"] == "volcano" and change["action"] == "run"
+    assert "not in the local cache" in change["detail"]
+    assert "cubeinstall bundle fetch" in change["detail"]
+
+    code, out, _ = cubeinstall_cli("render", "--only", "kubeflow", "-c", str(site_file))
+    assert code == 0
+    warnings = [e for e in json_events(out) if e["event"] == "warning"]
+    [skipped] = [w for w in warnings if w.get("stage") == "kubeflow"]
+    assert "not in the local cache" in skipped["message"]
+    assert "cubeinstall bundle fetch" in skipped["hint"]
+    assert not [e for e in json_events(out) if e["event"] == "rendered"]
 
 
 def test_a_tampered_file_is_refused_and_never_stored(cubeinstall_cli, upstream_cache, upstream_dir,
