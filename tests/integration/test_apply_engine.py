@@ -301,3 +301,62 @@ def test_uninstall_removes_what_it_owns_and_nothing_else(kube):
                 kube.request("DELETE", path)
             except NotFound:
                 pass
+
+
+def test_a_run_context_supplies_timeouts_output_and_client(kube_cluster, test_namespace):
+    import io
+
+    from cubeinstall.output import Output
+    from cubeinstall.site.loader import load_site
+    from cubeinstall.stages.base import RunContext, RunOptions
+    from tests.helpers import EXAMPLE_SITE
+
+    example = load_site(EXAMPLE_SITE)
+    site = example.model_copy(update={"timeouts": example.timeouts.model_copy(
+        update={"object_seconds": 4, "stage_seconds": 60})})
+    ctx = RunContext(site, Output(json_mode=True, stream=io.StringIO()),
+                     RunOptions(kubeconfig=kube_cluster.kubeconfig))
+    stage = unique("ctx")
+    [change] = apply_objects(ctx, stage, [configmap(test_namespace, "from-ctx", a="1")])
+    assert change.action == "create"
+    assert {"object": f"ConfigMap {test_namespace}/from-ctx", "action": "create"}.items() <= \
+        next(e for e in ctx.out.events if e.get("object")).items()
+
+    started = time.monotonic()
+    with pytest.raises(ApplyFailed, match="node selector gpu=true,redis=true"):
+        apply_objects(ctx, stage, [deployment(test_namespace, "redis", replicas=1,
+                                              node_selector={"gpu": "true", "redis": "true"})])
+    assert time.monotonic() - started < 15  # the site's 4 s, not the default 300 s
+
+
+def test_uninstall_names_the_finalizer_it_is_stuck_on(kube, test_namespace):
+    stage = unique("stuck")
+    held = configmap(test_namespace, "held", a="1")
+    held["metadata"]["finalizers"] = ["example.com/never-released"]
+    apply_objects(kube, stage, [held])
+    resource = kube.resolve("v1", "ConfigMap")
+    try:
+        with pytest.raises(ApplyFailed) as failure:
+            uninstall_stage(kube, stage, timeout=3)
+        assert f"ConfigMap {test_namespace}/held: still present, waiting for finalizers " \
+               "example.com/never-released" in str(failure.value)
+        assert "finalizers" in failure.value.hint
+    finally:
+        kube.request("PATCH", resource.path(test_namespace, "held"),
+                     body={"metadata": {"finalizers": None}},
+                     content_type="application/merge-patch+json")
+
+
+def test_uninstall_gives_back_node_labels_and_keeps_the_node(kube, kube_cluster):
+    stage, label = unique("labels"), f"cubeinstall-test-{uuid.uuid4().hex[:6]}"
+    nodes = kube.resolve("v1", "Node")
+    node = kube.list(nodes)[0]["metadata"]["name"]
+    [change] = apply_objects(kube, stage, [{"apiVersion": "v1", "kind": "Node",
+                                             "metadata": {"name": node, "labels": {label: "true"}}}])
+    assert change.action == "update" and "adopted" in change.detail
+    assert kube.get(nodes, None, node)["metadata"]["labels"][label] == "true"
+
+    [released] = uninstall_stage(kube, stage)
+    assert (released.target, released.action) == (f"Node {node}", "update")
+    labels = kube.get(nodes, None, node)["metadata"]["labels"]
+    assert label not in labels and STAGE_LABEL not in labels

@@ -89,6 +89,7 @@ def test_apply_completes_across_an_apiserver_restart(own_cluster):
     restart_apiserver(own_cluster, DOWN_SECONDS)
     restarted_at = time.monotonic()
     applier.join(timeout=300)
+    assert not applier.is_alive(), "the apply did not finish within 300 s of the restart"
     if "error" in outcome:
         raise outcome["error"]
     changes = outcome["changes"]

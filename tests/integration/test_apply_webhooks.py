@@ -50,8 +50,8 @@ def test_engine_waits_for_a_webhook_that_starts_late(kube_cluster, test_namespac
         assert [c.action for c in changes] == ["create", "create"]
         assert elapsed >= LATE - 0.5, "the apply returned before the webhook could answer"
         waits = [e["message"] for e in out.events if e.get("message", "").startswith("waiting for")]
-        assert waits == [f"waiting for ValidatingWebhookConfiguration {config} webhook "
-                         "check.cubeinstall.test: its server to answer"]
+        assert waits == [(f"waiting for ValidatingWebhookConfiguration {config} webhook "
+                          "check.cubeinstall.test: its server to answer")]
         probes = [r["request"] for r in webhook_server.reviews]
         assert probes and probes[0]["dryRun"] is True
         assert probes[0]["kind"]["kind"] == "ConfigMap" and probes[0]["name"] == "intercepted"

@@ -52,7 +52,7 @@ class WebhookServer:
         reviews = self.reviews
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reviews.append(review)
                 answer = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",

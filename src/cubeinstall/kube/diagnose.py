@@ -70,6 +70,9 @@ def scheduling_problem(message: str, pod: dict) -> Diagnosis:
     if insufficient:
         return Diagnosis(f"not enough {', '.join(insufficient)} free on any of {total} nodes",
                          "lower the resource requests or add nodes with more capacity")
+    if "Too many pods" in message:
+        return Diagnosis(f"all {total} nodes hold their maximum number of pods",
+                         "add nodes, or raise the kubelet's maxPods")
     taints = re.findall(r"untolerated taint\(?s?\)? ?(\{[^}]*\})", message)
     if taints or "untolerated taint" in message:
         return Diagnosis(f"nodes have taints the pods do not tolerate {' '.join(sorted(set(taints)))}"
@@ -131,9 +134,9 @@ def _container_problem(pod: dict, logs: dict[tuple[str, str], str]) -> Diagnosis
         if reason in PULL_FAILURES:
             image = _container_image(pod, container) or status.get("image", "")
             registry = image_registry(image)
+            why = f"{reason}: {waiting['message']}" if waiting.get("message") else reason
             return Diagnosis(
-                f"pod {pod_name} cannot pull image {image} from registry {registry} "
-                f"({reason}: {waiting.get('message', '')})".replace(": )", ")"),
+                f"pod {pod_name} cannot pull image {image} from registry {registry} ({why})",
                 f"mirror the image into the site registry (stage images) or check that "
                 f"{registry} is reachable from the nodes and the pull secret is right")
         crash = _crashed(status.get("lastState") or {}) if reason == "CrashLoopBackOff" \

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from cubeinstall.kube.objects import api_group
 
-PHASES = ("namespaces", "crds", "cluster-rbac", "config", "storage", "services", "workloads",
-          "webhooks", "custom-resources")
+PHASES = ("namespaces", "crds", "cluster-rbac", "config", "volumes", "storage", "services",
+          "workloads", "webhooks", "custom-resources")
 
 _PHASE_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
     "namespaces": (("", "Namespace"),),
@@ -40,7 +40,10 @@ _PHASE_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("", "ResourceQuota"),
         ("networking.k8s.io", "NetworkPolicy"),
     ),
-    "storage": (("", "PersistentVolume"), ("", "PersistentVolumeClaim")),
+    # Volumes before the claims pre-bound to them: a claim created first finds no volume
+    # and the PV controller binds it only at its next resync (15 s by default).
+    "volumes": (("", "PersistentVolume"),),
+    "storage": (("", "PersistentVolumeClaim"),),
     "services": (("", "Service"), ("", "Endpoints"), ("discovery.k8s.io", "EndpointSlice")),
     "workloads": (
         ("apps", "Deployment"),

@@ -9,8 +9,8 @@ rules follow ``kubectl rollout status``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from cubeinstall.kube.objects import api_group
 

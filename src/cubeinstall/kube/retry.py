@@ -15,8 +15,14 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from cubeinstall.kube.errors import (Conflict, Forbidden, KubeError, NotFound, ServerBusy,
-                                     Unreachable)
+from cubeinstall.kube.errors import (
+    Conflict,
+    Forbidden,
+    KubeError,
+    NotFound,
+    ServerBusy,
+    Unreachable,
+)
 
 T = TypeVar("T")
 
@@ -88,7 +94,7 @@ def call_with_retry(call: Callable[[], T], deadline: float, *,
     for delay in backoff_delays():
         try:
             return call()
-        except Exception as error:  # noqa: BLE001 - classified right here
+        except Exception as error:
             if not transient(error):
                 raise
             remaining = deadline - time.monotonic()
@@ -154,11 +160,11 @@ def unserved_message(api_version: str, kind: str, server_version: str,
     removed = removed_api(api_version, kind)
     if removed:
         return (f"{message}: it was removed in Kubernetes {removed[0]}; use {removed[1]}",
-                "update the manifest, or pick a component version in site.yaml whose "
-                "manifests use current APIs")
+                ("update the manifest, or pick a component version in site.yaml whose "
+                 "manifests use current APIs"))
     group = api_version.rpartition("/")[0]
     if served_versions:
         return (f"{message}; the group {group or 'core'} is served in "
-                f"{', '.join(served_versions)}", "change apiVersion to a served version")
+                f"{', '.join(served_versions)}"), "change apiVersion to a served version"
     return (f"{message}; no API group {group} at all",
             "install the CRD or component that provides it first (an earlier stage)")

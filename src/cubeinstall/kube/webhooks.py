@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
@@ -75,10 +76,10 @@ def wait_serving(client: KubeClient, configs: list[dict], candidates: list[Candi
             name = f"{config['kind']} {config['metadata']['name']} webhook {webhook.get('name')}"
             probe = _probe_for(client, webhook, candidates, namespace_labels)
             if probe is not None:
-                _wait(lambda: _answers(client, probe), name, stage, deadline, report)
+                _wait(partial(_answers, client, probe), name, stage, deadline, report)
             elif (webhook.get("clientConfig") or {}).get("service"):
                 service = webhook["clientConfig"]["service"]
-                _wait(lambda: _endpoints_ready(client, service), name, stage, deadline, report,
+                _wait(partial(_endpoints_ready, client, service), name, stage, deadline, report,
                       waiting_for="ready endpoints of its service "
                                   f"{service.get('namespace')}/{service.get('name')}")
             else:

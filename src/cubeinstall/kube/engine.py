@@ -1,0 +1,291 @@
+"""The engine behind apply_objects / plan_objects / uninstall_stage.
+
+Phase by phase (``order.PHASES``): list what the stage has live, bring the
+phase's objects to their desired state concurrently (a bounded pool), then
+pass the phase's gates (readiness, CRDs Established, webhooks serving)
+before the next phase starts.
+
+An object is only written when it would change: a live object whose digest
+annotation and values already match is "unchanged" without a request;
+otherwise a server-side dry run is compared with the live object first.
+A re-run therefore changes no resourceVersion. Every request is retried by
+error class (``retry``) within the object's deadline, and all of them share
+one outage budget, so a dead API server fails the run once, not per object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from cubeinstall.kube import prune, wait, webhooks
+from cubeinstall.kube.client import ApiResource, KubeClient
+from cubeinstall.kube.diff import compact_diff, contained_in, same
+from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
+from cubeinstall.kube.failures import merge_failures, object_failure
+from cubeinstall.kube.objects import (
+    DIGEST_ANNOTATION,
+    ObjectKey,
+    is_owned,
+    key_of,
+    stage_selector,
+)
+from cubeinstall.kube.readiness import has_gate, readiness
+from cubeinstall.kube.resolution import Item, by_phase_items, prepare, resolve_deferred
+from cubeinstall.kube.retry import (
+    Outage,
+    call_with_retry,
+    is_transient,
+    namespace_not_yet,
+)
+from cubeinstall.stages.base import Change
+
+WORKERS = 8
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Options:
+    object_seconds: float = 300
+    stage_seconds: float = 1800
+    gates: bool = True
+    webhooks: str = "probe"  # "probe" | "skip"
+    force_conflicts: bool = False
+    prune: bool = False
+    purge: bool = False
+    workers: int = WORKERS
+
+
+class Engine:
+    def __init__(self, client: KubeClient, stage: str, options: Options, out: Any = None):
+        self.client, self.stage, self.options, self.out = client, stage, options, out
+        self.deadline = time.monotonic() + options.stage_seconds
+        self.outage = Outage(options.object_seconds)
+        self.pool = ThreadPoolExecutor(max_workers=options.workers,
+                                       thread_name_prefix=f"apply-{stage}")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def report(self, message: str) -> None:
+        if self.out is not None:
+            self.out.info(message, stage=self.stage)
+
+    def record(self, change: Change) -> Change:
+        if self.out is not None:
+            level = "debug" if change.action == "unchanged" else "info"
+            self.out.event(level, message=f"{change.action} {change.target}"
+                           + (f" ({change.detail})" if change.detail else ""),
+                           stage=self.stage, object=change.target, action=change.action)
+        return change
+
+    def object_deadline(self) -> float:
+        return min(time.monotonic() + self.options.object_seconds, self.deadline)
+
+    def call(self, request: Callable[[], T], *, also: Callable[[Exception], bool] | None = None) -> T:
+        """``request()`` retried by error class within the object's deadline and the outage budget."""
+        def transient(error: Exception) -> bool:
+            return ((is_transient(error) or (also is not None and also(error)))
+                    and self.outage.allows_retry(error))
+
+        def answered() -> T:
+            result = request()
+            self.outage.answered()
+            return result
+        return call_with_retry(answered, self.object_deadline(), transient=transient)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self, objects: list[dict], *, dry_run: bool) -> list[Change]:
+        items = prepare(self, objects)
+        changes: list[Change] = []
+        fresh_namespaces: set[str] = set()  # created by this run: nothing can exist in them
+        for phase, phase_items in by_phase_items(items):
+            resolve_deferred(self, phase_items, dry_run)
+            live, existing = self.live_objects(phase_items, fresh_namespaces)
+            results = list(self.pool.map(partial(
+                self.sync, live=live, existing=existing, dry_run=dry_run,
+                fresh_namespaces=fresh_namespaces), phase_items))
+            changes += [self.record(r) for r in results if isinstance(r, Change)]
+            failures = [r for r in results if isinstance(r, ApplyFailed)]
+            if failures:  # the rest of the phase is done and recorded; later phases are not
+                raise merge_failures(self.stage, phase, failures)
+            if phase == "namespaces":
+                fresh_namespaces = {item.key.name for item, change in zip(phase_items, results)
+                                    if change.action == "create"}
+            if not dry_run:
+                settled = {item.key for item, change in zip(phase_items, results)
+                           if change.action == "unchanged" and item.key in live
+                           and readiness(live[item.key]).ok}
+                self.gate(phase, phase_items, items, settled)
+        if self.options.prune:
+            changes += [self.record(c) for c in self.prune(items, dry_run)]
+        return changes
+
+    def live_objects(self, items: list[Item], fresh_namespaces: set[str]
+                     ) -> tuple[dict[ObjectKey, dict], set[ObjectKey]]:
+        """What this stage has (full objects), and which of ``items`` exist at all.
+
+        One labelled LIST per resource type; then, only for objects it did not
+        return (and not in a namespace this run created), one metadata-only LIST
+        per resource type and namespace: never a request per object.
+        """
+        resources = {item.resource for item in items if item.resource is not None}
+
+        def owned(resource: ApiResource) -> list[dict]:
+            return self.call(lambda: self.client.list(
+                resource, label_selector=stage_selector(self.stage)))
+
+        def names(scope: tuple[ApiResource, str | None]) -> list[ObjectKey]:
+            resource, namespace = scope
+            return [ObjectKey(resource.group, resource.kind, namespace or "", name)
+                    for name in self.call(lambda: self.client.list_names(resource, namespace))]
+        try:
+            live = {key_of(obj): obj for found in self.pool.map(owned, resources) for obj in found}
+            unknown = {(item.resource, item.key.namespace if item.resource.namespaced else None)
+                       for item in items if item.resource is not None and item.key not in live
+                       and item.key.namespace not in fresh_namespaces}
+            existing = {key for keys in self.pool.map(names, unknown) for key in keys}
+        except KubeError as error:
+            raise ApplyFailed(self.stage, f"cannot list live objects: {error.message}",
+                              error.hint) from None
+        return live, existing | set(live)
+
+    # -- one object --------------------------------------------------------------------------
+
+    def sync(self, item: Item, *, live: dict[ObjectKey, dict], existing: set[ObjectKey],
+             dry_run: bool, fresh_namespaces: set[str]) -> Change | ApplyFailed:
+        """Bring one object to its desired state; an error is returned, not raised."""
+        name = str(item.key)
+        exists, live = item.key in existing, live.get(item.key)
+        try:
+            if live is not None and unchanged_without_asking(item.desired, live):
+                return Change(name, "unchanged")
+            if item.resource is None or (dry_run and item.key.namespace in fresh_namespaces):
+                # Planned before its CRD or namespace exists: the server cannot dry-run it.
+                return Change(name, "create", "would create (after its CRD/namespace)",
+                              compact_diff(None, item.desired, name))
+            if live is None:  # not labelled by this stage: new, or someone else's to adopt
+                live = self.get(item) if exists else None
+                if live is None and not dry_run:
+                    self.apply(item)
+                    return Change(name, "create")
+            result = self.apply(item, dry_run=True)
+            if live is not None and same(live, result):
+                return Change(name, "unchanged")
+            action = "create" if live is None else "update"
+            adopted = live is not None and not is_owned(live, self.stage)
+            detail = "adopted: it existed without this stage's labels" if adopted else ""
+            diff = compact_diff(live, result, name)
+            if dry_run:
+                return Change(name, action, f"would {action}" + (f"; {detail}" if detail else ""),
+                              diff)
+            self.apply(item)
+            return Change(name, action, detail, diff)
+        except KubeError as error:
+            return object_failure(self.stage, name, error)
+
+    def apply(self, item: Item, dry_run: bool = False) -> dict:
+        def call() -> dict:
+            return self.client.apply(item.desired, item.resource, dry_run=dry_run,
+                                     force=self.options.force_conflicts, what=str(item.key))
+        try:
+            return self.call(call, also=namespace_not_yet)
+        except NotFound as error:
+            if namespace_not_yet(error):
+                raise
+            # A stale discovery cache (CRD deleted and re-created at another version).
+            self.client.invalidate_discovery()
+            item.resource = self.client.resolve(item.source["apiVersion"], item.source["kind"])
+            return self.call(call, also=namespace_not_yet)
+
+    def get(self, item: Item) -> dict | None:
+        try:
+            return self.call(lambda: self.client.get(
+                item.resource, item.key.namespace or None, item.key.name))
+        except NotFound:
+            return None
+
+    # -- gates and prune ------------------------------------------------------------------------
+
+    def gate(self, phase: str, items: list[Item], everything: list[Item],
+             settled: set[ObjectKey]) -> None:
+        """Wait until the phase's objects are ready (``settled``: unchanged and seen ready)."""
+        if self.options.gates:
+            watched = [wait.Watched(item.key, item.resource) for item in items
+                       if item.key not in settled and has_gate(item.desired)
+                       and not self.served_by_pods_unprobed(item)
+                       and not self.waits_for_consumer(item)]
+            if watched:
+                wait.wait_ready(self.client, watched, stage=self.stage,
+                                deadline=self.object_deadline(), report=self.report)
+        if phase == "crds":
+            self.client.invalidate_discovery()
+        if phase == "webhooks" and self.options.gates and self.options.webhooks == "probe":
+            configs = [i.desired for i in items if i.source["kind"] in webhooks.WEBHOOK_KINDS]
+            if configs:
+                self.resolve_quietly(everything)
+                candidates = [webhooks.Candidate(i.desired, i.resource) for i in everything
+                              if i.resource is not None and i.desired is not None
+                              and i.source["kind"] not in webhooks.WEBHOOK_KINDS]
+                webhooks.wait_serving(self.client, configs, candidates, stage=self.stage,
+                                      deadline=self.object_deadline(), report=self.report)
+
+    def resolve_quietly(self, items: list[Item]) -> None:
+        try:
+            resolve_deferred(self, items, dry_run=True)
+        except ApplyFailed:
+            pass
+
+    def served_by_pods_unprobed(self, item: Item) -> bool:
+        """An aggregated API, like a webhook, is served by pods: gates.webhooks skip covers both
+        (on a simulated cluster those pods never answer)."""
+        return self.options.webhooks == "skip" and item.group_kind == (
+            "apiregistration.k8s.io", "APIService")
+
+    def waits_for_consumer(self, item: Item) -> bool:
+        """A PVC of a WaitForFirstConsumer class binds only once a pod uses it."""
+        if item.group_kind != ("", "PersistentVolumeClaim"):
+            return False
+        wanted = (item.desired.get("spec") or {}).get("storageClassName")
+        if wanted == "":
+            return False
+        classes = self.client.list(self.client.resolve("storage.k8s.io/v1", "StorageClass"))
+        for sc in classes:
+            annotations = sc["metadata"].get("annotations") or {}
+            if sc["metadata"]["name"] == wanted or (wanted is None and annotations.get(
+                    "storageclass.kubernetes.io/is-default-class") == "true"):
+                return sc.get("volumeBindingMode") == "WaitForFirstConsumer"
+        return False
+
+    def prune(self, items: list[Item], dry_run: bool) -> list[Change]:
+        wanted = {item.key for item in items}
+        found = [f for f in prune.find_owned(self.client, self.stage, self.pool, self.report)
+                 if f.key not in wanted]
+        return prune.delete_found(
+            self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
+            object_seconds=self.options.object_seconds, stage_deadline=self.deadline,
+            pool=self.pool, report=self.report, why="prune: no longer rendered")
+
+    def uninstall(self, dry_run: bool) -> list[Change]:
+        found = prune.find_owned(self.client, self.stage, self.pool, self.report)
+        return [self.record(c) for c in prune.delete_found(
+            self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
+            object_seconds=self.options.object_seconds, stage_deadline=self.deadline,
+            pool=self.pool, report=self.report, why="uninstall")]
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def unchanged_without_asking(desired: dict, live: dict) -> bool:
+    """Our last apply had exactly this content and every value of it is still live."""
+    fingerprint = desired["metadata"]["annotations"][DIGEST_ANNOTATION]
+    live_annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return live_annotations.get(DIGEST_ANNOTATION) == fingerprint and contained_in(desired, live)

@@ -1,0 +1,37 @@
+"""How a failed object is reported: one message naming it, the cause and the fix."""
+
+from __future__ import annotations
+
+from cubeinstall.kube.errors import ApplyFailed, Conflict, Forbidden, KubeError
+from cubeinstall.kube.retry import is_transient
+
+MAX_LISTED = 5  # failures quoted in full; the rest are counted
+
+
+def object_failure(stage: str, name: str, error: KubeError) -> ApplyFailed:
+    message = error.server_message
+    if isinstance(error, Conflict) and error.is_field_conflict:
+        managers = ", ".join(error.managers) or "another field manager"
+        return ApplyFailed(
+            stage, f"{name}: fields are owned by {managers}: {message}",
+            f"let cubeinstall take them over (force conflicts, --force), or stop {managers} "
+            f"from managing them", targets=(name,))
+    if isinstance(error, Forbidden) and not is_transient(error):
+        return ApplyFailed(stage, f"{name}: forbidden: {message}",
+                           "the kubeconfig's user needs cluster-admin rights", targets=(name,))
+    if is_transient(error):
+        return ApplyFailed(stage, f"{name}: still failing at the deadline: {message}",
+                           error.hint or "check the API server and its webhooks", targets=(name,))
+    return ApplyFailed(stage, f"{name}: rejected by the API server: {message}",
+                       error.hint or "fix the object in the stage's manifests", targets=(name,))
+
+
+def merge_failures(stage: str, phase: str, failures: list[ApplyFailed]) -> ApplyFailed:
+    if len(failures) == 1:
+        return failures[0]
+    prefix = f"stage {stage}: "
+    lines = "\n  ".join(f.message.removeprefix(prefix) for f in failures[:MAX_LISTED])
+    more = f"\n  ... and {len(failures) - MAX_LISTED} more" if len(failures) > MAX_LISTED else ""
+    targets = tuple(t for f in failures for t in f.targets)
+    return ApplyFailed(stage, f"{len(failures)} objects of phase {phase} failed:\n  {lines}{more}",
+                       failures[0].hint, targets)
