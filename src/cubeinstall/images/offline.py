@@ -133,7 +133,7 @@ def _save_one(use: ImageUse, directory: Path, previous: SavedImage | None, binar
     source_digest = ref.digest
     if source_digest is None:
         try:
-            source_digest = digest_of(sources.get(ref.registry), use.source)
+            source_digest = sources.digest(use.source)
         except RegistryError as exc:
             out.debug(f"cannot ask {ref.registry} for {use.source}: {exc.message}")
     if previous and previous.digest == source_digest and _manifest_intact(directory, previous):

@@ -54,6 +54,10 @@ class RegistryTLSError(RegistryError):
     pass
 
 
+class RegistryUnreachable(RegistryError):
+    """No answer at all (name not resolved, connection refused or timed out)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """How to reach one registry."""
@@ -267,8 +271,8 @@ class RegistryClient:
                 f"({reason.verify_message})",
                 hint="set registry.ca_file to the CA that signed it, "
                      "or registry.insecure: true to skip verification")
-        return RegistryError(f"cannot reach registry {self.endpoint.host}: {reason}",
-                             hint="check the host and port, and that the registry is running")
+        return RegistryUnreachable(f"cannot reach registry {self.endpoint.host}: {reason}",
+                                   hint="check the host and port, and that the registry is running")
 
 
 def _cause(exc: BaseException) -> BaseException:

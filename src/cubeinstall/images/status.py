@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Iterable, Literal
 from cubeinstall.errors import CubeError
 from cubeinstall.images import naming
 from cubeinstall.images.inventory import ImageUse
-from cubeinstall.images.registry_client import Endpoint, RegistryClient, RegistryError
+from cubeinstall.images.registry_client import (Endpoint, RegistryClient, RegistryError,
+                                                RegistryUnreachable)
 
 if TYPE_CHECKING:
     from cubeinstall.site.model import Registry, Site
@@ -62,6 +63,7 @@ class SourceClients:
     def __init__(self, insecure_hosts: Iterable[str] = ()):
         self.insecure_hosts = frozenset(h.lower() for h in insecure_hosts)
         self._clients: dict[str, RegistryClient] = {}
+        self._unreachable: dict[str, RegistryUnreachable] = {}
         self._lock = threading.Lock()
 
     def insecure(self, host: str) -> bool:
@@ -73,6 +75,22 @@ class SourceClients:
                 endpoint = Endpoint(host, insecure=self.insecure(host))
                 self._clients[host] = RegistryClient(endpoint, timeout=20, attempts=2)
             return self._clients[host]
+
+    def digest(self, reference: str) -> str | None:
+        """The source's manifest digest. A registry that did not answer at all is not asked
+        again in this run: an air-gapped re-run pays one failure per registry, not a
+        retried failure per image."""
+        host = naming.parse(reference).registry
+        with self._lock:
+            known = self._unreachable.get(host)
+        if known is not None:
+            raise RegistryUnreachable(known.message, known.hint)
+        try:
+            return digest_of(self.get(host), reference)
+        except RegistryUnreachable as exc:
+            with self._lock:
+                self._unreachable.setdefault(host, exc)
+            raise
 
 
 def digest_of(client: RegistryClient, reference: str) -> str | None:
@@ -97,7 +115,7 @@ def _check_one(use: ImageUse, target: RegistryClient, sources: SourceClients) ->
         state = "present" if pinned == target_digest else "outdated"
         return ImageStatus(use, state, target_digest, pinned)
     try:
-        source_digest = digest_of(sources.get(naming.parse(use.source).registry), use.source)
+        source_digest = sources.digest(use.source)
     except RegistryError as exc:
         # Air-gapped re-runs: the target has the tag, the source cannot be asked.
         return ImageStatus(use, "present-unchecked", target_digest, note=exc.message)
