@@ -64,6 +64,9 @@ OnlyOption = typer.Option(None, "--only", help="run only these stages (repeatabl
 SkipOption = typer.Option(None, "--skip", help="skip these stages (repeatable)")
 FromOption = typer.Option(None, "--from", help="start at this stage")
 IgnoreOption = typer.Option(None, "--ignore", help="preflight check ID to accept failing (repeatable)")
+TrustOption = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts")
+PruneOption = typer.Option(False, "--prune", help="delete owned objects no longer rendered")
+ForceOption = typer.Option(False, "--force", help="re-run stages whose inputs are unchanged, and take over fields another field manager owns")
 
 
 @app.command()
@@ -88,7 +91,7 @@ def stages(config: Optional[Path] = ConfigOption) -> None:
 @app.command()
 def init(
     path: Path = typer.Argument(Path("site.yaml"), help="where to write the example site"),
-    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+    force: bool = ForceOption,
 ) -> None:
     """Write a commented example site.yaml to start from."""
     from importlib.resources import files
@@ -199,9 +202,9 @@ def run_all(
     only: Optional[List[str]] = OnlyOption,
     skip: Optional[List[str]] = SkipOption,
     start: Optional[str] = FromOption,
-    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
-    prune: bool = typer.Option(False, "--prune", help="delete owned objects no longer rendered"),
-    force: bool = typer.Option(False, "--force", help="re-run stages whose inputs are unchanged, and take over fields another field manager owns"),
+    trust_new_hosts: bool = TrustOption,
+    prune: bool = PruneOption,
+    force: bool = ForceOption,
     ignore: Optional[List[str]] = IgnoreOption,
 ) -> None:
     """Bring the whole site to its desired state, stage by stage (resumes after a failure)."""
@@ -222,7 +225,7 @@ def preflight(
     only: Optional[List[str]] = OnlyOption,
     skip: Optional[List[str]] = SkipOption,
     start: Optional[str] = FromOption,
-    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
+    trust_new_hosts: bool = TrustOption,
     ignore: Optional[List[str]] = IgnoreOption,
 ) -> None:
     """Read-only checks of cluster, hosts, registry and database (exit 3 on failure)."""
@@ -241,9 +244,9 @@ def stage(
     name: str = typer.Argument(..., help="stage name (see `cubeinstall stages`)"),
     config: Optional[Path] = ConfigOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="plan the stage, change nothing"),
-    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
-    prune: bool = typer.Option(False, "--prune", help="delete owned objects no longer rendered"),
-    force: bool = typer.Option(False, "--force", help="take over fields another field manager owns"),
+    trust_new_hosts: bool = TrustOption,
+    prune: bool = PruneOption,
+    force: bool = ForceOption,
 ) -> None:
     """Run one stage (a stage the site disables is refused)."""
     from cubeinstall import runner
@@ -302,11 +305,9 @@ def uninstall(
     purge: bool = typer.Option(False, "--purge", help="also delete data: PVCs, non-Retain PVs, the platform's databases"),
     restore_node_files: bool = typer.Option(False, "--restore-node-files", help="give fstab and daemon.json back from their backups"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be removed, remove nothing"),
-    trust_new_hosts: bool = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts"),
+    trust_new_hosts: bool = TrustOption,
 ) -> None:
     """Remove what cubeinstall installed, newest stage first; data stays unless --purge."""
-    import sys as _sys
-
     from cubeinstall import runner
     from cubeinstall.state.session import changing_run
     from cubeinstall.uninstall import plan_removal, stage_removal
@@ -323,7 +324,7 @@ def uninstall(
     if dry_run or deletions == 0:
         return
     if not OPTIONS.yes:
-        if not _sys.stdin.isatty():
+        if not sys.stdin.isatty():
             raise ConfigError("uninstall needs confirmation; nothing was removed",
                               hint="review the plan above, then run again with --yes")
         typer.confirm("Remove all of the above?", abort=True)
