@@ -252,35 +252,22 @@ def build_kubernetes(tools: Toolset) -> None:
     _write_stamp(tools, "kubernetes", None)
     tools.bin_dir.mkdir(parents=True, exist_ok=True)
     inputs = _k8s_inputs(tools.version)
-    argv = [
-        "go",
-        "build",
-        "-trimpath",
-        "-buildvcs=false",
-        "-ldflags",
-        _ldflags(tools.version),
-        "-o",
-        str(tools.bin_dir) + os.sep,
-        *[f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS],
-    ]
+    argv = _go_build(_ldflags(tools.version), str(tools.bin_dir) + os.sep,
+                     [f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS])
     _run(argv, cwd=K8S_MODULE, env=_go_env(), what=f"build Kubernetes {tools.version}")
     _write_stamp(tools, "kubernetes", inputs)
+
+
+def _go_build(ldflags: str, output: str, packages: list[str]) -> list[str]:
+    """A reproducible static build (CGO off comes from _go_env)."""
+    return ["go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", output,
+            *packages]
 
 
 def build_etcd(tools: Toolset) -> None:
     _write_stamp(tools, "etcd", None)
     tools.bin_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
-        "go",
-        "build",
-        "-trimpath",
-        "-buildvcs=false",
-        "-ldflags",
-        "-s -w",
-        "-o",
-        str(tools.bin_dir / "etcd"),
-        ETCD_PACKAGE,
-    ]
+    argv = _go_build("-s -w", str(tools.bin_dir / "etcd"), [ETCD_PACKAGE])
     _run(argv, cwd=ETCD_MODULE, env=_go_env(), what="build etcd")
     _write_stamp(tools, "etcd", _etcd_inputs())
 
