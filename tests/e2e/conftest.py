@@ -83,6 +83,10 @@ class Platform:
     def owned(self) -> dict[str, str]:
         return observe.owned_objects(self.cluster.kubeconfig)
 
+    def kept(self) -> set[str]:
+        """What uninstall left for its data: no longer managed, marked for --purge."""
+        return set(observe.owned_objects(self.cluster.kubeconfig, selector=observe.KEPT))
+
     def host_files(self) -> dict:
         return observe.host_files(self.nodes.values())
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.servers.sshd import SandboxNode, snapshot
 
 MANAGED = "app.kubernetes.io/managed-by=cubeinstall"
+KEPT = "cubeinstall.io/kept-from-stage"  # any value: the stage that kept it
 # The run's own bookkeeping: the Lease is taken and released by every run and the
 # journal's cluster copy records every run's timestamps. Both are labelled so that
 # uninstall leaves nothing behind, and both change by design on every run.

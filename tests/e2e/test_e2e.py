@@ -255,8 +255,10 @@ def settled(e2e: Platform, expected: set[str], seconds: float = 120) -> set[str]
 def test_uninstall_removes_everything_but_the_data(e2e: Platform, first_run: Run):
     """Everything cubeinstall installed goes; the data stays: volumes and their claims
     (with the namespaces holding those claims), the databases, every file on the nodes.
-    Then --purge removes the claims and namespaces and drops the databases; PersistentVolumes
-    with reclaimPolicy Retain are the only objects left, for a person to delete."""
+    What stays is no longer labelled managed-by=cubeinstall but kept-from-stage, which
+    --purge finds: it removes the claims and namespaces and drops the databases;
+    PersistentVolumes with reclaimPolicy Retain are the only objects left, for a person
+    to delete."""
     assert first_run.code == 0
     installed = set(e2e.owned())
     data = {key for key in installed if any(kind in key for kind in DATA_KINDS)}
@@ -271,16 +273,22 @@ def test_uninstall_removes_everything_but_the_data(e2e: Platform, first_run: Run
     run = e2e.cli("--yes", "uninstall")
     assert run.code == 0, run.explain()
     assert [e["stage"] for e in run.of("stage-removed")] == list(reversed(ENABLED))
-    left = settled(e2e, data | holding)
-    assert left == data | holding, f"left behind: {sorted(left - data - holding)}; " \
-                                   f"data lost: {sorted(data | holding - left)}"
+    left = settled(e2e, set())
+    assert not left, f"still labelled managed-by=cubeinstall: {sorted(left)}"
+    kept = e2e.kept()
+    assert kept == data | holding, f"kept but not data: {sorted(kept - data - holding)}; " \
+                                   f"data lost: {sorted(data | holding - kept)}"
     assert PLATFORM_DATABASES <= {row[0] for row in e2e.mariadb.query("SHOW DATABASES")}
     assert e2e.host_files() == files  # /data/k8s, fstab, Ceph secret, daemon.json: all kept
     assert e2e.journal() == {}
 
     purged = e2e.cli("--yes", "uninstall", "--purge")
     assert purged.code == 0, purged.explain()
-    assert settled(e2e, retained) == retained
+    deadline = time.monotonic() + 120
+    while e2e.kept() != retained and time.monotonic() < deadline:
+        time.sleep(1)
+    assert e2e.kept() == retained
+    assert not e2e.owned()
     assert PLATFORM_DATABASES & {row[0] for row in e2e.mariadb.query("SHOW DATABASES")} == set()
     assert e2e.host_files() == files  # --purge never wipes /data/k8s
 
@@ -289,8 +297,7 @@ def _volumes(e2e: Platform) -> list:
     from kubernetes import client
 
     with e2e.cluster.api_client() as api:
-        return client.CoreV1Api(api).list_persistent_volume(
-            label_selector="app.kubernetes.io/managed-by=cubeinstall").items
+        return client.CoreV1Api(api).list_persistent_volume(label_selector=observe.MANAGED).items
 
 
 def retained_volume_paths(e2e: Platform) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 from cubeinstall.kube.apply import apply_objects, plan_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.errors import ApplyFailed, NotFound
-from cubeinstall.kube.objects import MANAGED_BY_LABEL, STAGE_LABEL
+from cubeinstall.kube.objects import KEPT_LABEL, MANAGED_BY_LABEL, STAGE_LABEL
 
 pytestmark = pytest.mark.cluster
 
@@ -287,12 +287,19 @@ def test_uninstall_removes_what_it_owns_and_nothing_else(kube):
         with pytest.raises(NotFound):
             kube.get(kube.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition"), None,
                      f"widgets.{group}")
+        pvs = kube.resolve("v1", "PersistentVolume")
+        for resource, name in ((pvs, retain_pv), (pvs, delete_pv), (namespaces, kept_ns)):
+            labels = kube.get(resource, None, name)["metadata"]["labels"]
+            assert MANAGED_BY_LABEL not in labels and STAGE_LABEL not in labels, name
+            assert labels[KEPT_LABEL] == stage, name
+        assert "left unmanaged" in changes[f"PersistentVolume {delete_pv}"].detail
 
         purged = {c.target: c.action for c in uninstall_stage(kube, stage, purge=True)}
         assert purged[f"PersistentVolume {delete_pv}"] == "delete"
         assert purged[f"PersistentVolume {retain_pv}"] == "skip"
-        pvs = kube.resolve("v1", "PersistentVolume")
         kube.get(pvs, None, retain_pv)
+        with pytest.raises(NotFound):
+            kube.get(pvs, None, delete_pv)
     finally:
         for path in (roles.path(None, unowned_role),
                      kube.resolve("v1", "PersistentVolume").path(None, retain_pv),

@@ -227,6 +227,12 @@ class KubeClient:
         answer = self.request("GET", resource.path(namespace), accept=METADATA_ONLY)
         return [item["metadata"]["name"] for item in answer.get("items") or []]
 
+    def merge_patch(self, resource: ApiResource, namespace: str | None, name: str, patch: dict,
+                    what: str = "") -> dict:
+        return self.request("PATCH", resource.path(namespace, name), body=patch,
+                            query=[("fieldManager", FIELD_MANAGER)],
+                            content_type="application/merge-patch+json", what=what)
+
     def delete(self, resource: ApiResource, namespace: str | None, name: str,
                propagation: str = "Background", dry_run: bool = False) -> dict:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}

@@ -266,7 +266,8 @@ class Engine:
 
     def prune(self, items: list[Item], dry_run: bool) -> list[Change]:
         wanted = {item.key for item in items}
-        found = [f for f in prune.find_owned(self.client, self.stage, self.pool, self.report)
+        found = [f for f in prune.find_owned(self.client, self.stage, self.pool, self.report,
+                                             kept=self.options.purge)
                  if f.key not in wanted]
         return prune.delete_found(
             self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
@@ -274,7 +275,7 @@ class Engine:
             pool=self.pool, report=self.report, why="prune: no longer rendered")
 
     def uninstall(self, dry_run: bool) -> list[Change]:
-        found = prune.find_owned(self.client, self.stage, self.pool, self.report)
+        found = prune.find_owned(self.client, self.stage, self.pool, self.report, kept=True)
         return [self.record(c) for c in prune.delete_found(
             self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
             object_seconds=self.options.object_seconds, stage_deadline=self.deadline,

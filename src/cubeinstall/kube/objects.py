@@ -17,6 +17,9 @@ FIELD_MANAGER = "cubeinstall"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "cubeinstall"
 STAGE_LABEL = "cubeinstall.io/stage"
+# Set instead of the two ownership labels on what uninstall (or prune) keeps for its
+# data: no longer managed, but still found by ``uninstall --purge``.
+KEPT_LABEL = "cubeinstall.io/kept-from-stage"
 DIGEST_ANNOTATION = "cubeinstall.io/applied-digest"
 
 # Set by the server; a manifest that carries them (e.g. read back from a cluster,
@@ -56,6 +59,10 @@ def stage_selector(stage: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY},{STAGE_LABEL}={stage}"
 
 
+def kept_selector(stage: str) -> str:
+    return f"{KEPT_LABEL}={stage}"
+
+
 def digest(obj: dict) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -89,3 +96,15 @@ def is_owned(obj: dict, stage: str | None = None) -> bool:
     if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
         return False
     return stage is None or labels.get(STAGE_LABEL) == stage
+
+
+def is_ours(obj: dict, stage: str) -> bool:
+    """Owned by the stage, or kept by it for its data."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return is_owned(obj, stage) or labels.get(KEPT_LABEL) == stage
+
+
+def unmanaged_labels_patch(stage: str) -> dict:
+    """A merge patch turning an owned object into a kept one."""
+    return {"metadata": {"labels": {MANAGED_BY_LABEL: None, STAGE_LABEL: None,
+                                    KEPT_LABEL: stage}}}

@@ -10,6 +10,9 @@ what stays stuck is reported with its finalizers.
 Data is kept unless asked: PVCs and PVs are deleted only with ``purge``, PVs
 with reclaimPolicy Retain never. A namespace or CRD that still holds
 objects we do not own is kept, because deleting it would delete them too.
+What is kept stops being managed: its two ownership labels give way to
+``KEPT_LABEL=<stage>``, so that no object left behind claims to be managed by
+cubeinstall, and ``uninstall --purge`` still finds it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from dataclasses import dataclass
 
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
-from cubeinstall.kube.objects import ObjectKey, is_owned, key_of, stage_selector
+from cubeinstall.kube.objects import (
+    KEPT_LABEL,
+    ObjectKey,
+    is_ours,
+    is_owned,
+    key_of,
+    kept_selector,
+    stage_selector,
+    unmanaged_labels_patch,
+)
 from cubeinstall.kube.order import phase_index
 from cubeinstall.kube.retry import call_with_retry
 from cubeinstall.stages.base import Change
@@ -70,8 +82,12 @@ def _list_all(client: KubeClient, pool: ThreadPoolExecutor, resources: Iterable[
 
 
 def find_owned(client: KubeClient, stage: str, pool: ThreadPoolExecutor,
-               report: Report) -> list[Found]:
-    return _list_all(client, pool, _listable(client), report, selector=stage_selector(stage))
+               report: Report, *, kept: bool = False) -> list[Found]:
+    """What the stage owns; with ``kept``, also what an earlier uninstall or prune kept."""
+    selectors = (stage_selector(stage), kept_selector(stage)) if kept else (stage_selector(stage),)
+    found = {f.key: f for selector in selectors for f in _list_all(
+        client, pool, _listable(client), report, selector=selector)}
+    return list(found.values())
 
 
 def _keep_reason(client: KubeClient, found: Found, stage: str, purge: bool,
@@ -89,7 +105,7 @@ def _keep_reason(client: KubeClient, found: Found, stage: str, purge: bool,
         foreign = [f for f in _list_all(client, pool, [r for r in _listable(client) if r.namespaced],
                                         report, namespace=found.key.name)
                    if (f.key.kind, f.key.name) not in NAMESPACE_DEFAULTS
-                   and not (is_owned(f.obj, stage) and _deletable(f, purge))]
+                   and not (is_ours(f.obj, stage) and _deletable(f, purge))]
         if foreign:
             examples = ", ".join(str(f.key) for f in foreign[:3])
             return f"kept: it holds {len(foreign)} object(s) not deleted by this stage ({examples})"
@@ -110,7 +126,7 @@ def _foreign_custom_resources(client: KubeClient, crd: dict, stage: str) -> int:
         items = client.list(resource)
     except (KubeError, KeyError):
         return 0
-    return sum(1 for obj in items if not is_owned(obj, stage))
+    return sum(1 for obj in items if not is_ours(obj, stage))
 
 
 def delete_found(client: KubeClient, found: list[Found], *, stage: str, purge: bool,
@@ -132,7 +148,10 @@ def delete_found(client: KubeClient, found: list[Found], *, stage: str, purge: b
                 continue
             reason = _keep_reason(client, item, stage, purge, pool, report)
             if reason:
-                changes.append(Change(str(item.key), "skip", reason))
+                if not dry_run:
+                    _unmanage(client, item, stage, stage_deadline)
+                changes.append(Change(str(item.key), "skip", f"{reason}; left unmanaged, "
+                                      f"labelled {KEPT_LABEL}={stage}"))
             else:
                 doomed.append(item)
                 changes.append(Change(str(item.key), "delete", why))
@@ -156,6 +175,14 @@ def _release(client: KubeClient, found: Found, deadline: float) -> None:
     call_with_retry(lambda: client.apply(empty, found.resource, what=str(found.key)), deadline)
 
 
+def _unmanage(client: KubeClient, found: Found, stage: str, deadline: float) -> None:
+    if not is_owned(found.obj):
+        return  # kept by an earlier run already
+    call_with_retry(lambda: client.merge_patch(
+        found.resource, found.key.namespace or None, found.key.name,
+        unmanaged_labels_patch(stage), what=str(found.key)), deadline)
+
+
 def _delete(client: KubeClient, found: Found, deadline: float) -> None:
     try:
         call_with_retry(lambda: client.delete(found.resource, found.key.namespace or None,
@@ -171,11 +198,12 @@ def _wait_gone(client: KubeClient, doomed: list[Found], stage: str, deadline: fl
     while True:
         live: dict[ObjectKey, dict] = {}
         for resource in {f.resource for f in remaining.values()}:
-            try:
-                items = client.list(resource, label_selector=stage_selector(stage))
-            except KubeError:
-                items = [f.obj for f in remaining.values() if f.resource == resource]
-            live.update((key_of(obj), obj) for obj in items)
+            for selector in (stage_selector(stage), kept_selector(stage)):
+                try:
+                    items = client.list(resource, label_selector=selector)
+                except KubeError:
+                    items = [f.obj for f in remaining.values() if f.resource == resource]
+                live.update((key_of(obj), obj) for obj in items)
         remaining = {k: Found(k, f.resource, live[k]) for k, f in remaining.items() if k in live}
         if not remaining:
             return []
