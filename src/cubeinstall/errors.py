@@ -56,9 +56,15 @@ class PreflightError(CubeError):
 class StageFailed(CubeError):
     """A stage ran and failed; ``stage`` names it."""
 
+    support_bundle: str | None = None  # path of the file the runner wrote about the failure
+
     def __init__(self, stage: str, message: str, hint: str | None = None):
         super().__init__(f"stage {stage}: {message}", hint)
         self.stage = stage
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n  support bundle: {self.support_bundle}" if self.support_bundle else text
 
 
 class NotImplementedStage(StageFailed):

@@ -126,7 +126,12 @@ def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) 
                 journal.finished(stage.name, ok=False, message=failure.message)
             results.append(StageResult(stage.name, "failed", seconds=time.monotonic() - started,
                                        message=str(failure)))
-            ctx.out.event("stage-failed", stage=stage.name, error=failure.message, hint=failure.hint)
+            if not ctx.dry_run:  # a plan changed nothing: no cluster state to explain
+                from cubeinstall.support_bundle import write_for_failure
+
+                failure.support_bundle = write_for_failure(ctx, stage, failure)
+            ctx.out.event("stage-failed", stage=stage.name, error=failure.message, hint=failure.hint,
+                          support_bundle=failure.support_bundle)
             raise failure from None
         result.seconds = time.monotonic() - started
         results.append(result)

@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from . import build
-from .nodes import DEFAULT_NODES, KWOK_ANNOTATION_SELECTOR, FakeNode, create_nodes, unready_nodes
+from .nodes import (
+    DEFAULT_NODES,
+    FAKE_LOG_LINES,
+    KUBELET_ADDRESS,
+    KWOK_ANNOTATION_SELECTOR,
+    FakeNode,
+    create_nodes,
+    unready_nodes,
+)
 from .pki import FRONT_PROXY_CN, Pki, write_kubeconfig, write_pki
 from .processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
 
@@ -136,6 +144,8 @@ class ControlPlane:
         self.detached = detached
         self.kubeconfig = self.workdir / "kubeconfig"
         self.server: str | None = None
+        #: kwok's kubelet API (pod logs) at KUBELET_ADDRESS; see FakeNode.kubelet_port.
+        self.kubelet_port: int | None = None
         self.processes: list[ManagedProcess] = []
         self.timings: dict[str, float] = {}
         self._etcd_dir: Path | None = None
@@ -244,8 +254,10 @@ class ControlPlane:
         t = time.monotonic()
         pki = write_pki(self.workdir / "pki", SERVICE_IP)
         ports = {
-            name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")
+            name: free_port()
+            for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kubelet")
         }
+        self.kubelet_port = ports["kubelet"]
         self.server = f"https://127.0.0.1:{ports['apiserver']}"
         kubeconfigs = {
             name: write_kubeconfig(
@@ -282,7 +294,9 @@ class ControlPlane:
             "kube-scheduler", self._scheduler_argv(tools, pki, ports, kubeconfigs)
         )
         # HOME: kwok also loads ~/.kwok/kwok.yaml when present; keep it hermetic.
-        self._spawn("kwok", self._kwok_argv(tools, kubeconfigs), env={"HOME": str(self.workdir)})
+        self._spawn(
+            "kwok", self._kwok_argv(tools, kubeconfigs, pki), env={"HOME": str(self.workdir)}
+        )
         t = time.monotonic()
         for proc, port in ((kcm, ports["kcm"]), (scheduler, ports["scheduler"])):
             wait_until(
@@ -407,6 +421,9 @@ class ControlPlane:
             "--max-requests-inflight=0",
             "--max-mutating-requests-inflight=0",
             "--profiling=false",
+            # Logs are fetched from the node's InternalIP (a loopback address), never
+            # from its Hostname (the node's name: a DNS lookup).
+            "--kubelet-preferred-address-types=InternalIP",
         ]
 
     def _component_common(self, pki: Pki, port: int, kubeconfig: Path) -> list[str]:
@@ -445,12 +462,34 @@ class ControlPlane:
             *self._component_common(pki, ports["scheduler"], kubeconfigs["scheduler"]),
         ]
 
-    def _kwok_argv(self, tools: build.Toolset, kubeconfigs: dict[str, Path]) -> list[str]:
+    def _kwok_argv(
+        self, tools: build.Toolset, kubeconfigs: dict[str, Path], pki: Pki
+    ) -> list[str]:
         return [
             str(tools.binary("kwok")),
             f"--kubeconfig={kubeconfigs['kwok']}",
             *[f"--config={stage}" for stage in tools.stage_files()],
+            f"--config={self._write_kwok_logs()}",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION_SELECTOR}",
             "--node-lease-duration-seconds=40",
             f"--cidr={POD_CIDR}",
+            # The kubelet API (HTTPS: the API server speaks nothing else to kubelets).
+            f"--server-address={KUBELET_ADDRESS}:{self.kubelet_port}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
         ]
+
+    def _write_kwok_logs(self) -> Path:
+        """A ClusterLogs rule: every container's log (current and previous) is FAKE_LOG_LINES."""
+        log = self.workdir / "kwok-container.log"
+        log.write_text("".join(f"2026-01-01T00:00:0{i}.000000000Z stdout F {line}\n"
+                               for i, line in enumerate(FAKE_LOG_LINES)))
+        rule = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "ClusterLogs",
+            "metadata": {"name": "fake-logs"},
+            "spec": {"logs": [{"logsFile": str(log), "previousLogsFile": str(log)}]},
+        }
+        path = self.workdir / "kwok-logs.yaml"
+        path.write_text(json.dumps(rule) + "\n")  # JSON is YAML
+        return path

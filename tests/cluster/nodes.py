@@ -53,6 +53,9 @@ class FakeNode:
     # Loopback only: the API server dials a node's InternalIP for logs and
     # port-forwards, and tests must never send traffic off this machine.
     address: str | None = None
+    #: Port the API server dials at ``address`` for pod logs: ControlPlane.kubelet_port
+    #: (kwok's server) on a node at KUBELET_ADDRESS; None leaves the node without one.
+    kubelet_port: int | None = None
 
     def resources(self) -> dict[str, str]:
         return {**DEFAULT_CAPACITY, **self.capacity}
@@ -75,6 +78,8 @@ class FakeNode:
                 {"type": "InternalIP", "address": self.address},
                 {"type": "Hostname", "address": self.name},
             ]
+        if self.kubelet_port:
+            status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.kubelet_port}}
         return {
             "apiVersion": "v1",
             "kind": "Node",
@@ -86,6 +91,14 @@ class FakeNode:
             "spec": spec,
             "status": status,
         }
+
+
+#: kwok serves the kubelet API (pod logs) on this loopback address only, so the default
+#: nodes keep failing to serve logs and port-forwards as before; a node that should
+#: serve them takes this address and ``kubelet_port=ControlPlane.kubelet_port``.
+KUBELET_ADDRESS = "127.0.10.99"
+#: What kwok answers for the logs of any container (the CRI log format it reads).
+FAKE_LOG_LINES = ("fake log line 1 from kwok", "fake log line 2 from kwok")
 
 
 DEFAULT_NODES: tuple[FakeNode, ...] = (

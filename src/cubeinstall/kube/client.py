@@ -65,16 +65,21 @@ def discovery_cache_dir() -> Path:
 class KubeClient:
     """Typed requests to one cluster; safe to share between threads."""
 
-    def __init__(self, api_client: Any, *, pool_size: int = POOL_SIZE):
+    def __init__(self, api_client: Any, *, pool_size: int = POOL_SIZE,
+                 timeout: tuple[float, float] = REQUEST_TIMEOUT):
         configuration = copy.deepcopy(api_client.configuration)
         configuration.connection_pool_maxsize = pool_size
         self.api = k8s_client.ApiClient(configuration)
         self.host = configuration.host
         self._pool = self.api.rest_client.pool_manager.connection_from_url(self.host)
         self._base_path = urlsplit(self.host).path.rstrip("/")
-        self._timeout = urllib3.Timeout(connect=REQUEST_TIMEOUT[0], read=REQUEST_TIMEOUT[1])
+        self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._lock = threading.RLock()
         self._dynamic: DynamicClient | None = None
+
+    def with_timeout(self, connect: float, read: float) -> KubeClient:
+        """The same cluster with other request timeouts (its own connections)."""
+        return KubeClient(self.api, timeout=(connect, read))
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None) -> KubeClient:

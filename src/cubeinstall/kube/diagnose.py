@@ -95,7 +95,7 @@ def _container_image(pod: dict, container: str) -> str:
     return ""
 
 
-def _statuses(pod: dict) -> list[dict]:
+def container_statuses(pod: dict) -> list[dict]:
     status = pod.get("status") or {}
     return (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
 
@@ -110,7 +110,7 @@ def containers_needing_logs(pods: list[dict]) -> list[tuple[str, str, bool]]:
     wanted = []
     for pod in pods:
         name = (pod.get("metadata") or {}).get("name", "")
-        for status in _statuses(pod):
+        for status in container_statuses(pod):
             waiting = (status.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") == "CrashLoopBackOff":
                 wanted.append((name, status.get("name", ""), True))
@@ -119,14 +119,15 @@ def containers_needing_logs(pods: list[dict]) -> list[tuple[str, str, bool]]:
     return wanted
 
 
-def _tail(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()][-LOG_LINES:]
+def tail(text: str, count: int = LOG_LINES) -> str:
+    """The last ``count`` non-blank lines of a log, indented and marked as quoted."""
+    lines = [line for line in text.splitlines() if line.strip()][-count:]
     return "\n".join(f"    | {line}" for line in lines) if lines else "    (no log output)"
 
 
 def _container_problem(pod: dict, logs: dict[tuple[str, str], str]) -> Diagnosis | None:
     pod_name = (pod.get("metadata") or {}).get("name", "")
-    for status in _statuses(pod):
+    for status in container_statuses(pod):
         container = status.get("name", "")
         state = status.get("state") or {}
         waiting = state.get("waiting") or {}
@@ -147,7 +148,7 @@ def _container_problem(pod: dict, logs: dict[tuple[str, str], str]) -> Diagnosis
                 f"container {container} of pod {pod_name} "
                 f"{'keeps crashing' if reason == 'CrashLoopBackOff' else 'failed'} "
                 f"(exit code {crash.get('exitCode')}, {crash.get('reason', 'Error')}, "
-                f"{status.get('restartCount', 0)} restarts); last log lines:\n{_tail(log)}",
+                f"{status.get('restartCount', 0)} restarts); last log lines:\n{tail(log)}",
                 f"fix the cause in the log; kubectl logs -n {pod.get('metadata', {}).get('namespace')}"
                 f" {pod_name} -c {container} --previous shows more")
         if reason and reason not in ("ContainerCreating", "PodInitializing"):
@@ -160,7 +161,7 @@ def _container_problem(pod: dict, logs: dict[tuple[str, str], str]) -> Diagnosis
 
 def _warning_events(events: list[dict], names: set[str]) -> list[str]:
     seen: dict[str, None] = {}
-    ordered = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    ordered = sorted(events, key=event_order)
     for event in ordered:
         involved = (event.get("involvedObject") or {}).get("name")
         if event.get("type") == "Warning" and involved in names:
@@ -178,7 +179,7 @@ def diagnose(obj: dict, readiness_message: str, pods: list[dict], events: list[d
     """
     name = target(obj)
     logs = logs or {}
-    unhealthy = [pod for pod in pods if not _pod_ready(pod)]
+    unhealthy = [pod for pod in pods if not pod_ready(pod)]
     for finder in (_container_problem_any, _scheduling_any):
         found = finder(unhealthy, logs)
         if found:
@@ -190,7 +191,22 @@ def diagnose(obj: dict, readiness_message: str, pods: list[dict], events: list[d
     return Diagnosis(f"{name}: {readiness_message or 'not ready'}{detail}")
 
 
-def _pod_ready(pod: dict) -> bool:
+def event_time(event: dict) -> str:
+    """When an event last happened (RFC 3339; core v1 events fill different fields
+    depending on the API that recorded them)."""
+    series = event.get("series") or {}
+    return (event.get("lastTimestamp") or series.get("lastObservedTime") or event.get("eventTime")
+            or event.get("firstTimestamp") or (event.get("metadata") or {}).get("creationTimestamp")
+            or "")
+
+
+def event_order(event: dict) -> str:
+    """Sort key of events: their time to the second (the fields differ in precision;
+    a stable sort keeps the server's order within a second)."""
+    return event_time(event)[:19]
+
+
+def pod_ready(pod: dict) -> bool:
     status = pod.get("status") or {}
     if status.get("phase") == "Succeeded":
         return True

@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.diagnose import Diagnosis, containers_needing_logs, diagnose
 from cubeinstall.kube.errors import ApplyFailed, KubeError
+from cubeinstall.kube.gather import namespace_events, pods_of, runs_pods
 from cubeinstall.kube.objects import ObjectKey, key_of, stage_selector
 from cubeinstall.kube.readiness import Readiness, readiness, waiting
 from cubeinstall.kube.retry import is_transient
-from cubeinstall.kube.selectors import selector_string
 
 POLL_FIRST, POLL_MAX = 0.25, 2.0
 PROGRESS_EVERY = 10.0
 MAX_EXPLAINED = 5
 LOG_TAIL = 10
-POD_OWNERS = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "DaemonSet"),
-              ("apps", "ReplicaSet"), ("batch", "Job")}
 
 
 @dataclass(frozen=True)
@@ -106,9 +104,9 @@ def explain(client: KubeClient, obj: dict, message: str) -> Diagnosis:
     owned: set[str] = set()
     try:
         if key.namespace:
-            events = client.list(client.resolve("v1", "Event"), key.namespace)
-        if (key.group, key.kind) in POD_OWNERS or key.kind == "Pod":
-            pods, owned = _pods_of(client, obj)
+            events = namespace_events(client, key.namespace)
+        if runs_pods(obj):
+            pods, owned = pods_of(client, obj)
         for pod, container, previous in containers_needing_logs(pods)[:3]:
             try:
                 logs[(pod, container)] = client.pod_log(key.namespace, pod, container,
@@ -118,20 +116,3 @@ def explain(client: KubeClient, obj: dict, message: str) -> Diagnosis:
     except KubeError as error:  # diagnosis must never hide the original problem
         return Diagnosis(f"{key}: {message} (could not inspect further: {error.server_message})")
     return diagnose(obj, message, pods, events, logs, owned)
-
-
-def _pods_of(client: KubeClient, obj: dict) -> tuple[list[dict], set[str]]:
-    key = key_of(obj)
-    pod_resource = client.resolve("v1", "Pod")
-    if key.kind == "Pod":
-        return [obj], set()
-    selector = selector_string((obj.get("spec") or {}).get("selector"))
-    if not selector:
-        return [], set()
-    pods = client.list(pod_resource, key.namespace, label_selector=selector)
-    owned: set[str] = set()
-    if key.kind == "Deployment":
-        replicasets = client.list(client.resolve("apps/v1", "ReplicaSet"), key.namespace,
-                                  label_selector=selector)
-        owned = {rs["metadata"]["name"] for rs in replicasets}
-    return pods, owned
