@@ -336,6 +336,52 @@ def test_a_run_context_supplies_timeouts_output_and_client(kube_cluster, test_na
     assert time.monotonic() - started < 15  # the site's 4 s, not the default 300 s
 
 
+def test_a_released_volume_goes_back_to_its_claim_when_applied_again(kube, test_namespace):
+    """uninstall --purge deletes the claim, the Retain volume stays Released with the old
+    claim's uid: applying the stage again gives the kept data back to the new claim."""
+    stage, volume, claim = unique("rebind"), unique("pv-kept"), "data"
+    objects = [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                  "hostPath": {"path": f"/data/k8s/{volume}"},
+                  "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                               "namespace": test_namespace, "name": claim}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": claim, "namespace": test_namespace},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
+                  "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}},
+    ]
+    pvs, pvcs = kube.resolve("v1", "PersistentVolume"), kube.resolve("v1", "PersistentVolumeClaim")
+    try:
+        apply_objects(kube, stage, objects, timeout=60)  # gates: the claim is Bound
+        old_uid = kube.get(pvcs, test_namespace, claim)["metadata"]["uid"]
+        kube.delete(pvcs, test_namespace, claim)
+        deadline = time.monotonic() + 60
+        while kube.get(pvs, None, volume).get("status", {}).get("phase") != "Released":
+            assert time.monotonic() < deadline, "the volume never became Released"
+            time.sleep(0.5)
+        assert kube.get(pvs, None, volume)["spec"]["claimRef"]["uid"] == old_uid
+
+        planned = {c.target: c for c in plan_objects(kube, stage, objects)
+                   if c.action == "update"}
+        assert "would clear the uid" in planned[f"PersistentVolume {volume}"].detail
+        changes = apply_objects(kube, stage, objects, timeout=60)
+        assert any(c.target == f"PersistentVolume {volume}" and c.action == "update"
+                   and "cleared the uid" in c.detail for c in changes)
+        bound = kube.get(pvcs, test_namespace, claim)
+        assert bound["status"]["phase"] == "Bound" and bound["metadata"]["uid"] != old_uid
+        assert kube.get(pvs, None, volume)["spec"]["claimRef"]["uid"] == bound["metadata"]["uid"]
+        again = apply_objects(kube, stage, objects, timeout=60)
+        assert all(c.action == "unchanged" for c in again), again
+    finally:
+        uninstall_stage(kube, stage, purge=True, timeout=60)
+        try:
+            kube.delete(pvs, None, volume)
+        except NotFound:
+            pass
+
+
 def test_uninstall_names_the_finalizer_it_is_stuck_on(kube, test_namespace):
     stage = unique("stuck")
     held = configmap(test_namespace, "held", a="1")

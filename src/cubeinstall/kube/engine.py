@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from cubeinstall.kube import prune, wait, webhooks
+from cubeinstall.kube import prune, volumes, wait, webhooks
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.diff import compact_diff, contained_in, same
 from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
@@ -109,6 +109,8 @@ class Engine:
         for phase, phase_items in by_phase_items(items):
             resolve_deferred(self, phase_items, dry_run)
             live, existing = self.live_objects(phase_items, fresh_namespaces)
+            changes += [self.record(c) for c in self.give_back_volumes(
+                phase_items, live, existing, dry_run)]
             results = list(self.pool.map(partial(
                 self.sync, live=live, existing=existing, dry_run=dry_run,
                 fresh_namespaces=fresh_namespaces), phase_items))
@@ -211,6 +213,28 @@ class Engine:
                 item.resource, item.key.namespace or None, item.key.name))
         except NotFound:
             return None
+
+    def give_back_volumes(self, items: list[Item], live: dict[ObjectKey, dict],
+                          existing: set[ObjectKey], dry_run: bool) -> list[Change]:
+        """Released volumes kept from an earlier claim of the name they are bound to."""
+        changes = []
+        for item in items:
+            if item.group_kind != ("", "PersistentVolume") or item.key not in existing:
+                continue
+            current = live.get(item.key) or self.get(item)
+            if not volumes.stale_claim_binding(item.desired, current):
+                continue
+            if not dry_run:
+                try:
+                    self.call(lambda: self.client.merge_patch(
+                        item.resource, None, item.key.name, volumes.CLEAR_CLAIM_UID,
+                        what=str(item.key)))
+                except KubeError as error:
+                    raise object_failure(self.stage, str(item.key), error) from None
+            changes.append(Change(str(item.key), "update", (
+                "would clear" if dry_run else "cleared") + " the uid of its deleted claim "
+                "(Released, reclaimPolicy Retain): its data goes back to the new claim"))
+        return changes
 
     # -- gates and prune ------------------------------------------------------------------------
 
