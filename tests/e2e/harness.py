@@ -112,7 +112,9 @@ class RunningCli:
     def kill(self) -> Run:
         """SIGKILL the CLI process itself (as an OOM kill or a lost machine would), then
         reap it and whatever children it left in its session."""
-        self.process.send_signal(signal.SIGKILL)
+        # os.kill, not Popen.send_signal: that polls first and would reap a run that has
+        # just ended, leaving nothing for wait4 (and the test no exit code to report).
+        os.kill(self.process.pid, signal.SIGKILL)
         run = self._reap()
         try:
             os.killpg(self.process.pid, signal.SIGKILL)  # orphans (skopeo...) of this run only

@@ -29,6 +29,7 @@ class KillPoint:
     trigger: Trigger
     delay: float = 0.0  # seconds between the trigger event and the kill
     perturb: Callable[[Platform], None] | None = None
+    converged: Callable[[Platform], None] | None = None  # asserts more than "no changes"
 
     def __str__(self) -> str:
         return self.name
@@ -70,9 +71,19 @@ def storage_forgotten(e2e: Platform) -> None:
 
 
 def daemon_json_reset(e2e: Platform) -> None:
+    """daemon.json as before the install, and docker's restart held long enough for the
+    kill to land after the new file is written, before docker runs with it."""
     import json
 
-    e2e.nodes["gpu1"].write("/etc/docker/daemon.json", json.dumps(GPU_DAEMON_JSON).encode())
+    node = e2e.nodes["gpu1"]
+    node.write("/etc/docker/daemon.json", json.dumps(GPU_DAEMON_JSON).encode())
+    node.write(f"{SHIM_STATE}/hold-docker", b"20")
+
+
+def docker_runs_new_config(e2e: Platform) -> None:
+    """Killed between writing daemon.json and restarting docker, the re-run still restarts it."""
+    node = e2e.nodes["gpu1"]
+    assert node.read(f"{SHIM_STATE}/docker-running.json") == node.read("/etc/docker/daemon.json")
 
 
 def database_dropped(e2e: Platform) -> None:
@@ -107,7 +118,7 @@ POINTS = (
     KillPoint("node-prep", "node", NODE_STAGES, in_stage("node-prep"), 0.02, swap_back_on),
     KillPoint("storage", "node", NODE_STAGES, in_stage("storage"), 0.3, storage_forgotten),
     KillPoint("gpu-runtime", "node", ("gpu-runtime",), in_stage("gpu-runtime"), 0.25,
-              daemon_json_reset),
+              daemon_json_reset, docker_runs_new_config),
     KillPoint("images", "registry", ("images",), in_stage("images", after=5)),
     KillPoint("databases", "database", ("databases",), in_stage("databases", after=2),
               perturb=database_dropped),

@@ -236,6 +236,8 @@ def test_killed_run_resumes_and_converges(e2e: Platform, first_run: Run, point: 
     converged = e2e.cli("all", "--force", *only)
     no_changes(converged, point.only or ENABLED)
     assert_no_half_written_files(e2e)
+    if point.converged:
+        point.converged(e2e)
 
 
 # --- 5. uninstall ------------------------------------------------------------------------
@@ -308,3 +310,18 @@ def retained_volume_paths(e2e: Platform) -> list[str]:
 def retained_volume_names(e2e: Platform) -> set[str]:
     return {v.metadata.name for v in _volumes(e2e)
             if v.spec.persistent_volume_reclaim_policy == "Retain"}
+
+
+def test_install_after_purge_gives_the_kept_volumes_back(e2e: Platform, first_run: Run):
+    """After uninstall --purge, `all` installs again: every Retain volume kept from the
+    first install (Released, still holding the old claim's uid) is bound to its new claim,
+    with the files written there before the uninstall."""
+    assert first_run.code == 0
+    kept = {key.rsplit("/", 1)[1] for key in e2e.kept()}
+    assert kept, "the uninstall test leaves the Retain volumes behind"
+    run = e2e.cli("all")
+    assert run.code == 0, run.explain()
+    bound = {v.metadata.name: v.status.phase for v in _volumes(e2e)}
+    assert {name: bound.get(name) for name in kept} == {name: "Bound" for name in kept}
+    for path in retained_volume_paths(e2e):
+        assert e2e.nodes["node1"].read(f"{path}/e2e-user-data") == path.encode()
