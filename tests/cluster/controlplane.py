@@ -54,6 +54,10 @@ SERVICE_CIDR = "127.96.0.0/16"
 SERVICE_IP = "127.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
 POD_CIDR = "127.244.0.1/16"  # kwok hands out pod IPs from here
 ALWAYS_ALLOW = "/healthz,/readyz,/livez,/metrics"
+# The controllers' and scheduler's client rate limit (default 20 requests/s, burst 30)
+# is sized for shared production API servers; here it made 60 Deployments take 14 s
+# to roll out instead of 3.4 s, all of it spent waiting on the limiter.
+CLIENT_RATE = ("--kube-api-qps=200", "--kube-api-burst=400")
 STATE_FILE = "state.json"
 
 
@@ -452,6 +456,7 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cluster-signing-cert-file={pki.ca_cert}",
             f"--cluster-signing-key-file={pki.ca_key}",
+            *CLIENT_RATE,
         ]
 
     def _scheduler_argv(
@@ -460,6 +465,7 @@ class ControlPlane:
         return [
             str(tools.binary("kube-scheduler")),
             *self._component_common(pki, ports["scheduler"], kubeconfigs["scheduler"]),
+            *CLIENT_RATE,
         ]
 
     def _kwok_argv(
