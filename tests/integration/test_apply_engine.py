@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from cubeinstall.kube import wait
 from cubeinstall.kube.apply import apply_objects, plan_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.errors import ApplyFailed, NotFound
@@ -151,6 +152,40 @@ def test_crd_and_its_custom_resources_in_one_set(kube, test_namespace):
         live = kube.get(kube.resolve(f"{group}/v1", "Widget"), test_namespace, "w1")
         assert live["spec"] == {"size": 3}
         assert {c.action for c in apply_objects(kube, stage, objects)} == {"unchanged"}
+    finally:
+        uninstall_stage(kube, stage, timeout=60)
+
+
+class CountingClient(KubeClient):
+    """The real client, counting the full LISTs of CRDs it sends."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.crd_lists = 0
+
+    def list(self, resource, *args, **kwargs):
+        if resource.kind == "CustomResourceDefinition":
+            self.crd_lists += 1
+        return super().list(resource, *args, **kwargs)
+
+
+def test_crd_gate_asks_discovery_instead_of_listing_whole_schemas(kube, test_namespace):
+    """A CRD is ready once discovery serves its resource at every served version; the full
+    CRD LIST (whole schemas, megabytes for real ones) is left to a slow fallback poll."""
+    stage, group = unique("crdgate"), f"{unique('d')}.example.com"
+    client = CountingClient(kube.api)
+    served = client.served_resources()
+    assert ("apiextensions.k8s.io", "v1", "customresourcedefinitions") in served
+    objects = [crd(group, "Widget", "widgets"),
+               {"apiVersion": f"{group}/v1", "kind": "Widget",
+                "metadata": {"name": "w1", "namespace": test_namespace}, "spec": {}}]
+    try:
+        started = time.monotonic()
+        assert {c.action for c in apply_objects(client, stage, objects, timeout=60)} == {"create"}
+        elapsed = time.monotonic() - started
+        assert (group, "v1", "widgets") in client.served_resources()
+        # One LIST of what the stage owns before applying; a fallback poll per FULL_EVERY.
+        assert client.crd_lists <= 1 + int(elapsed // wait.FULL_EVERY), client.crd_lists
     finally:
         uninstall_stage(kube, stage, timeout=60)
 

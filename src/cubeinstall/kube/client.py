@@ -35,6 +35,7 @@ from cubeinstall.kube.retry import unserved_message
 REQUEST_TIMEOUT = (10, 120)  # connect, read (seconds)
 POOL_SIZE = 16
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
+AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,18 @@ class KubeClient:
         except KubeError:
             return []
         return [version.get("version", "") for version in answer.get("versions") or []]
+
+    def served_resources(self) -> set[tuple[str, str, str]] | None:
+        """(group, version, plural) of every resource of the /apis groups served now, in one
+        request (aggregated discovery, Kubernetes 1.26+); None when the server cannot say so."""
+        answer = self.request("GET", "/apis", accept=f"{AGGREGATED_DISCOVERY},application/json")
+        if answer.get("kind") != "APIGroupDiscoveryList":
+            return None
+        return {((group.get("metadata") or {}).get("name", ""), version.get("version", ""),
+                 resource.get("resource", ""))
+                for group in answer.get("items") or []
+                for version in group.get("versions") or []
+                for resource in version.get("resources") or []}
 
     def listable_resources(self) -> list[ApiResource]:
         """Every preferred-version resource that can be listed and deleted."""

@@ -242,7 +242,7 @@ class Engine:
              settled: set[ObjectKey]) -> None:
         """Wait until the phase's objects are ready (``settled``: unchanged and seen ready)."""
         if self.options.gates:
-            watched = [wait.Watched(item.key, item.resource) for item in items
+            watched = [wait.Watched(item.key, item.resource, item.desired) for item in items
                        if item.key not in settled and has_gate(item.desired)
                        and not self.served_by_pods_unprobed(item)
                        and not self.waits_for_consumer(item)]

@@ -4,6 +4,14 @@ All objects of a phase are watched together: one LIST per resource type per
 poll (with the stage's label selector) instead of one GET per object. An
 object that reports failure stops the wait at once; on the deadline every
 object still waiting is diagnosed from its pods, events and logs.
+
+CRDs are the exception: a LIST of them is the whole schemas (15 MB for
+kubeflow's), which the API server encodes and we parse on every poll while it
+is busiest establishing them. A CRD is ready when its resource is served,
+which one small aggregated-discovery request tells for all of them (the API
+server publishes a CRD's resource only once it is Established); the full
+LIST runs only every FULL_EVERY seconds and at the deadline, to catch a CRD
+that failed (names not accepted) and to explain what is still waiting.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from cubeinstall.kube.retry import is_transient
 
 POLL_FIRST, POLL_MAX = 0.25, 2.0
 PROGRESS_EVERY = 10.0
+FULL_EVERY = 5.0
+CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 MAX_EXPLAINED = 5
 LOG_TAIL = 10
 
@@ -30,6 +40,7 @@ LOG_TAIL = 10
 class Watched:
     key: ObjectKey
     resource: ApiResource
+    desired: dict | None = None  # what was applied (a CRD's served versions)
 
 
 Report = Callable[[str], None]
@@ -41,11 +52,19 @@ def wait_ready(client: KubeClient, watched: list[Watched], *, stage: str, deadli
     remaining = {item.key: item for item in watched}
     last: dict[ObjectKey, tuple[dict | None, Readiness]] = {}
     started = next_progress = time.monotonic()
+    next_full = started + FULL_EVERY
     delay = POLL_FIRST
     while remaining:
-        live = _poll(client, remaining.values(), stage)
+        now = time.monotonic()
+        full = now >= next_full or now >= deadline
+        if full:
+            next_full = now + FULL_EVERY
+        live, served = _poll(client, remaining.values(), stage, full=full)
         failures = []
         for key in list(remaining):
+            if key in served:
+                del remaining[key]
+                continue
             obj = live.get(key)
             state = readiness(obj) if obj is not None else waiting("not found yet")
             last[key] = (obj, state)
@@ -69,18 +88,26 @@ def wait_ready(client: KubeClient, watched: list[Watched], *, stage: str, deadli
         delay = min(POLL_MAX, delay * 1.5)
 
 
-def _poll(client: KubeClient, watched, stage: str) -> dict[ObjectKey, dict]:
-    """Live objects by key; a transient failure (apiserver restarting) just means "not yet"."""
+def _poll(client: KubeClient, watched, stage: str, *, full: bool
+          ) -> tuple[dict[ObjectKey, dict], set[ObjectKey]]:
+    """Live objects by key, and the CRDs known served without them (unless ``full``).
+    A transient failure (apiserver restarting) just means "not yet"."""
     found: dict[ObjectKey, dict] = {}
+    served: set[ObjectKey] = set()
     for resource in {item.resource for item in watched}:
         try:
+            if (resource.group, resource.kind) == CRD and not full:
+                known = _served_crds(client, [w for w in watched if w.resource == resource])
+                if known is not None:
+                    served |= known
+                    continue
             items = client.list(resource, label_selector=stage_selector(stage))
         except KubeError as error:
             if is_transient(error):
                 continue
             raise
         found.update((key_of(obj), obj) for obj in items)
-    return found
+    return found, served
 
 
 def _failure(client: KubeClient, stage: str, what: str,
@@ -116,3 +143,20 @@ def explain(client: KubeClient, obj: dict, message: str) -> Diagnosis:
     except KubeError as error:  # diagnosis must never hide the original problem
         return Diagnosis(f"{key}: {message} (could not inspect further: {error.server_message})")
     return diagnose(obj, message, pods, events, logs, owned)
+
+
+def _served_crds(client: KubeClient, crds: list[Watched]) -> set[ObjectKey] | None:
+    """Which CRDs have every version they serve published; None without aggregated
+    discovery (LIST them then)."""
+    served = client.served_resources()
+    if served is None:
+        return None
+    return {crd.key for crd in crds if crd.desired is not None
+            and (wanted := _crd_resources(crd.desired)) and wanted <= served}
+
+
+def _crd_resources(crd: dict) -> set[tuple[str, str, str]]:
+    spec = crd.get("spec") or {}
+    plural = (spec.get("names") or {}).get("plural", "")
+    return {(spec.get("group", ""), version.get("name", ""), plural)
+            for version in spec.get("versions") or [] if version.get("served", True)}
