@@ -45,6 +45,7 @@ from .nodes import (
 )
 from .pki import FRONT_PROXY_CN, Pki, write_kubeconfig, write_pki
 from .processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
+from .simulate import write_stages as write_simulation_stages
 
 # Loopback ranges on purpose: the API server dials Service IPs (admission
 # webhooks backed by a Service) and node/pod IPs (logs, port-forward). With
@@ -476,6 +477,8 @@ class ControlPlane:
             f"--kubeconfig={kubeconfigs['kwok']}",
             *[f"--config={stage}" for stage in tools.stage_files()],
             f"--config={self._write_kwok_logs()}",
+            # Pods annotated to fail as a kubelet reports it (ImagePullBackOff...).
+            f"--config={write_simulation_stages(self.workdir)}",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION_SELECTOR}",
             "--node-lease-duration-seconds=40",
             f"--cidr={POD_CIDR}",
