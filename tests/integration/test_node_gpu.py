@@ -35,7 +35,7 @@ def restarts(node, unit: str) -> int:
     return sum(1 for call in node.shim_calls("systemctl") if call[1:] == ["restart", unit])
 
 
-def test_daemon_json_merged_restart_once_then_nothing(sandbox_nodes, tmp_path):
+def test_daemon_json_merged_restart_once_then_nothing(sandbox_nodes, tmp_path, round_trips):
     spec = NodeSpec(gpus=GPU.gpus, nvidia_tools=TOOLS,
                     files={"/etc/docker/daemon.json": json.dumps(EXISTING).encode()})
     node, cpus, site = gpu_site(sandbox_nodes, tmp_path, spec, cpu_nodes=1, registry=REGISTRY)
@@ -53,10 +53,13 @@ def test_daemon_json_merged_restart_once_then_nothing(sandbox_nodes, tmp_path):
     assert cpus[0].shim_calls() == []  # CPU nodes are not touched
     assert [c for c in changes if c.target.startswith(cpus[0].name)] == []
 
+    assert round_trips[node.name] == 2  # read; write, restart and ask docker again
+
     before = snapshot(node, "/etc/docker")
     second = gpu_runtime.apply(stage_context(site))
     assert {c.action for c in second} == {"unchanged"}
     assert restarts(node, "docker") == 1
+    assert round_trips[node.name] == 3  # a host with nothing to change: one round trip
     assert snapshot(node, "/etc/docker") == before  # same inode, mtime, bytes; no backup
 
 

@@ -9,9 +9,10 @@ of the node's own. Recording shims (tests/servers/shims) are bind-mounted over
 /usr/local/bin and /usr/local/sbin — the only PATH entries that come first
 for login shells, sudo's secure_path and our fixed PATH alike — and stand in
 for systemd, docker, containerd, nvidia-smi, swapoff and findmnt; the mount
-helpers (mount.ceph, mount.nfs), nvidia-container-runtime and nvidia-ctk are
-copied, per node, to where their packages install them, so the real mount(8) reads the real
-/etc/fstab and calls them. SSH transport, auth, sudo, host keys and file edits
+helpers (mount.ceph, mount.nfs), nvidia-container-runtime, nvidia-ctk and the
+program of an active firewall unit are copied, per node, to where their
+packages install them, so the real mount(8) reads the real /etc/fstab and
+calls them. SSH transport, auth, sudo, host keys and file edits
 are all real. A node's files are read from the host via /proc/<sshd>/root.
 
 If something needed is missing or a node does not come up, the fixture fails
@@ -36,6 +37,7 @@ import pytest
 from tests.cluster.processes import ManagedProcess, ProcessError, wait_until
 
 SHIMS = Path(__file__).parent / "shims"
+FIREWALLS = ("firewalld", "ufw")
 SHIM_STATE = "/run/cubeinstall-shims"
 DEFAULT_FSTAB = ("# /etc/fstab: static file system information.\n"
                  "UUID=0a1b2c3d-0000-4000-8000-000000000001 / ext4 errors=remount-ro 0 1\n")
@@ -62,6 +64,7 @@ class NodeSpec:
     ntp_synchronized: bool = True
     active_units: tuple[str, ...] = ("docker",)
     files: dict[str, bytes] = field(default_factory=dict)  # path on the node -> content
+    log_sessions: bool = False  # sshd logs each session it starts (see SandboxNode.sessions)
 
 
 @dataclass
@@ -89,6 +92,10 @@ class SandboxNode:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
         target.chmod(mode)
+
+    def sessions(self) -> int:
+        """Sessions (exec channels) sshd started so far; needs NodeSpec(log_sessions=True)."""
+        return (self.workdir / "sshd.log").read_text().count("Starting session: ")
 
     def shim_calls(self, name: str | None = None) -> list[list[str]]:
         try:
@@ -124,8 +131,9 @@ def _keygen(path: Path) -> str:
     return path.with_suffix(".pub").read_text().strip()
 
 
-def _sshd_config(address: str, port: int) -> str:
+def _sshd_config(address: str, port: int, log_sessions: bool) -> str:
     return "\n".join([
+        *(["LogLevel VERBOSE"] if log_sessions else []),
         f"ListenAddress {address}:{port}",
         "HostKey /etc/ssh/sandbox/ssh_host_ed25519_key",
         "PidFile /run/sshd-sandbox.pid",
@@ -176,6 +184,8 @@ def _setup_script(name: str, workdir: Path, spec: NodeSpec, client_pub: Path,
         lines.append(f"mkdir -p $(dirname {target}) && cp {shlex.quote(str(seed))} {target}")
     for unit in spec.active_units:
         lines.append(f"touch {r}{SHIM_STATE}/active/{shlex.quote(unit)}")
+        if unit in FIREWALLS:  # an active firewall's program is installed
+            lines.append(f"cp {shlex.quote(str(SHIMS / 'helpers' / 'firewall'))} {r}/usr/sbin/{unit}")
     # docker "was started at boot" with the seeded daemon.json (or none).
     lines.append(f"if [ -f {r}/etc/docker/daemon.json ]; then cp {r}/etc/docker/daemon.json "
                  f"{r}{SHIM_STATE}/docker-running.json; else echo '{{}}' > "
@@ -225,7 +235,7 @@ def start_node(name: str, workdir: Path, client_pub: Path, spec: NodeSpec = Node
         (workdir / sub).mkdir()
     address, port = address or _free_address()
     host_key = _keygen(workdir / "ssh_host_ed25519_key")
-    (workdir / "sshd_config").write_text(_sshd_config(address, port))
+    (workdir / "sshd_config").write_text(_sshd_config(address, port, spec.log_sessions))
     files = {"/etc/fstab": DEFAULT_FSTAB.encode() + (b"/swapfile none swap sw 0 0\n" if spec.swap else b""),
              **spec.files}
     seeds = {}
@@ -373,6 +383,24 @@ def trust(nodes: list[SandboxNode], known_hosts: Path) -> None:
 def ssh_client_key(tmp_path_factory) -> Path:
     require_tools()
     return client_keypair(tmp_path_factory.mktemp("ssh-client"))
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """Scripts sent per node name (each a round trip to the host), counted on our side."""
+    from collections import Counter
+
+    from cubeinstall.remote.ssh import Connection
+
+    counts: Counter = Counter()
+    run = Connection.run
+
+    def counted(self, body, timeout=None):
+        counts[self.target.name] += 1
+        return run(self, body, timeout)
+
+    monkeypatch.setattr(Connection, "run", counted)
+    return counts
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from cubeinstall.remote.facts import (
+    MISSING,
     ActiveFirewalls,
     ActiveSwaps,
     ClockSync,
@@ -20,19 +21,21 @@ from cubeinstall.remote.facts import (
     Mounts,
     OsFacts,
     PathInfo,
+    WriteProbe,
     mount_at,
 )
-from cubeinstall.remote.shell import Section, batch, split_batch, wrap
+from cubeinstall.remote.reading import reading
+from cubeinstall.remote.shell import batch, split_batch, wrap
 
 
 def gather(*facts):
-    """The facts' scripts in one batch through the local sh, parsed: what a host does."""
-    sections = [Section(str(i), fact.script) for i, fact in enumerate(facts)]
-    script, marker = batch(sections)
+    """The facts read in one batch through the local sh, parsed: what a host does."""
+    plan = reading(facts)
+    script, marker = batch(plan.sections)
     done = subprocess.run(["sh", "-s"], input=wrap(script), capture_output=True, text=True,
                           check=False)  # a fact's own failure is part of its answer
-    outputs = split_batch(done.stdout, marker, sections)
-    return [fact.parse(*outputs[str(i)]) for i, fact in enumerate(facts)]
+    values = plan.values(split_batch(done.stdout, marker, plan.sections))
+    return [values[fact] for fact in facts]
 
 
 def test_path_info_of_real_paths(tmp_path):
@@ -43,7 +46,7 @@ def test_path_info_of_real_paths(tmp_path):
     (tmp_path / "full" / ".hidden").touch()
     (tmp_path / "link").symlink_to("/some where")
     paths = ["f i'le", "empty", "full", "link", "missing"]
-    file_, empty, full, link, missing = gather(*(PathInfo(str(tmp_path / p), entries=True)
+    file_, empty, full, link, missing = gather(*(PathInfo(str(tmp_path / p), entries=True, digest=True)
                                                  for p in paths))
     assert (file_.kind, file_.mode, file_.owner, file_.size) == ("file", 0o640, "root", 5)
     assert file_.sha256 == hashlib.sha256(b"data\n").hexdigest()
@@ -51,8 +54,34 @@ def test_path_info_of_real_paths(tmp_path):
     assert (empty.kind, empty.empty, full.empty) == ("directory", True, False)
     assert (link.kind, link.link_target) == ("symlink", "/some where")
     assert not missing.exists
-    [unasked] = gather(PathInfo(str(tmp_path / "full")))
+    unasked, undigested = gather(PathInfo(str(tmp_path / "full")), PathInfo(str(tmp_path / "f i'le")))
     assert unasked.kind == "directory" and unasked.empty is None
+    assert undigested.kind == "file" and undigested.sha256 is None  # no sha256sum asked
+
+
+@pytest.mark.parametrize("name", ["new\nline", "back\\slash", "-starts-with-dash", "sp ace",
+                                  "quote'\"", "$(touch CANARY)", "tab\there"])
+def test_all_paths_read_by_one_find_whatever_their_names(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # relative paths too: "-starts-with-dash" is not an option
+    (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "d").mkdir()
+    facts = [PathInfo(name, digest=True), PathInfo(str(tmp_path / name), digest=True),
+             PathInfo(str(tmp_path / "d")), PathInfo(str(tmp_path / "d"), entries=True),
+             PathInfo(str(tmp_path / "gone"), digest=True)]
+    assert len(reading(facts).sections) == 1
+    relative, absolute, directory, listed, gone = gather(*facts)
+    digest = hashlib.sha256(b"x").hexdigest()
+    assert (relative.kind, relative.sha256) == (absolute.kind, absolute.sha256) == ("file", digest)
+    assert directory.kind == listed.kind == "directory" and listed.empty is True
+    assert gone == MISSING and not (tmp_path / "CANARY").exists()
+
+
+def test_write_probe_creates_and_removes_a_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    writable, missing_dir = gather(WriteProbe(str(tmp_path / "d" / ".probe")),
+                                   WriteProbe(str(tmp_path / "nope" / ".probe")))
+    assert writable == (True, "") and list((tmp_path / "d").iterdir()) == []
+    assert missing_dir[0] is False and "nope" in missing_dir[1]
 
 
 def test_file_text_and_missing_file(tmp_path):
@@ -98,9 +127,11 @@ def test_os_facts_parser():
     (ClockSync(), "yes\n", 0, "yes"),
     (ClockSync(), "no\n", 0, "no"),
     (ClockSync(), "Failed to connect to bus\n", 0, "unknown"),
-    (ActiveFirewalls(), "active\ninactive\n", 0, ("firewalld",)),
-    (ActiveFirewalls(), "inactive\nactive\n", 3, ("ufw",)),
-    (ActiveFirewalls(), "", 1, ()),  # no systemd
+    (ActiveFirewalls(), "firewalld ufw\nactive\ninactive\n", 0, ("firewalld",)),
+    (ActiveFirewalls(), "firewalld ufw\ninactive\nactive\n", 3, ("ufw",)),
+    (ActiveFirewalls(), "ufw\nactive\n", 0, ("ufw",)),  # firewalld not installed
+    (ActiveFirewalls(), "\n", 0, ()),  # neither installed: systemctl not asked
+    (ActiveFirewalls(), "firewalld\n", 1, ()),  # no systemd
     (Gpus(), "535.104.05, NVIDIA A100-SXM4-80GB\n535.104.05, NVIDIA A100-SXM4-80GB\n", 0,
      ("535.104.05", ("NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB"))),
     (Gpus(), "NVIDIA-SMI has failed\n", 9, None),

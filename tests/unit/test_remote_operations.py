@@ -30,6 +30,7 @@ from cubeinstall.remote.facts import (
     PathInfo,
     PathState,
 )
+from cubeinstall.remote.host import steps_of
 from cubeinstall.remote.operations import (
     EnsureDir,
     EnsureFile,
@@ -93,27 +94,30 @@ def test_ensure_dir_refuses_other_kinds(state):
 
 def test_ensure_file_unchanged_when_content_and_mode_match():
     op = EnsureFile("/etc/x", b"hello\n")
-    outcome = op.decide({PathInfo("/etc/x"): file_state(b"hello\n"), FileText("/etc/x"): "hello\n"})
+    outcome = op.decide({PathInfo("/etc/x", digest=True): file_state(b"hello\n"),
+                         FileText("/etc/x"): "hello\n"})
     assert (outcome.action, outcome.script) == ("unchanged", "")
 
 
 def test_ensure_file_mode_drift_is_a_chmod_not_a_rewrite():
     op = EnsureFile("/etc/x", b"hello\n", mode=0o600)
-    outcome = op.decide({PathInfo("/etc/x"): file_state(b"hello\n"), FileText("/etc/x"): "hello\n"})
+    outcome = op.decide({PathInfo("/etc/x", digest=True): file_state(b"hello\n"),
+                         FileText("/etc/x"): "hello\n"})
     assert outcome.action == "update" and "mode 0644 -> 0600" in outcome.detail
     assert "chmod 0600 /etc/x" in outcome.script and "base64" not in outcome.script
 
 
 def test_ensure_file_new_content_diff_and_backup():
     op = EnsureFile("/etc/x", b"new\n")
-    outcome = op.decide({PathInfo("/etc/x"): file_state(b"old\n"), FileText("/etc/x"): "old\n"})
+    outcome = op.decide({PathInfo("/etc/x", digest=True): file_state(b"old\n"),
+                         FileText("/etc/x"): "old\n"})
     assert outcome.action == "update"
     assert "-old" in outcome.diff and "+new" in outcome.diff
     assert "cp -p" in outcome.script  # the replaced file is kept
 
 
 def test_ensure_file_missing_is_created_without_backup():
-    outcome = EnsureFile("/etc/x", b"new\n").decide({PathInfo("/etc/x"): MISSING,
+    outcome = EnsureFile("/etc/x", b"new\n").decide({PathInfo("/etc/x", digest=True): MISSING,
                                                      FileText("/etc/x"): None})
     assert outcome.action == "create" and "cp -p" not in outcome.script
 
@@ -121,7 +125,7 @@ def test_ensure_file_missing_is_created_without_backup():
 def test_secret_file_is_never_read_back_nor_shown():
     op = EnsureFile("/etc/ceph/admin.secret", b"AQBtopsecret==\n", mode=0o600, secret=True)
     assert FileText("/etc/ceph/admin.secret") not in op.facts()
-    outcome = op.decide({PathInfo("/etc/ceph/admin.secret"): MISSING})
+    outcome = op.decide({PathInfo("/etc/ceph/admin.secret", digest=True): MISSING})
     assert "AQBtopsecret" not in outcome.diff + outcome.detail
     assert "secret content" in outcome.diff
     assert "AQBtopsecret" not in outcome.script  # base64 only, never the clear text
@@ -163,7 +167,7 @@ def test_ensure_line_present_is_unchanged():
 def test_text_edit_keeps_the_files_mode_and_owner():
     facts = text_facts("/etc/fstab", "a\n", mode=0o640)
     outcome = EnsureLine("/etc/fstab", "b").decide(facts)
-    assert "chmod 0640" in outcome.script and "chown root:root" in outcome.script
+    assert 'install -m 0640 -o root -g root /dev/null "$tmp"' in outcome.script
 
 
 @pytest.mark.parametrize("old, expected", [
@@ -315,3 +319,14 @@ def test_two_backups_in_one_second_do_not_overwrite_each_other(tmp_path):
     backups = sorted(p.read_bytes() for p in tmp_path.glob("fstab.cubeinstall-*.bak"))
     assert backups == [b"a\n", b"b\n", b"original\n"]
     assert target.read_bytes() == b"c\n"
+
+
+def test_directories_in_a_row_are_made_by_one_install(tmp_path):
+    paths = [tmp_path / "a", tmp_path / "a" / "b c", tmp_path / "x", tmp_path / "open"]
+    outcomes = [EnsureDir(str(p)).decide({PathInfo(str(p)): MISSING}) for p in paths[:3]]
+    outcomes.append(EnsureDir(str(paths[3]), mode=0o777).decide({PathInfo(str(paths[3])): MISSING}))
+    steps = steps_of(outcomes)
+    assert [len(done) for done, _ in steps] == [3, 1]
+    for _, script in steps:
+        run_locally(script, tmp_path)
+    assert [oct(p.stat().st_mode & 0o777) for p in paths] == ["0o755"] * 3 + ["0o777"]

@@ -80,3 +80,28 @@ def test_apply_batch_stops_at_the_first_failure_and_keeps_stderr(tmp_path):
 ])
 def test_the_remote_command_line_never_carries_values(mode, command):
     assert sudo_command(mode) == command
+
+
+def test_reads_after_the_changes_run_only_when_every_change_succeeded(tmp_path):
+    then = [Section("r", "cat done.txt")]
+    script, marker = batch([Section("a", "echo yes > done.txt")], apply=True, then=then)
+    results = split_batch(sh(script, tmp_path).stdout, marker, [Section("a", ""), *then])
+    assert results == {"a": ("", 0), "r": ("yes\n", 0)}
+
+    script, marker = batch([Section("a", "false")], apply=True, then=then)
+    results = split_batch(sh(script, tmp_path).stdout, marker, [Section("a", ""), *then])
+    assert results["a"][1] != 0 and "r" not in results
+
+
+def test_a_vanished_reader_cannot_kill_a_step_by_a_signal(tmp_path):
+    """sshd closes the pipes of a dead installer: the write that follows fails (and a
+    change step stops under set -e, its EXIT trap running) instead of killing the shell."""
+    script, _ = batch([Section("a", "trap 'echo cleaned > trap.txt' EXIT\n"
+                                         "kill -PIPE $$; kill -HUP $$; echo no; echo after > done.txt")],
+                           apply=True)
+    reader = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, cwd=tmp_path)
+    reader.stdout.close()  # nobody reads: every write to stdout fails
+    reader.communicate(wrap(script).encode())
+    assert (tmp_path / "trap.txt").read_text() == "cleaned\n"
+    assert not (tmp_path / "done.txt").exists()  # the failed `echo no` stopped the step

@@ -9,7 +9,10 @@ before).
 
 Facts are kept until the host is written to: a stage can fetch the facts of
 several phases in one round trip (``facts(facts_of(...))``); a phase that
-changed something makes the next one read afresh.
+changed something makes the next one read afresh — in the same round trip
+as its changes when it names them (``converge(ops, then=facts)``). Each
+round trip is an SSH channel, a shell and (for other users) a sudo on the
+host, so a stage that finds nothing to change makes one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cubeinstall.remote import shell
 from cubeinstall.remote.errors import HostError, Refused
 from cubeinstall.remote.facts import Fact
 from cubeinstall.remote.operations import Operation, Outcome
+from cubeinstall.remote.reading import reading
 from cubeinstall.stages.base import Change
 
 if TYPE_CHECKING:  # paramiko is imported only where a connection is made
@@ -33,6 +37,22 @@ _TAIL = 2000  # characters of a failed step's output quoted in the error
 def facts_of(operations: Iterable[Operation]) -> list[Fact]:
     """Every fact the operations need (to fetch several phases' facts at once)."""
     return [fact for op in operations for fact in op.facts()]
+
+
+def steps_of(outcomes: list[Outcome]) -> list[tuple[list[Outcome], str]]:
+    """The scripts to run, in order: batchable outcomes in a row with the same command
+    (e.g. directories made by ``install -d``) become one command with all operands."""
+    steps: list[tuple[list[Outcome], str]] = []
+    for outcome in outcomes:
+        previous = steps[-1][0][-1] if steps else None
+        if outcome.batchable and previous and previous.batchable and \
+                previous.batchable[0] == outcome.batchable[0]:
+            steps[-1][0].append(outcome)
+        else:
+            steps.append(([outcome], outcome.script))
+    return [(done, script if len(done) == 1 else
+             f"{done[0].batchable[0]} -- {' '.join(shell.q(o.batchable[1]) for o in done)}")
+            for done, script in steps]
 
 
 class Host:
@@ -59,17 +79,16 @@ class Host:
     def facts(self, facts: Iterable[Fact]) -> dict[Fact, Any]:
         """The facts' values; those not known since the last write in one round trip."""
         unique = list(dict.fromkeys(facts))
-        missing = [fact for fact in unique if fact not in self._known]
-        if missing:
-            sections = [shell.Section(str(index), fact.script) for index, fact in enumerate(missing)]
+        missing = reading(fact for fact in unique if fact not in self._known)
+        if missing.groups:
+            sections = missing.sections
             script, marker = shell.batch(sections)
             result = self.connection.run(script)
-            outputs = shell.split_batch(result.stdout, marker, sections)
-            if len(outputs) != len(sections):
+            values = missing.values(shell.split_batch(result.stdout, marker, sections))
+            if values is None:
                 raise self.fail(f"reading host facts failed (exit {result.exit_code}): "
                                 f"{redact(result.stderr.strip()[-_TAIL:]) or 'no output'}")
-            for index, fact in enumerate(missing):
-                self._known[fact] = fact.parse(*outputs[str(index)])
+            self._known.update(values)
         return {fact: self._known[fact] for fact in unique}
 
     def fact(self, fact: Fact) -> Any:
@@ -77,12 +96,14 @@ class Host:
 
     # -- operations ------------------------------------------------------------------------
 
-    def converge(self, operations: Iterable[Operation]) -> list[Outcome]:
+    def converge(self, operations: Iterable[Operation], then: Iterable[Fact] = ()) -> list[Outcome]:
+        """One phase; ``then``: facts a later phase needs, read right after the changes
+        (in the same round trip) when there are changes."""
         operations = list(operations)
         values = self.facts(facts_of(operations))
         outcomes = [self.decide(op, values) for op in operations]
         changing = [o for o in outcomes if o.changed]
-        notes = self._apply(changing) if self.write and changing else {}
+        notes = self._apply(changing, list(then)) if self.write and changing else {}
         for outcome in outcomes:
             detail = "; ".join(filter(None, [outcome.detail, notes.get(outcome.target, "")]))
             self.changes.append(Change(f"{self.name}:{outcome.target}", outcome.action,
@@ -96,19 +117,26 @@ class Host:
         except Refused as exc:
             raise self.fail(exc.message, exc.hint) from None
 
-    def _apply(self, outcomes: list[Outcome]) -> dict[str, str]:
-        """Run the scripts; returns what each printed on success (e.g. its backup path)."""
-        sections = [shell.Section(str(index), o.script) for index, o in enumerate(outcomes)]
-        script, marker = shell.batch(sections, apply=True)
+    def _apply(self, outcomes: list[Outcome], then: list[Fact]) -> dict[str, str]:
+        """Run the scripts, then read ``then``; returns what each script printed on
+        success (e.g. its backup path)."""
+        steps = steps_of(outcomes)
+        sections = [shell.Section(str(index), script) for index, (_, script) in enumerate(steps)]
+        after = reading(then)
+        script, marker = shell.batch(sections, apply=True, then=after.sections)
         self._known.clear()  # whatever happens next, the host may have changed
         result = self.connection.run(script)
-        outputs = shell.split_batch(result.stdout, marker, sections)
-        for index, outcome in enumerate(outcomes):
+        outputs = shell.split_batch(result.stdout, marker, [*sections, *after.sections])
+        notes = {}
+        for index, (done, _) in enumerate(steps):
             output, code = outputs.get(str(index), (result.stderr, result.exit_code or 1))
             if code != 0:
-                raise self.fail(f"{outcome.action} {outcome.target} failed (exit {code}): "
+                what = ", ".join(f"{o.action} {o.target}" for o in done)
+                raise self.fail(f"{what} failed (exit {code}): "
                                 f"{redact(output.strip()[-_TAIL:]) or 'no output'}")
-        return {o.target: outputs[str(i)][0].strip() for i, o in enumerate(outcomes)}
+            notes.update((o.target, output.strip()) for o in done)
+        self._known.update(after.values(outputs) or {})
+        return notes
 
     def check(self, what: str, script: str, hint: str | None = None) -> str:
         """Run a verification (writes nothing lasting); fail the host if it fails."""

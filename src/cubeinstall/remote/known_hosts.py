@@ -4,13 +4,19 @@ Unknown hosts are refused unless the run trusts new hosts explicitly
 (``--trust-new-hosts``): then the key is appended to known_hosts, so every
 later run verifies it. A key that differs from the recorded one is always
 refused, trust flag or not, with both fingerprints in the message.
+
+The file is parsed once per run (again only when it changes) and each
+connection is given just its host's entries: paramiko's own loading, per
+connection, re-parses every key and compares each entry with all before it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -39,16 +45,57 @@ class KnownHosts:
         self.path = path
         self.trust_new_hosts = trust_new_hosts
         self._lock = threading.Lock()
+        self._version: tuple | None = None
+        self._lines: list[tuple[list[str], str]] = []  # (host names, line) in file order
 
-    def prepare(self, client: paramiko.SSHClient) -> None:
-        with self._lock:
-            if self.path.is_file():
-                try:
-                    client.load_host_keys(str(self.path))
-                except (OSError, paramiko.SSHException) as exc:
-                    raise HostError("known_hosts", f"cannot read {self.path}: {exc}",
-                                    hint="fix or move the file (ssh.known_hosts in site.yaml)") from None
+    def prepare(self, client: paramiko.SSHClient, hostname: str, port: int) -> None:
+        """Give ``client`` the recorded keys of this host (first line per key type, as
+        paramiko) and the policy for a host that has none."""
+        name = hostname if port == 22 else f"[{hostname}]:{port}"
+        host_keys, types = client.get_host_keys(), set()
+        for key in self._keys_for(name):
+            if key.get_name() not in types:
+                types.add(key.get_name())
+                host_keys.add(name, key.get_name(), key)
         client.set_missing_host_key_policy(_Policy(self))
+
+    def _keys_for(self, name: str) -> list[paramiko.PKey]:
+        with self._lock:
+            lines = self._current_lines()
+        keys = []
+        for names, line in lines:
+            if any(_matches(name, pattern) for pattern in names):
+                try:
+                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+                except paramiko.SSHException:
+                    continue  # an unreadable line is skipped, as paramiko's loading does
+                if entry is not None:
+                    keys.append(entry.key)
+        return keys
+
+    def _current_lines(self) -> list[tuple[list[str], str]]:
+        """The file's entry lines, parsed again only when the file changed."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise self._unreadable(exc) from None
+        version = (info.st_ino, info.st_size, info.st_mtime_ns)
+        if version != self._version:
+            try:
+                text = self.path.read_text(encoding="utf-8", errors="replace")
+            except OSError as exc:
+                raise self._unreadable(exc) from None
+            self._lines = [(re.split(" |\t", line, maxsplit=1)[0].split(","), line)
+                           for line in map(str.strip, text.splitlines())
+                           if line and not line.startswith("#")]
+            self._version = version
+        return self._lines
+
+    def _unreadable(self, exc: OSError) -> HostError:
+        return HostError("known_hosts", f"cannot read {self.path}: {exc}",
+                         hint="fix or move the file (ssh.known_hosts in site.yaml)")
 
     def record(self, hostname: str, key: paramiko.PKey) -> None:
         """Append one entry; appending keeps the user's comments and other entries."""
@@ -77,6 +124,16 @@ class KnownHosts:
             hint=f"if the host was reinstalled, verify the new key and remove the old entry: "
                  f"ssh-keygen -R '{exc.hostname}' -f {self.path}",
         )
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """A known_hosts host field: the name itself, or its hashed form (``|1|salt|hash``)."""
+    if pattern.startswith("|1|"):
+        try:
+            return hmac.compare_digest(paramiko.HostKeys.hash_host(name, pattern), pattern)
+        except (ValueError, IndexError, AssertionError):
+            return False  # a malformed hashed entry matches nothing
+    return pattern == name
 
 
 class _Policy(paramiko.MissingHostKeyPolicy):

@@ -16,8 +16,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import posixpath
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from cubeinstall.remote.errors import Refused
@@ -42,6 +44,9 @@ class Outcome:
     detail: str
     diff: str = ""
     script: str = ""
+    # (command, operand) when the script is just ``command -- operand``: outcomes in a
+    # row with the same command are applied by one process with all their operands.
+    batchable: tuple[str, str] | None = None
 
     @property
     def changed(self) -> bool:
@@ -85,13 +90,16 @@ def _drift(state: PathState, mode: int | None, owner: str | None, group: str | N
     return wrong
 
 
-# Shell: copy "$dest" (mode and owner kept) to a new <dest>.cubeinstall-<UTC time>[-n].bak
-# and print its name; two backups within one second do not overwrite each other.
-BACKUP_DEST = (
-    'stamp="$dest.cubeinstall-$(date -u +%Y%m%dT%H%M%SZ)"; backup="$stamp.bak"; n=0\n'
-    'while [ -e "$backup" ]; do n=$((n + 1)); backup="$stamp-$n.bak"; done\n'
-    'cp -p -- "$dest" "$backup"; echo "backup: $backup"\n'
-)
+def backup_dest() -> str:
+    """Shell: copy "$dest" (mode and owner kept) to a new <dest>.cubeinstall-<UTC time>[-n].bak
+    and print its name; two backups within one second do not overwrite each other. The
+    time is when the script was made (moments before it runs): no ``date`` process."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return (
+        f'stamp="$dest.cubeinstall-{stamp}"; backup="$stamp.bak"; n=0\n'
+        'while [ -e "$backup" ]; do n=$((n + 1)); backup="$stamp-$n.bak"; done\n'
+        'cp -p -- "$dest" "$backup"; echo "backup: $backup"\n'
+    )
 
 
 def _fix_script(path: str, state: PathState, mode: int | None, owner: str | None,
@@ -103,15 +111,19 @@ def _fix_script(path: str, state: PathState, mode: int | None, owner: str | None
 
 
 def atomic_write(path: str, data: bytes, mode: int, owner: str, group: str, backup: bool) -> str:
-    """Shell: write ``data`` to a temp file beside ``path``, back up the old file, rename."""
+    """Shell: write ``data`` to a temp file beside ``path``, back up the old file, rename.
+
+    The temp file (a random name) is made empty with its final mode and owner by
+    one ``install``, then filled: two processes where mktemp, chown and chmod were four.
+    """
     directory, name = posixpath.split(path)
-    temp = q(f"{directory}/.{name}.cubeinstall.XXXXXX")
-    keep_old = BACKUP_DEST if backup else ""
+    temp = q(f"{directory or '.'}/.{name}.cubeinstall.{secrets.token_hex(8)}")
+    keep_old = backup_dest() if backup else ""
     return (
-        f"umask 077; dest={q(path)}; tmp=$(mktemp {temp})\n"
+        f"umask 077; dest={q(path)}; tmp={temp}\n"
         "trap 'rm -f -- \"$tmp\"' EXIT\n"
+        f'install -m {mode:04o} -o {q(owner)} -g {q(group)} /dev/null "$tmp"\n'
         + heredoc_base64(data, '"$tmp"')
-        + _attributes_script('"$tmp"', mode, owner, group) + "\n"
         + keep_old
         + 'mv -f -- "$tmp" "$dest"; trap - EXIT'
     )
@@ -145,7 +157,9 @@ class EnsureDir(Operation):
     def decide(self, facts: Facts) -> Outcome:
         state: PathState = facts[PathInfo(self.path)]
         if state.kind == "missing":
-            return Outcome(self.path, "create", "directory" + self._wanted(), script=self._create())
+            command = self._create()
+            return Outcome(self.path, "create", "directory" + self._wanted(),
+                           script=f"{command} -- {q(self.path)}", batchable=(command, self.path))
         if state.kind != "directory":
             raise Refused(f"{self.path} exists but is {state.describe()}, not a directory",
                           hint="move it away; it is not touched")
@@ -160,8 +174,8 @@ class EnsureDir(Operation):
         flags = [f"-m {self.mode:04o}" if self.mode is not None else "",
                  f"-o {q(self.owner)}" if self.owner else "", f"-g {q(self.group)}" if self.group else ""]
         if not any(flags):
-            return f"mkdir -p -- {q(self.path)}"
-        return " ".join(["install -d", *filter(None, flags), "--", q(self.path)])
+            return "mkdir -p"
+        return " ".join(["install -d", *filter(None, flags)])
 
     def _wanted(self) -> str:
         parts = [f"{self.mode:04o}" if self.mode is not None else "",
@@ -186,10 +200,11 @@ class EnsureFile(Operation):
         return self.path
 
     def facts(self):
-        return (PathInfo(self.path),) if self.secret else (PathInfo(self.path), FileText(self.path))
+        state = PathInfo(self.path, digest=True)  # content compared by its sha256
+        return (state,) if self.secret else (state, FileText(self.path))
 
     def decide(self, facts: Facts) -> Outcome:
-        state: PathState = facts[PathInfo(self.path)]
+        state: PathState = facts[PathInfo(self.path, digest=True)]
         if state.kind not in ("missing", "file"):
             raise Refused(f"{self.path} exists but is {state.describe()}, not a file",
                           hint="move it away; it is not touched")

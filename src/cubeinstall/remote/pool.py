@@ -1,8 +1,8 @@
 """One verified SSH connection per node for a whole run.
 
 node-prep, storage and gpu-runtime run one after the other on the same hosts:
-they share each host's connection (and its sudo probe) instead of paying the
-handshake, host key check and authentication once per stage. A connection
+they share each host's connection (its sudo probe and its root shell) instead
+of paying the handshake, host key check, authentication and sudo once per stage. A connection
 that failed is dropped, so the next stage connects afresh. The pool lives in
 the run context and is closed when the context goes away (or at exit).
 """

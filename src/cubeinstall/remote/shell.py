@@ -18,9 +18,15 @@ from dataclasses import dataclass
 
 # Fixed PATH: sbin helpers (mount.ceph, swapoff) are found whatever the login
 # shell or sudo's secure_path say; LC_ALL=C keeps tool output parseable.
+# HUP and PIPE ignored: when the installer dies, sshd closes the session's pipes
+# and the next write would kill the script by a signal, which runs no cleanup
+# (an atomic write's temp file would stay). Ignored, a failed write ends a
+# change step under ``set -e`` like any error: its EXIT trap cleans up and the
+# file stays whole. (Ignored signals stay ignored in subshells and commands.)
 PRELUDE = (
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n"
     "LC_ALL=C; export LC_ALL\n"
+    "trap '' HUP PIPE\n"
 )
 
 
@@ -74,21 +80,25 @@ class Section:
     script: str
 
 
-def batch(sections: list[Section], *, apply: bool = False) -> tuple[str, str]:
+def batch(sections: list[Section], *, apply: bool = False,
+          then: list[Section] = ()) -> tuple[str, str]:
     """One script running every section; returns (script, marker).
 
     Each section prints ``<marker> begin <n>`` before and ``<marker> end <n>
     <rc>`` after its output, so ``split_batch`` gives each its stdout and exit
     status. Fact sections (read-only) drop stderr and all run; ``apply``
     sections run under ``set -e``, keep stderr for the error report, and the
-    script stops at the first failing one: later steps may need it.
+    script stops at the first failing one: later steps may need it. ``then``
+    are read-only sections run after the apply sections, in the same round
+    trip, only if all of those succeeded (the facts a next phase needs).
     """
     marker = f"@@cubeinstall-{secrets.token_hex(8)}"
-    shell_opts, stderr, stop = (
-        ("set -e\n", "2>&1", '; [ "$rc" = 0 ] || exit "$rc"') if apply else ("", "2>/dev/null", "")
-    )
     parts = []
-    for index, section in enumerate(sections):
+    kinds = [apply] * len(sections) + [False] * len(then)
+    for index, (section, write) in enumerate(zip([*sections, *then], kinds)):
+        shell_opts, stderr, stop = (
+            ("set -e\n", "2>&1", '; [ "$rc" = 0 ] || exit "$rc"') if write else ("", "2>/dev/null", "")
+        )
         parts.append(
             f"printf '\\n%s begin {index}\\n' {q(marker)}\n"
             f"( {shell_opts}{section.script.rstrip()}\n) {stderr}\n"

@@ -22,7 +22,8 @@ from cubeinstall.remote.facts import (
     FileText,
     Gpus,
 )
-from cubeinstall.remote.operations import BACKUP_DEST, EnsureDir, Run
+from cubeinstall.remote.host import facts_of
+from cubeinstall.remote.operations import EnsureDir, Run, backup_dest
 from cubeinstall.remote.shell import q
 from cubeinstall.remote.stage import node_stage
 from cubeinstall.site.model import Site
@@ -59,7 +60,11 @@ def containerd_has_nvidia(config: str | None) -> bool:
 
 def configure(host, site: Site) -> None:
     tools = ("nvidia-container-runtime", "nvidia-ctk")
-    facts = host.facts([Gpus(), CommandPaths(tools)])
+    # The runtime's facts come with the first read: a host with nothing to change is one
+    # round trip. (What an operation reads does not depend on the runtime's path.)
+    runtime_facts = ([*facts_of(_docker_files(site, "")), DockerRuntimes()] if site.runtime == "docker"
+                     else [FileText(CONTAINERD_TOML), ContainerdConfig()])
+    facts = host.facts([Gpus(), CommandPaths(tools), *runtime_facts])
     gpus = facts[Gpus()]
     if gpus is None:
         raise host.fail("nvidia-smi does not answer: the NVIDIA driver is not installed or "
@@ -77,16 +82,21 @@ def configure(host, site: Site) -> None:
         _containerd(host, paths["nvidia-ctk"])
 
 
+def _docker_files(site: Site, runtime_path: str) -> list:
+    return [EnsureDir("/etc/docker", mode=None, owner=None, group=None),
+            EnsureJsonMerge(DAEMON_JSON, docker_patch(site, runtime_path),
+                            summary="nvidia runtime (default) in docker")]
+
+
 def _docker(host, site: Site, runtime_path: str) -> None:
-    outcomes = host.converge([
-        EnsureDir("/etc/docker", mode=None, owner=None, group=None),
-        EnsureJsonMerge(DAEMON_JSON, docker_patch(site, runtime_path),
-                        summary="nvidia runtime (default) in docker"),
-    ])
-    file_changed = outcomes[-1].changed
-    if file_changed or not _docker_reports_nvidia(host.fact(DockerRuntimes())):
+    files = _docker_files(site, runtime_path)
+    facts = host.facts([*facts_of(files), DockerRuntimes()])
+    file_changed = host.decide(files[-1], facts).changed
+    operations = list(files)
+    if file_changed or not _docker_reports_nvidia(facts[DockerRuntimes()]):
         reason = "daemon.json changed" if file_changed else "docker is not running with the nvidia runtime yet"
-        host.converge([Run("docker", "systemctl restart docker", f"restart docker ({reason})")])
+        operations.append(Run("docker", "systemctl restart docker", f"restart docker ({reason})"))
+    host.converge(operations, then=[DockerRuntimes()])  # written, restarted, asked: one round trip
     if host.write:
         running = host.fact(DockerRuntimes())
         if not _docker_reports_nvidia(running):
@@ -107,7 +117,7 @@ def _containerd(host, nvidia_ctk: str | None) -> None:
                             hint=f"install {TOOLKIT}")
         script = (
             f"dest={q(CONTAINERD_TOML)}; backup=\n"
-            f'if [ -e "$dest" ]; then\n{BACKUP_DEST}fi\n'
+            f'if [ -e "$dest" ]; then\n{backup_dest()}fi\n'
             'before=$(sha256sum < "$dest" 2>/dev/null || true)\n'
             'nvidia-ctk runtime configure --runtime=containerd --set-as-default --config="$dest"\n'
             'if [ "$before" != "$(sha256sum < "$dest")" ]; then systemctl restart containerd; '
@@ -115,10 +125,12 @@ def _containerd(host, nvidia_ctk: str | None) -> None:
             'elif [ -n "$backup" ]; then rm -f -- "$backup"; fi'
         )
         host.converge([Run(CONTAINERD_TOML, script, "nvidia-ctk runtime configure "
-                           "--runtime=containerd --set-as-default; restart containerd if it changed")])
+                           "--runtime=containerd --set-as-default; restart containerd if it changed")],
+                      then=[ContainerdConfig()])
     elif not containerd_has_nvidia(facts[ContainerdConfig()]):
         host.converge([Run("containerd", "systemctl restart containerd",
-                           "restart containerd (not running with the nvidia runtime yet)")])
+                           "restart containerd (not running with the nvidia runtime yet)")],
+                      then=[ContainerdConfig()])
     if host.write and not containerd_has_nvidia(host.fact(ContainerdConfig())):
         raise host.fail("containerd config dump does not show nvidia as the default runtime",
                         hint=f"check {CONTAINERD_TOML} and `journalctl -u containerd` on the host")

@@ -26,8 +26,8 @@ STAGE = "node-prep"
 
 # The commands the operations' scripts use, and the package that ships them.
 REQUIRED_COMMANDS = {
-    "base64": "coreutils", "sha256sum": "coreutils", "mktemp": "coreutils", "stat": "coreutils",
-    "readlink": "coreutils", "mount": "mount (Debian) / util-linux (RHEL)",
+    "base64": "coreutils", "sha256sum": "coreutils", "install": "coreutils", "find": "findutils",
+    "mount": "mount (Debian) / util-linux (RHEL)",
     "findmnt": "util-linux", "swapoff": "mount (Debian) / util-linux (RHEL)",
 }
 SUPPORTED_ARCHES = ("x86_64", "aarch64")
@@ -38,8 +38,9 @@ FSTAB_SWAP_LINE = r"^\s*[^#\s]\S*\s+\S+\s+swap(\s|$)"
 def prepare(host, site: Site) -> None:
     swap = [SwapOff(), CommentOut("/etc/fstab", FSTAB_SWAP_LINE, summary="swap entries commented out")
             ] if site.node_prep.swap == "off" else []
+    firewalls = [ActiveFirewalls()] if site.node_prep.firewall != "ignore" else []
     facts = host.facts([OsFacts(), CommandPaths(tuple(REQUIRED_COMMANDS)), ClockSync(),
-                        ActiveFirewalls(), *facts_of(swap)])
+                        *firewalls, *facts_of(swap)])
     os_info = facts[OsFacts()]
     host.changes.append(Change(
         f"{host.name}:os", "unchanged",
@@ -62,7 +63,7 @@ def prepare(host, site: Site) -> None:
                   "(certificates and etcd need clocks within seconds of each other)")
 
     operations = list(swap)
-    active = facts[ActiveFirewalls()]
+    active = facts[ActiveFirewalls()] if firewalls else ()
     if active and site.node_prep.firewall == "disable":
         operations += [Run(f"firewall {name}", f"systemctl disable --now {join(name)}",
                            f"stop and disable {name}") for name in active]

@@ -7,8 +7,10 @@ mounted with the right type and writable (a probe file created and removed).
 With ``mount_at`` the file system is mounted there and /data/k8s becomes a
 symlink to it. ``local``: plain directories on each node.
 
-Phases per host: files and fstab; mount; the platform's directories — on the
-mounted file system, which is why they are made here and not in node-prep.
+Phases per host: files, fstab and the mount; the platform's directories — on
+the mounted file system, which is why they are made here and not in
+node-prep. Each phase's changes and the next phase's facts share a round trip,
+and a host where nothing changes is read (and probed) in one.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import re
 
 from cubeinstall import facts as platform
 from cubeinstall.errors import ConfigError
+from cubeinstall.redaction import redact
 from cubeinstall.remote.edits import EnsureLine
-from cubeinstall.remote.facts import CommandPaths, Mounts, mount_at
+from cubeinstall.remote.facts import CommandPaths, Mounts, WriteProbe, mount_at
 from cubeinstall.remote.host import facts_of
 from cubeinstall.remote.operations import (
     EnsureDir,
@@ -26,7 +29,6 @@ from cubeinstall.remote.operations import (
     EnsureMounted,
     EnsureSymlink,
 )
-from cubeinstall.remote.shell import q
 from cubeinstall.remote.stage import node_stage
 from cubeinstall.site.model import NFS, CephFS, Site
 from cubeinstall.stages.base import Change
@@ -96,33 +98,39 @@ def mount_storage(host, site: Site) -> None:
     directories = [EnsureDir(f"{storage.mount_point}/{sub}",
                              mode=0o777 if sub in OPEN_DIRECTORIES else 0o755)
                    for sub in platform.DATA_DIRECTORIES]
+    # Written to only by runs that write; asked with the first read, it stands if that
+    # run then finds nothing to change (else it is asked again after the changes).
+    probe = [WriteProbe(f"{storage.mount_point}/.cubeinstall-probe-{host.name}")] if host.write else []
     if storage.type not in HELPERS:  # local: plain directories
-        host.facts(facts_of([*files, *directories]))  # one round trip for both phases
-        host.converge(files)
-        host.converge(directories)
-        return _probe(host, storage.mount_point)
+        host.facts([*facts_of([*files, *directories]), *probe])  # one round trip for all phases
+        host.converge(files, then=[*facts_of(directories), *probe])
+    else:
+        _mount(host, site, where, files, [Mounts(), *facts_of(directories), *probe])
+    if probe:
+        _check_writable(host, probe[0], storage.mount_point)
+    host.converge(directories)
 
-    helper, fstypes, package = HELPERS[storage.type]
+
+def _mount(host, site: Site, where: str, files: list, after: list) -> None:
+    """The files, the fstab entry and the mount; ``after``: the facts read once they are done."""
+    helper, fstypes, package = HELPERS[site.storage.type]
     mounted = EnsureMounted(where, fstypes)
-    # Every phase's facts in one round trip; a phase that writes makes the next re-read.
-    found = host.facts([CommandPaths((helper,)), *facts_of([*files, mounted, *directories])])
+    found = host.facts([CommandPaths((helper,)), *facts_of([*files, mounted]), *after])
     if not found[CommandPaths((helper,))][helper]:
-        raise host.fail(f"{helper} not found, so {storage.type} cannot be mounted",
+        raise host.fail(f"{helper} not found, so {site.storage.type} cannot be mounted",
                         hint=f"install {package}")
     host.decide(mounted, found)  # something else mounted there: refuse before touching fstab
-    fstab_changed = any(o.changed and o.target == FSTAB for o in host.converge(files))
-    [mount] = host.converge([mounted])
-    if fstab_changed and not mount.changed:
+    # Writing files changes no mount, so the mount is decided with them, and runs after them.
+    *written, mount = host.converge([*files, mounted], then=after)
+    if any(o.changed and o.target == FSTAB for o in written) and not mount.changed:
         host.warn(f"the fstab entry for {where} changed while it is mounted: the new "
                   "options apply at the next mount (remount it or reboot)")
-    if host.write:  # mounted with the right type now? (read with the next phase's facts)
-        now = mount_at(host.facts([Mounts(), *facts_of(directories)])[Mounts()], where)
+    if host.write:  # mounted with the right type now?
+        now = mount_at(host.facts(after)[Mounts()], where)
         if now is None or now.fstype not in fstypes:
             shown = f"a {now.fstype} mount" if now else "nothing mounted"
             raise host.fail(f"after mounting, {where} shows {shown}, not {'/'.join(fstypes)}",
                             hint="check dmesg on the host for the client's error")
-    host.converge(directories)
-    _probe(host, storage.mount_point)
 
 
 def _file_operations(site: Site) -> list:
@@ -145,14 +153,13 @@ def _file_operations(site: Site) -> list:
     return operations
 
 
-def _probe(host, mount_point: str) -> None:
+def _check_writable(host, probe: WriteProbe, mount_point: str) -> None:
     """Mounted is not enough: root must be able to write there (read-only mount, caps)."""
-    if not host.write:
-        return
-    probe = f"{mount_point}/.cubeinstall-probe-{host.name}"
-    host.check(f"write probe in {mount_point}", f"echo probe > {q(probe)} && rm -f -- {q(probe)}",
-               hint="the file system is mounted read-only or refuses root "
-                    "(CephFS: check the client's caps)")
+    writable, error = host.fact(probe)
+    if not writable:
+        raise host.fail(f"write probe in {mount_point} failed: {redact(error) or 'no output'}",
+                        hint="the file system is mounted read-only or refuses root "
+                             "(CephFS: check the client's caps)")
 
 
 plan, apply = node_stage(STAGE, mount_storage, check=check_values)
