@@ -58,16 +58,22 @@ def nth_stage_start(count: int, after: int = 1) -> Trigger:
 # --- perturbations: undo a stage's work behind its back -----------------------------------
 
 def swap_back_on(e2e: Platform) -> None:
+    """Swap on again on node2, and its swapoff held so that the kill lands mid-stage."""
     node = e2e.nodes["node2"]
     node.write("/etc/fstab", node.read("/etc/fstab") + b"/swapfile none swap sw 0 0\n")
     node.write(f"{SHIM_STATE}/swaps",
                (SWAPS_HEADER + "/swapfile\t\t\t\tfile\t\t1048572\t\t0\t\t-2\n").encode())
+    node.write(f"{SHIM_STATE}/hold-swapoff", b"20")
 
 
 def storage_forgotten(e2e: Platform) -> None:
+    """fstab and the CephFS secret as before the install, and node1's mount table read
+    that follows the stage's writes (the secret exists again) held long enough for the
+    kill to land after the files are written, before the stage ends."""
     for node in e2e.nodes.values():
         node.write("/etc/fstab", DEFAULT_FSTAB.encode())
         node.path("/etc/ceph/admin.secret").unlink(missing_ok=True)
+    e2e.nodes["node1"].write(f"{SHIM_STATE}/hold-findmnt", b"20 /etc/ceph/admin.secret")
 
 
 def daemon_json_reset(e2e: Platform) -> None:

@@ -13,3 +13,11 @@ record() {
     done
     printf '[%s]\n' "$line" >> "$STATE/calls.log"
 }
+
+# A test can hold a shim's next call to land a kill mid-stage: $STATE/hold-<name> holds
+# the call that many seconds (once).
+hold() {
+    if [ -f "$STATE/hold-$1" ]; then
+        seconds=$(cat "$STATE/hold-$1"); rm -f "$STATE/hold-$1"; sleep "$seconds"
+    fi
+}
