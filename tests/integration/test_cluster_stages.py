@@ -24,7 +24,7 @@ from cubeinstall import runner
 from cubeinstall.errors import StageFailed
 from cubeinstall.kube.apply import apply_objects, plan_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
-from cubeinstall.kube.objects import stage_selector
+from cubeinstall.kube.objects import kept_selector, stage_selector
 from cubeinstall.kube.selectors import matches, selector_string
 from cubeinstall.output import Output
 from cubeinstall.render import finalize
@@ -93,13 +93,14 @@ def live(client: KubeClient, obj: dict) -> dict:
     return client.get(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
 
 
-def owned(client: KubeClient, stage: str) -> set[tuple[str, str]]:
-    """(kind, name) of everything labelled as the stage's, in every resource type."""
+def owned(client: KubeClient, stage: str, selector=stage_selector) -> set[tuple[str, str]]:
+    """(kind, name) of everything labelled as the stage's (or, with ``kept_selector``, kept
+    by its uninstall), in every resource type."""
     result = set()
     for resource in client.listable_resources():
         if resource.kind in ("Event", "Endpoints", "EndpointSlice", "Lease", "ControllerRevision"):
             continue
-        for obj in client.list(resource, label_selector=stage_selector(stage)):
+        for obj in client.list(resource, label_selector=selector(stage)):
             if not obj["metadata"].get("ownerReferences"):
                 result.add((resource.kind, obj["metadata"]["name"]))
     return result
@@ -153,9 +154,10 @@ def test_stage_applies_places_is_idempotent_and_uninstalls(name, site, client, i
 
     uninstall_stage(client, stage, timeout=TIMEOUT)
     expected_left = {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in DATA_KINDS}
-    assert owned(client, stage) == expected_left  # data is kept unless purged
-    remove_data(client, stage, objects)
     assert owned(client, stage) == set()
+    assert owned(client, stage, kept_selector) == expected_left  # data is kept unless purged
+    remove_data(client, stage, objects)
+    assert owned(client, stage, kept_selector) == set()
 
 
 def remove_data(client: KubeClient, stage: str, objects: list[dict]) -> None:
