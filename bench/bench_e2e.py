@@ -353,12 +353,15 @@ next phase, and readiness gates (rollouts Available, PVCs Bound, Jobs complete).
 only sends the objects (its re-apply of a file whose custom resources came before their
 CRDs were Established is counted); `kubectl wait` after it finds the pods long Ready,
 because kwok makes them Ready at once. bench/bench_apply.py compares the apply engine
-alone, without gates, on generic objects. kubeflow is the slowest stage for both: 14
-large CRDs that the API server on 2 cores takes seconds to accept and establish. pv-pvc
-applies the volumes before the claims pre-bound to them (a claim created first waits
-for the PV controller's 15 s resync: 15.4 s for this stage before, 2.4 s after). The
-no-op `all --force` is bounded by preflight and the images stage (45 manifest checks
-against the site registry; the unreachable public sources are asked once per registry)."""
+alone, without gates, on generic objects. The API server's CPU bounds both tools:
+kubeflow's 14 CRDs (15 MB of schemas) cost it ~16 CPU-seconds to accept and establish
+(status updates re-encode each CRD), for either tool; the "fastest ours could finish"
+row divides the CPU our run used by the cores, so 0.5x would need both cores busy for
+the whole run. Ours waits for CRDs through aggregated discovery (one small request),
+not by listing their schemas on every poll. Running independent stages concurrently (an
+experiment, not in the product) gave no clear gain: the cores are the limit. The no-op `all
+--force` is bounded by preflight and the images stage (45 manifest checks against the
+site registry; the unreachable public sources are asked once per registry)."""
 
 
 def write_results(section: str) -> None:
