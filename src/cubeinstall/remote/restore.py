@@ -12,8 +12,10 @@ from cubeinstall.remote.probe import ask_nodes
 from cubeinstall.remote.shell import q
 from cubeinstall.stages.base import Change, RunContext
 
-# Files the node stages edit in place (others they create are left in place).
-EDITED_FILES = ("/etc/fstab", "/etc/docker/daemon.json", "/etc/containerd/config.toml")
+# Files the node stages edit in place (others they create are left in place), and the
+# service that reads each one: restarted when its file is given back.
+EDITED_FILES = {"/etc/fstab": None, "/etc/docker/daemon.json": "docker",
+                "/etc/containerd/config.toml": "containerd"}
 
 
 def _script(path: str, write: bool) -> str:
@@ -32,12 +34,14 @@ def restore_node_files(ctx: RunContext, write: bool) -> list[Change]:
     changes: list[Change] = []
 
     def question(host: Host) -> str | None:
-        for path in EDITED_FILES:
+        for path, service in EDITED_FILES.items():
             verdict, _, backup = host.check(f"restore {path}", _script(path, write)).strip().partition(" ")
             if verdict == "restore":
-                changes.append(Change(f"{host.name}:{path}", "update", f"restored from {backup}"))
-                if write and path.startswith("/etc/docker/"):
-                    host.check("restart docker", "systemctl restart docker")
+                restarted = f"; {service} restarted" if service else ""
+                changes.append(Change(f"{host.name}:{path}", "update",
+                                      f"restored from {backup}{restarted if write else ''}"))
+                if write and service:
+                    host.check(f"restart {service}", f"systemctl restart {service}")
             elif verdict == "same":
                 changes.append(Change(f"{host.name}:{path}", "unchanged", f"already as {backup}"))
         return None
