@@ -323,5 +323,6 @@ def test_install_after_purge_gives_the_kept_volumes_back(e2e: Platform, first_ru
     assert run.code == 0, run.explain()
     bound = {v.metadata.name: v.status.phase for v in _volumes(e2e)}
     assert {name: bound.get(name) for name in kept} == {name: "Bound" for name in kept}
+    assert e2e.kept() == set()  # managed again, no longer marked as kept
     for path in retained_volume_paths(e2e):
         assert e2e.nodes["node1"].read(f"{path}/e2e-user-data") == path.encode()

@@ -417,6 +417,31 @@ def test_a_released_volume_goes_back_to_its_claim_when_applied_again(kube, test_
             pass
 
 
+def test_kept_data_is_managed_again_when_its_stage_is_applied_again(kube, test_namespace):
+    stage, volume = unique("again"), unique("pv-again")
+    objects = [{"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                         "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                         "hostPath": {"path": f"/data/k8s/{volume}"}}}]
+    pvs = kube.resolve("v1", "PersistentVolume")
+    try:
+        apply_objects(kube, stage, objects, timeout=60)
+        uninstall_stage(kube, stage, timeout=60)
+        assert kube.get(pvs, None, volume)["metadata"]["labels"][KEPT_LABEL] == stage
+
+        [change] = apply_objects(kube, stage, objects, timeout=60)
+        assert change.action == "update" and "kept by an earlier uninstall" in change.detail
+        labels = kube.get(pvs, None, volume)["metadata"]["labels"]
+        assert KEPT_LABEL not in labels
+        assert labels[MANAGED_BY_LABEL] == "cubeinstall" and labels[STAGE_LABEL] == stage
+        assert [c.action for c in apply_objects(kube, stage, objects, timeout=60)] == ["unchanged"]
+    finally:
+        try:
+            kube.delete(pvs, None, volume)
+        except NotFound:
+            pass
+
+
 def test_uninstall_names_the_finalizer_it_is_stuck_on(kube, test_namespace):
     stage = unique("stuck")
     held = configmap(test_namespace, "held", a="1")

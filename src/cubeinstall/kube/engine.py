@@ -29,6 +29,7 @@ from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
 from cubeinstall.kube.failures import merge_failures, object_failure
 from cubeinstall.kube.objects import (
     DIGEST_ANNOTATION,
+    KEPT_LABEL,
     ObjectKey,
     is_owned,
     key_of,
@@ -183,12 +184,19 @@ class Engine:
                 return Change(name, "unchanged")
             action = "create" if live is None else "update"
             adopted = live is not None and not is_owned(live, self.stage)
-            detail = "adopted: it existed without this stage's labels" if adopted else ""
+            kept = live is not None and KEPT_LABEL in ((live.get("metadata") or {}).get("labels")
+                                                       or {})
+            detail = ("adopted: it existed without this stage's labels"
+                      + (" (kept by an earlier uninstall)" if kept else "")) if adopted else ""
             diff = compact_diff(live, result, name)
             if dry_run:
                 return Change(name, action, f"would {action}" + (f"; {detail}" if detail else ""),
                               diff)
             self.apply(item)
+            if kept:  # managed again: no longer marked as kept data
+                self.call(lambda: self.client.merge_patch(
+                    item.resource, item.key.namespace or None, item.key.name,
+                    {"metadata": {"labels": {KEPT_LABEL: None}}}, what=name))
             return Change(name, action, detail, diff)
         except KubeError as error:
             return object_failure(self.stage, name, error)
