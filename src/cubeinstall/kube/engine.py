@@ -234,9 +234,8 @@ class Engine:
                 continue
             if not dry_run:
                 try:
-                    self.call(lambda: self.client.merge_patch(
-                        item.resource, None, item.key.name, volumes.CLEAR_CLAIM_UID,
-                        what=str(item.key)))
+                    self.call(partial(self.client.merge_patch, item.resource, None,
+                                      item.key.name, volumes.CLEAR_CLAIM_UID, what=str(item.key)))
                 except KubeError as error:
                     raise object_failure(self.stage, str(item.key), error) from None
             changes.append(Change(str(item.key), "update", (
