@@ -19,6 +19,9 @@ EXISTING = {"log-driver": "json-file", "log-opts": {"max-size": "100m"},
             "insecure-registries": ["other.example.com:5000"], "data-root": "/srv/docker",
             "runtimes": {"kata": {"path": "/usr/bin/kata-runtime"}}}
 REGISTRY = {"host": "harbor.example.com:5000", "insecure": True}
+CONTAINERD_CONFIG = b'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "pause:3.9"\n'
+CONTAINERD = NodeSpec(gpus=GPU.gpus, nvidia_tools=TOOLS, active_units=("containerd",),
+                      files={"/etc/containerd/config.toml": CONTAINERD_CONFIG})
 
 
 def gpu_site(sandbox_nodes, tmp_path, spec=GPU, cpu_nodes=0, **site):
@@ -97,10 +100,8 @@ def test_plan_writes_nothing(sandbox_nodes, tmp_path):
 
 
 def test_containerd_via_nvidia_ctk(sandbox_nodes, tmp_path):
-    config = b'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "pause:3.9"\n'
-    spec = NodeSpec(gpus=GPU.gpus, nvidia_tools=TOOLS, active_units=("containerd",),
-                    files={"/etc/containerd/config.toml": config})
-    node, _, site = gpu_site(sandbox_nodes, tmp_path, spec, runtime="containerd")
+    config = CONTAINERD_CONFIG
+    node, _, site = gpu_site(sandbox_nodes, tmp_path, CONTAINERD, runtime="containerd")
     gpu_runtime.apply(stage_context(site))
     text = node.read("/etc/containerd/config.toml").decode()
     assert text.startswith(config.decode()) and 'default_runtime_name = "nvidia"' in text

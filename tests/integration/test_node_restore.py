@@ -9,7 +9,15 @@ import pytest
 
 from cubeinstall.remote.restore import restore_node_files
 from cubeinstall.stages import gpu_runtime
-from tests.integration.test_node_gpu import EXISTING, GPU, TOOLS, gpu_site, restarts
+from tests.integration.test_node_gpu import (
+    CONTAINERD,
+    CONTAINERD_CONFIG,
+    EXISTING,
+    GPU,
+    TOOLS,
+    gpu_site,
+    restarts,
+)
 from tests.servers.sshd import SHIM_STATE, NodeSpec, snapshot, stage_context
 
 pytestmark = pytest.mark.ssh
@@ -48,10 +56,8 @@ def test_daemon_json_given_back_docker_restarted_then_nothing(sandbox_nodes, tmp
 
 
 def test_containerd_config_given_back_and_containerd_restarted(sandbox_nodes, tmp_path):
-    config = b'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "pause:3.9"\n'
-    spec = NodeSpec(gpus=GPU.gpus, nvidia_tools=TOOLS, active_units=("containerd",),
-                    files={"/etc/containerd/config.toml": config})
-    node, _, site = gpu_site(sandbox_nodes, tmp_path, spec, runtime="containerd")
+    config = CONTAINERD_CONFIG
+    node, _, site = gpu_site(sandbox_nodes, tmp_path, CONTAINERD, runtime="containerd")
     gpu_runtime.apply(stage_context(site))
     assert node.read("/etc/containerd/config.toml") != config
     assert restarts(node, "containerd") == 1
