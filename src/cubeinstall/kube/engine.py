@@ -29,8 +29,9 @@ from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
 from cubeinstall.kube.failures import merge_failures, object_failure
 from cubeinstall.kube.objects import (
     DIGEST_ANNOTATION,
-    KEPT_LABEL,
+    MANAGED_AGAIN_PATCH,
     ObjectKey,
+    is_kept,
     is_owned,
     key_of,
     stage_selector,
@@ -184,8 +185,7 @@ class Engine:
                 return Change(name, "unchanged")
             action = "create" if live is None else "update"
             adopted = live is not None and not is_owned(live, self.stage)
-            kept = live is not None and KEPT_LABEL in ((live.get("metadata") or {}).get("labels")
-                                                       or {})
+            kept = live is not None and is_kept(live)
             detail = ("adopted: it existed without this stage's labels"
                       + (" (kept by an earlier uninstall)" if kept else "")) if adopted else ""
             diff = compact_diff(live, result, name)
@@ -194,9 +194,9 @@ class Engine:
                               diff)
             self.apply(item)
             if kept:  # managed again: no longer marked as kept data
-                self.call(lambda: self.client.merge_patch(
-                    item.resource, item.key.namespace or None, item.key.name,
-                    {"metadata": {"labels": {KEPT_LABEL: None}}}, what=name))
+                self.call(partial(self.client.merge_patch, item.resource,
+                                  item.key.namespace or None, item.key.name,
+                                  MANAGED_AGAIN_PATCH, what=name))
             return Change(name, action, detail, diff)
         except KubeError as error:
             return object_failure(self.stage, name, error)

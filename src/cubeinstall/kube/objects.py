@@ -108,3 +108,11 @@ def unmanaged_labels_patch(stage: str) -> dict:
     """A merge patch turning an owned object into a kept one."""
     return {"metadata": {"labels": {MANAGED_BY_LABEL: None, STAGE_LABEL: None,
                                     KEPT_LABEL: stage}}}
+
+
+# A merge patch for a kept object managed again (apply has set the ownership labels).
+MANAGED_AGAIN_PATCH = {"metadata": {"labels": {KEPT_LABEL: None}}}
+
+
+def is_kept(obj: dict) -> bool:
+    return KEPT_LABEL in ((obj.get("metadata") or {}).get("labels") or {})
