@@ -19,10 +19,11 @@ class KubeError(CubeError):
     """A request to the API server failed."""
 
     status: int = 0
+    default_hint: str | None = None  # what to do, when the caller has nothing better
 
     def __init__(self, message: str, hint: str | None = None, *, status: int | None = None,
                  reason: str = "", server_message: str = "", details: dict | None = None):
-        super().__init__(message, hint)
+        super().__init__(message, hint or self.default_hint)
         if status is not None:
             self.status = status
         self.reason = reason
@@ -44,10 +45,13 @@ class BadRequest(KubeError):
 
 class Unauthorized(KubeError):
     status = 401
+    default_hint = ("the API server refused the kubeconfig's credentials: renew them, or check "
+                    "clusters[].kubeconfig and context in site.yaml")
 
 
 class Forbidden(KubeError):
     status = 403
+    default_hint = "the kubeconfig's user needs cluster-admin rights"
 
 
 class NotFound(KubeError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cubeinstall.kube.errors import ApplyFailed, Conflict, Forbidden, KubeError
+from cubeinstall.kube.errors import ApplyFailed, Conflict, Forbidden, KubeError, Unauthorized
 from cubeinstall.kube.retry import is_transient
 
 MAX_LISTED = 5  # failures quoted in full; the rest are counted
@@ -16,9 +16,9 @@ def object_failure(stage: str, name: str, error: KubeError) -> ApplyFailed:
             stage, f"{name}: fields are owned by {managers}: {message}",
             f"let cubeinstall take them over (force conflicts, --force), or stop {managers} "
             f"from managing them", targets=(name,))
-    if isinstance(error, Forbidden) and not is_transient(error):
-        return ApplyFailed(stage, f"{name}: forbidden: {message}",
-                           "the kubeconfig's user needs cluster-admin rights", targets=(name,))
+    if isinstance(error, (Forbidden, Unauthorized)) and not is_transient(error):
+        what = "forbidden" if isinstance(error, Forbidden) else "credentials refused"
+        return ApplyFailed(stage, f"{name}: {what}: {message}", error.hint, targets=(name,))
     if is_transient(error):
         return ApplyFailed(stage, f"{name}: still failing at the deadline: {message}",
                            error.hint or "check the API server and its webhooks", targets=(name,))

@@ -21,7 +21,8 @@ def client(ctx: RunContext, cluster_name: str | None = None):
 def plan(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
     from cubeinstall.kube import plan_objects
 
-    return plan_objects(ctx, stage, objects, prune=ctx.options.prune)
+    return plan_objects(ctx, stage, objects, prune=ctx.options.prune,
+                        force_conflicts=ctx.options.force)
 
 
 def apply(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
