@@ -67,3 +67,20 @@ def test_containerd_config_given_back_and_containerd_restarted(sandbox_nodes, tm
     assert node.read("/etc/containerd/config.toml") == config
     assert restarts(node, "containerd") == 2
     assert node.read(f"{SHIM_STATE}/containerd-running.toml") == config
+
+
+def test_the_oldest_backup_wins_even_two_made_in_one_second(sandbox_nodes, tmp_path):
+    """node-prep and storage may both back fstab up within one second ("<stamp>.bak", then
+    "<stamp>-1.bak"); the host's own version is the first. The file replaced by the
+    restore is itself backed up."""
+    node, _, site = gpu_site(sandbox_nodes, tmp_path)
+    stamp = "/etc/fstab.cubeinstall-20260101T000000Z"
+    node.write(f"{stamp}.bak", b"# the host's own fstab\n")
+    node.write(f"{stamp}-1.bak", b"# after node-prep\n")
+    node.write("/etc/fstab", b"# after storage\n")
+
+    restored = by_target(restore_node_files(stage_context(site), write=True))
+    assert restored[f"{node.name}:/etc/fstab"] == ("update", f"restored from {stamp}.bak")
+    assert node.read("/etc/fstab") == b"# the host's own fstab\n"
+    backups = {p.name: p.read_bytes() for p in node.path("/etc").glob("fstab.cubeinstall-*.bak")}
+    assert len(backups) == 3 and b"# after storage\n" in backups.values()

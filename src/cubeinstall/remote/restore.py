@@ -8,6 +8,7 @@ atomically (copy beside, then rename) and is itself idempotent.
 from __future__ import annotations
 
 from cubeinstall.remote.host import Host
+from cubeinstall.remote.operations import backup_dest
 from cubeinstall.remote.probe import ask_nodes
 from cubeinstall.remote.shell import q
 from cubeinstall.stages.base import Change, RunContext
@@ -19,11 +20,17 @@ EDITED_FILES = {"/etc/fstab": None, "/etc/docker/daemon.json": "docker",
 
 
 def _script(path: str, write: bool) -> str:
-    action = ('cp -p -- "$b" "$f.cubeinstall-restore" && mv -f -- "$f.cubeinstall-restore" "$f" && '
+    # The oldest backup by its stamp, then its same-second number: a plain name sort would
+    # put "<stamp>-1.bak" before "<stamp>.bak". The file given back is itself backed up first.
+    action = ('{ dest="$f"; ' + backup_dest() + '} >/dev/null && '
+              'cp -p -- "$b" "$f.cubeinstall-restore" && mv -f -- "$f.cubeinstall-restore" "$f" && '
               if write else "")
     return (
         f"f={q(path)}\n"
-        'b=$(ls -1 -- "$f".cubeinstall-*.bak 2>/dev/null | sort | head -n 1)\n'
+        'b=$(for x in "$f".cubeinstall-*.bak; do\n'
+        '  [ -e "$x" ] || continue; k=${x##*.cubeinstall-}; k=${k%.bak}\n'
+        '  case $k in *-*) ;; *) k="$k-0" ;; esac; printf \'%s %s\\n\' "$k" "$x"\n'
+        'done | sort -t- -k1,1 -k2,2n | head -n 1 | cut -d" " -f2-)\n'
         'if [ -z "$b" ]; then echo "none"\n'
         'elif cmp -s -- "$b" "$f"; then echo "same $b"\n'
         f'else {action}echo "restore $b"; fi\n'
