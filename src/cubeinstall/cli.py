@@ -91,7 +91,7 @@ def stages(config: Optional[Path] = ConfigOption) -> None:
 @app.command()
 def init(
     path: Path = typer.Argument(Path("site.yaml"), help="where to write the example site"),
-    force: bool = ForceOption,
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
 ) -> None:
     """Write a commented example site.yaml to start from."""
     from importlib.resources import files

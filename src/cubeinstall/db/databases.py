@@ -258,8 +258,12 @@ def purge(ctx: "RunContext", *, write: bool, deadline_seconds: float) -> list[Ch
         conn = connect(endpoint, deadline_seconds=deadline_seconds)
         try:
             with conn.cursor() as cursor:
-                present = existing_databases(cursor, [db.name for db in site.mysql.databases])
-                user_present = bool(site.mysql.app_user) and _user_exists(cursor, site.mysql.app_user.name)
+                try:
+                    present = existing_databases(cursor, [db.name for db in site.mysql.databases])
+                    user_present = (bool(site.mysql.app_user)
+                                    and _user_exists(cursor, site.mysql.app_user.name))
+                except pymysql.err.MySQLError as exc:
+                    raise sql_error(exc, endpoint, "reading the databases and users to drop") from None
                 for target, statement in statements:
                     exists = (target.removeprefix("database ") in present
                               if target.startswith("database ") else user_present)
