@@ -249,10 +249,12 @@ class Engine:
              settled: set[ObjectKey]) -> None:
         """Wait until the phase's objects are ready (``settled``: unchanged and seen ready)."""
         if self.options.gates:
+            claims = any(item.group_kind == ("", "PersistentVolumeClaim") for item in items)
+            late_binding = self.late_binding_classes() if claims else (set(), False)
             watched = [wait.Watched(item.key, item.resource, item.desired) for item in items
                        if item.key not in settled and has_gate(item.desired)
                        and not self.served_by_pods_unprobed(item)
-                       and not self.waits_for_consumer(item)]
+                       and not self.waits_for_consumer(item, late_binding)]
             if watched:
                 wait.wait_ready(self.client, watched, stage=self.stage,
                                 deadline=self.object_deadline(), report=self.report)
@@ -280,20 +282,25 @@ class Engine:
         return self.options.webhooks == "skip" and item.group_kind == (
             "apiregistration.k8s.io", "APIService")
 
-    def waits_for_consumer(self, item: Item) -> bool:
+    def late_binding_classes(self) -> tuple[set[str], bool]:
+        """WaitForFirstConsumer StorageClasses by name, and whether the default class is one."""
+        names, default = set(), False
+        for sc in self.call(lambda: self.client.list(
+                self.client.resolve("storage.k8s.io/v1", "StorageClass"))):
+            if sc.get("volumeBindingMode") == "WaitForFirstConsumer":
+                names.add(sc["metadata"]["name"])
+                default = default or (sc["metadata"].get("annotations") or {}).get(
+                    "storageclass.kubernetes.io/is-default-class") == "true"
+        return names, default
+
+    @staticmethod
+    def waits_for_consumer(item: Item, late_binding: tuple[set[str], bool]) -> bool:
         """A PVC of a WaitForFirstConsumer class binds only once a pod uses it."""
         if item.group_kind != ("", "PersistentVolumeClaim"):
             return False
         wanted = (item.desired.get("spec") or {}).get("storageClassName")
-        if wanted == "":
-            return False
-        classes = self.client.list(self.client.resolve("storage.k8s.io/v1", "StorageClass"))
-        for sc in classes:
-            annotations = sc["metadata"].get("annotations") or {}
-            if sc["metadata"]["name"] == wanted or (wanted is None and annotations.get(
-                    "storageclass.kubernetes.io/is-default-class") == "true"):
-                return sc.get("volumeBindingMode") == "WaitForFirstConsumer"
-        return False
+        names, default = late_binding
+        return default if wanted is None else wanted in names
 
     def prune(self, items: list[Item], dry_run: bool) -> list[Change]:
         wanted = {item.key for item in items}
