@@ -4,22 +4,18 @@ The operator's CRDs and its RBAC/Deployment/Service come from upstream's example
 files, which hard-code namespace ``default`` (ClusterRoleBinding subject included):
 they are moved to ``monitoring``. The platform's own objects (Prometheus,
 Alertmanager, Grafana, exporters, ServiceMonitors) come from
-``cubeinstall.stages.prometheus_objects``; until that module exists this stage installs
-the operator alone.
+``cubeinstall.stages.prometheus_objects``.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
+from cubeinstall.stages import prometheus_objects, registry
 from cubeinstall.upstream import catalog, manifests, patches
 
 STAGE = "prometheus"
 UPSTREAM = ("prometheus-operator",)
 DEFAULT_NAMESPACE = "monitoring"
-OWN_OBJECTS = "cubeinstall.stages.prometheus_objects"
 
 
 def render(site: Site) -> list[dict]:
@@ -32,10 +28,4 @@ def render(site: Site) -> list[dict]:
 
 
 def own_objects(site: Site) -> list[dict]:
-    try:
-        module = importlib.import_module(OWN_OBJECTS)
-    except ModuleNotFoundError as exc:
-        if exc.name == OWN_OBJECTS:
-            return []
-        raise
-    return module.render(site)
+    return prometheus_objects.render(site)
