@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from cubeinstall.kube.support import ClusterState, ContainerLog
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+LOG_LINES = 50  # per container, fetched (kube/support.py) and shown
 MAX_SPEC_LINES = 400  # a workload's spec is whole; a CRD's schema is not
-LOG_LINES = 50
 
 
 def section(title: str, lines: list[str] | str) -> str:

@@ -21,11 +21,11 @@ from cubeinstall.kube.errors import KubeError
 from cubeinstall.kube.gather import namespace_events, pods_of, runs_pods
 from cubeinstall.kube.objects import key_of, stage_selector, target
 from cubeinstall.kube.readiness import readiness
+from cubeinstall.support_text import LOG_LINES
 
 BUDGET_SECONDS = 6.0
 MAX_PODS = 20
 MAX_EVENTS = 200
-LOG_LINES = 50
 
 
 @dataclass(frozen=True)
