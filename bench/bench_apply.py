@@ -28,14 +28,13 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cubeinstall.core.yamlio import dump_documents
 from cubeinstall.kube.apply import Engine, Options
 from cubeinstall.kube.client import KubeClient
-from cubeinstall.yamlio import dump_documents
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.nodes import DEFAULT_NODES, FakeNode

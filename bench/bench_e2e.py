@@ -255,7 +255,7 @@ def measure(workdir: Path, runs: int, rounds: int) -> dict:
         results.update(stages=stages, objects=sum(e["objects"] for e in objects.of("rendered")))
 
         # 3: --help and render.
-        results["help_s"] = median_seconds([sys.executable, "-m", "cubeinstall.cli", "--help"], runs)
+        results["help_s"] = median_seconds([sys.executable, "-m", "cubeinstall", "--help"], runs)
         results["python_s"] = median_seconds([sys.executable, "-c", "pass"], runs)
         results["render_s"] = statistics.median(
             required(cli("render", "--out", str(workdir / f"render{index}")), "render").seconds

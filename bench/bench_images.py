@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cubeinstall.core.output import Output  # noqa: E402
 from cubeinstall.images.inventory import build_inventory  # noqa: E402
 from cubeinstall.images.mirror import MirrorSettings, mirror  # noqa: E402
-from cubeinstall.output import Output  # noqa: E402
 from tests.servers.registry import (  # noqa: E402
     TARGET_PASSWORD,
     TARGET_USER,

@@ -36,10 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cubeinstall.output import Output
+from cubeinstall.core.context import RunContext, RunOptions
+from cubeinstall.core.output import Output
 from cubeinstall.remote.pool import pool_for
 from cubeinstall.stages import node_prep, storage
-from cubeinstall.stages.base import RunContext, RunOptions
 from tests.servers.sshd import NodeFactory, NodeSpec, client_keypair, make_site, trust
 
 CEPH = {"type": "cephfs", "monitors": ["10.0.0.31:6789", "10.0.0.32:6789"], "user": "admin",

@@ -18,9 +18,9 @@ from pathlib import Path
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "site.yaml"
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
-    "cubeinstall --help": [sys.executable, "-m", "cubeinstall.cli", "--help"],
-    "cubeinstall stages": [sys.executable, "-m", "cubeinstall.cli", "stages", "-c", str(EXAMPLE)],
-    "cubeinstall render (all stages)": [sys.executable, "-m", "cubeinstall.cli", "render",
+    "cubeinstall --help": [sys.executable, "-m", "cubeinstall", "--help"],
+    "cubeinstall stages": [sys.executable, "-m", "cubeinstall", "stages", "-c", str(EXAMPLE)],
+    "cubeinstall render (all stages)": [sys.executable, "-m", "cubeinstall", "render",
                                         "-c", str(EXAMPLE), "--out", "/tmp/cubeinstall-bench-render"],
 }
 

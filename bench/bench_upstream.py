@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cubeinstall.output import Output  # noqa: E402
+from cubeinstall.core.output import Output  # noqa: E402
 from cubeinstall.site.loader import load_site  # noqa: E402
 from cubeinstall.upstream import bundle, catalog, manifests  # noqa: E402
 from cubeinstall.upstream.cache import Cache  # noqa: E402

@@ -57,7 +57,7 @@ def assert_golden(name: str, objects: list[dict]) -> None:
     """Objects equal tests/golden/<name>.yaml; CUBEINSTALL_UPDATE_GOLDEN=1 rewrites it."""
     import os
 
-    from cubeinstall.yamlio import dump_documents
+    from cubeinstall.core.yamlio import dump_documents
 
     text = dump_documents(objects)
     path = GOLDEN / f"{name}.yaml"

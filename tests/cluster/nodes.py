@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from cubeinstall.site.model import ROLE_PLACEMENTS
-from typing import Any
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_ANNOTATION_SELECTOR = f"{KWOK_ANNOTATION}=fake"

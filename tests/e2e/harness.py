@@ -1,6 +1,6 @@
 """Run the real CLI as a subprocess and read its JSON events.
 
-Every e2e step is `python -m cubeinstall.cli --json ...` in a child process,
+Every e2e step is `python -m cubeinstall --json ...` in a child process,
 exactly as an operator runs it: its own interpreter, environment (secrets as
 environment variables, its own cache and state directories) and exit code.
 ``start`` gives a running process whose events are read as they come, so a
@@ -72,7 +72,7 @@ class Cli:
 
     def command(self, *args: str, config: bool = True) -> list[str]:
         site = ["-c", str(self.config)] if config else []
-        return [sys.executable, "-m", "cubeinstall.cli", "--json", *args, *site]
+        return [sys.executable, "-m", "cubeinstall", "--json", *args, *site]
 
     def __call__(self, *args: str, config: bool = True, timeout: float = 900) -> Run:
         process = self.start(*args, config=config)

@@ -348,9 +348,9 @@ def test_uninstall_removes_what_it_owns_and_nothing_else(kube):
 def test_a_run_context_supplies_timeouts_output_and_client(kube_cluster, test_namespace):
     import io
 
-    from cubeinstall.output import Output
+    from cubeinstall.core.context import RunContext, RunOptions
+    from cubeinstall.core.output import Output
     from cubeinstall.site.loader import load_site
-    from cubeinstall.stages.base import RunContext, RunOptions
     from tests.helpers import EXAMPLE_SITE
 
     example = load_site(EXAMPLE_SITE)

@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
+from cubeinstall.core.yamlio import load_documents
 from cubeinstall.kube.apply import apply_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.readiness import readiness
-from cubeinstall.yamlio import load_documents
 from tests.helpers import SHARED
 
 pytestmark = pytest.mark.cluster

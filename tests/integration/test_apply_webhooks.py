@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
+from cubeinstall.core.output import Output
 from cubeinstall.kube.apply import apply_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.errors import ApplyFailed, NotFound
-from cubeinstall.output import Output
 
 pytestmark = pytest.mark.cluster
 

@@ -131,9 +131,9 @@ _RUNNER = """
 import sys
 from pathlib import Path
 from cubeinstall.db.backfill import load_backfills, run_backfills
-from cubeinstall.output import Output
+from cubeinstall.core.output import Output
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages.base import RunContext
+from cubeinstall.core.context import RunContext
 
 ctx = RunContext(site=load_site(sys.argv[1]), out=Output(json_mode=True))
 run_backfills(ctx, batch_size=int(sys.argv[3]), entries=load_backfills(Path(sys.argv[2])))
@@ -193,7 +193,7 @@ def test_killed_midway_then_resumed_to_completion(mariadb, mysql_context, tmp_pa
 
 
 def test_a_default_the_column_refuses_is_a_clear_error(mariadb, mysql_context):
-    from cubeinstall.errors import CubeError
+    from cubeinstall.core.errors import CubeError
 
     mariadb.query("CREATE DATABASE kubeflow")
     mariadb.query("CREATE TABLE kubeflow.task (id INT PRIMARY KEY, retry INT NULL)")

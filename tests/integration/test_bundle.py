@@ -16,9 +16,10 @@ import tarfile
 import pytest
 import yaml
 
-from cubeinstall.output import Output
+from cubeinstall.core.output import Output
+from cubeinstall.run import bundle
 from cubeinstall.site.loader import load_site
-from cubeinstall.upstream import bundle, catalog
+from cubeinstall.upstream import catalog
 from cubeinstall.upstream.cache import Cache, ChecksumMismatch
 from cubeinstall.upstream.fetch import DownloadFailed, fetch_all, fetch_one
 from tests.helpers import example_site_data, json_events, write_site

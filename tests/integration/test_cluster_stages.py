@@ -15,25 +15,32 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 import shutil
+import socket
 
 import pytest
 
-from cubeinstall import runner
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.context import RunContext, RunOptions
+from cubeinstall.core.errors import StageFailed
+from cubeinstall.core.output import Output
+from cubeinstall.core.yamlio import load_documents
 from cubeinstall.kube.apply import apply_objects, plan_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.objects import kept_selector, stage_selector
 from cubeinstall.kube.selectors import matches, selector_string
-from cubeinstall.output import Output
 from cubeinstall.render import finalize
+from cubeinstall.run import runner
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.model import Component
-from cubeinstall.stages import (cube, dashboard, efk, mysql, prometheus_objects, redis,
-                                registry)
-from cubeinstall.stages.base import RunContext, RunOptions
-from cubeinstall.yamlio import load_documents
+from cubeinstall.stages import (
+    cube,
+    dashboard,
+    efk,
+    mysql,
+    prometheus_objects,
+    redis,
+    registry,
+)
 from tests.helpers import EXAMPLE_SITE, SHARED
 
 TIMEOUT = 120

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from cubeinstall import runner
-from cubeinstall.output import Output
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.output import Output
+from cubeinstall.run import runner
+from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import istio, registry
-from cubeinstall.stages.base import RunContext
+from cubeinstall.stages import istio
 from cubeinstall.upstream import catalog
 from tests.helpers import json_events, run_cli
 from tests.servers.http_upstream import component_site

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pymysql
 import pytest
 
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.stages import databases as stage
 
 pytestmark = pytest.mark.mysql

@@ -16,7 +16,12 @@ import time
 import pytest
 
 from cubeinstall.db.connection import Endpoint, MySQLUnreachable, connect
-from cubeinstall.db.portforward import ForwardError, LoopbackBridge, ServiceMissing, Upstream
+from cubeinstall.db.portforward import (
+    ForwardError,
+    LoopbackBridge,
+    ServiceMissing,
+    Upstream,
+)
 from cubeinstall.site.secrets import Secret
 
 pytestmark = pytest.mark.mysql

@@ -18,9 +18,9 @@ import time
 
 import pytest
 
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.db import connection, redis_gate
 from cubeinstall.db.portforward import ForwardError, ServiceTarget, forward_service
-from cubeinstall.errors import StageFailed
 from cubeinstall.stages import databases as stage
 
 pytestmark = pytest.mark.cluster

@@ -10,13 +10,14 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from cubeinstall.cli_context import OPTIONS
-from cubeinstall.errors import CubeError
-from cubeinstall.images import cli as images_cli
-from cubeinstall.images import inventory
-from cubeinstall.images.inventory import build_inventory, site_inventory
-from cubeinstall.output import Output
+from cubeinstall.cli import images as images_cli
+from cubeinstall.cli.options import OPTIONS
+from cubeinstall.core.errors import CubeError
+from cubeinstall.core.output import Output
+from cubeinstall.images.inventory import build_inventory
 from cubeinstall.site.loader import load_site
+from cubeinstall.stages import images as images_stage
+from cubeinstall.stages.images import site_inventory
 from tests.helpers import EXAMPLE_SITE
 from tests.servers.registry import site_data
 
@@ -55,7 +56,7 @@ def test_mirror_verify_save_load(run, source_registry, target_registry, tmp_path
     config.write_text(yaml.safe_dump(site_data(target_registry)))
     site = load_site(config)
     uses = build_inventory({"test": list(source_registry.images)}, site.registry)
-    monkeypatch.setattr(inventory, "site_inventory", lambda s: uses)
+    monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
 
     result, _ = run("verify", "--config", str(config))
     assert isinstance(result.exception, CubeError)

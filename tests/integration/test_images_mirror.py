@@ -10,15 +10,19 @@ import os
 
 import pytest
 
-from cubeinstall.errors import CubeError, StageFailed
-from cubeinstall.images import inventory, naming
+from cubeinstall.core.context import RunContext, RunOptions
+from cubeinstall.core.errors import CubeError, StageFailed
+from cubeinstall.core.output import Output
 from cubeinstall.images.inventory import build_inventory
 from cubeinstall.images.mirror import MirrorSettings, mirror
-from cubeinstall.images.registry_client import RegistryAuthError, RegistryClient, RegistryTLSError
+from cubeinstall.images.registry_client import (
+    RegistryAuthError,
+    RegistryClient,
+    RegistryTLSError,
+)
 from cubeinstall.images.status import missing_in_registry, target_endpoint
-from cubeinstall.output import Output
+from cubeinstall.render import naming
 from cubeinstall.stages import images as images_stage
-from cubeinstall.stages.base import RunContext, RunOptions
 from tests.servers.registry import (
     MULTI_ARCH,
     TARGET_PASSWORD,
@@ -153,7 +157,7 @@ def test_outdated_image_is_replaced_and_missing_source_fails_without_retry(
     push_image(stale, target_registry, f"{target.repository}:{target.tag}")
     missing = f"{source_registry.host}/nobody/nothing:1"
     uses = build_inventory({"t": [source, missing]}, site.registry)
-    monkeypatch.setattr(inventory, "site_inventory", lambda s: uses)
+    monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
     changes = {c.target: c.action
                for c in images_stage.plan(RunContext(site, _output(), RunOptions()))}
     assert changes[f"image {target}"] == "update"
@@ -196,7 +200,7 @@ def test_stage_plan_apply_then_unchanged(source_registry, target_registry, monke
     site = make_site(target_registry)
     uses = _uses(source_registry, site)
     # the site's real inventory names internet images; here the stage mirrors the test's
-    monkeypatch.setattr(inventory, "site_inventory", lambda s: uses)
+    monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
     ctx = RunContext(site, _output(), RunOptions())
     assert {c.action for c in images_stage.plan(ctx)} == {"create"}
     assert {c.action for c in images_stage.apply(ctx, FAST)} == {"create"}
@@ -208,7 +212,7 @@ def test_stage_failure_names_the_images(source_registry, target_registry, monkey
     site = make_site(target_registry)
     missing = f"{source_registry.host}/none/such:1"
     uses = build_inventory({"t": [missing, *source_registry.images]}, site.registry)
-    monkeypatch.setattr(inventory, "site_inventory", lambda s: uses)
+    monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
     with pytest.raises(StageFailed) as info:
         images_stage.apply(RunContext(site, _output(), RunOptions()), FAST)
     assert info.value.stage == "images" and "1 of 5 images" in str(info.value)
@@ -221,7 +225,7 @@ def test_stage_reports_a_wrong_password_as_its_failure(source_registry, target_r
                                                        monkeypatch):
     site = make_site(target_registry, password="wrong-one")
     uses = _uses(source_registry, site)
-    monkeypatch.setattr(inventory, "site_inventory", lambda s: uses)
+    monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
     with pytest.raises(StageFailed) as info:
         images_stage.plan(RunContext(site, _output(), RunOptions()))
     assert info.value.stage == "images" and TARGET_USER in str(info.value)

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from cubeinstall.errors import CubeError
-from cubeinstall.images import naming
+from cubeinstall.core.errors import CubeError
+from cubeinstall.core.output import Output
 from cubeinstall.images.inventory import build_inventory
 from cubeinstall.images.mirror import MirrorSettings
 from cubeinstall.images.offline import load, read_index, save
 from cubeinstall.images.registry_client import RegistryClient
 from cubeinstall.images.status import missing_in_registry, target_endpoint
-from cubeinstall.output import Output
+from cubeinstall.render import naming
 from tests.servers.registry import make_site
 
 pytestmark = pytest.mark.registry

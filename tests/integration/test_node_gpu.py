@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.stages import gpu_runtime
 from tests.servers.sshd import NodeSpec, make_site, snapshot, stage_context, trust
 

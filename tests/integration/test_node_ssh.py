@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.remote.errors import HostError
 from cubeinstall.remote.pool import ConnectionPool
 from cubeinstall.stages import node_prep, storage

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cubeinstall import facts as platform
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.errors import StageFailed
+from cubeinstall.site import platform
 from cubeinstall.stages import node_prep, storage
 from tests.servers.sshd import NodeSpec, make_site, snapshot, stage_context, trust
 

@@ -25,7 +25,7 @@ from cubeinstall.kube.apply import apply_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.errors import ApplyFailed
 from cubeinstall.kube.support import collect
-from cubeinstall.support_text import cluster_sections
+from cubeinstall.run.support_text import cluster_sections
 from tests.cluster.nodes import FAKE_LOG_LINES, KUBELET_ADDRESS, FakeNode
 from tests.helpers import (
     EXAMPLE_SITE,

@@ -17,11 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from cubeinstall.site.model import ROLE_PLACEMENTS
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from cubeinstall.site.model import ROLE_PLACEMENTS
 from tests.cluster import build
 from tests.cluster.controlplane import STATE_FILE, ControlPlane
 from tests.cluster.nodes import DEFAULT_NODES, FakeNode, node_schedulable

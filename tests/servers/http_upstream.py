@@ -220,7 +220,7 @@ def fetched_cache(upstream_server: HttpServer, tmp_path_factory) -> Path:
     """A cache holding every file of the catalog, fetched once per session from the server."""
     import io
 
-    from cubeinstall.output import Output
+    from cubeinstall.core.output import Output
     from cubeinstall.upstream import catalog
     from cubeinstall.upstream.cache import Cache
     from cubeinstall.upstream.fetch import fetch_all
@@ -256,8 +256,8 @@ def cubeinstall_cli(capsys):
 
     Mounts the `bundle` sub-app the way cli.py registers it, if it is not registered yet.
     """
-    from cubeinstall import bundle_cli
     from cubeinstall import cli as main_cli
+    from cubeinstall.cli import bundle as bundle_cli
     from tests.helpers import run_cli
 
     if not any(group.name == "bundle" for group in main_cli.app.registered_groups):

@@ -22,11 +22,17 @@ from typing import TYPE_CHECKING
 import pymysql
 import pytest
 
-from tests.cluster.processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
+from tests.cluster.processes import (
+    ManagedProcess,
+    ProcessError,
+    format_tail,
+    free_port,
+    wait_until,
+)
 
 if TYPE_CHECKING:
+    from cubeinstall.core.context import RunContext
     from cubeinstall.site.model import Site
-    from cubeinstall.stages.base import RunContext
 
 ROOT_PASSWORD = "root-Pw'; x\"1"  # quotes prove the password travels as a parameter
 SYSTEM_SCHEMAS = ("mysql", "information_schema", "performance_schema", "sys")
@@ -173,8 +179,8 @@ def context_for(site: "Site", **options) -> "RunContext":
     """A RunContext whose Output records JSON events in memory (tests read ctx.out.events)."""
     import io
 
-    from cubeinstall.output import Output
-    from cubeinstall.stages.base import RunContext, RunOptions
+    from cubeinstall.core.context import RunContext, RunOptions
+    from cubeinstall.core.output import Output
 
     return RunContext(site=site, out=Output(json_mode=True, stream=io.StringIO()),
                       options=RunOptions(**options))

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
+from tests.cluster.processes import (
+    ManagedProcess,
+    ProcessError,
+    format_tail,
+    free_port,
+    wait_until,
+)
 
 REDIS_PASSWORD = "redis-Pw with spaces \"and\" quotes"
 

@@ -31,7 +31,13 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.pki import CertificateAuthority
-from tests.cluster.processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
+from tests.cluster.processes import (
+    ManagedProcess,
+    ProcessError,
+    format_tail,
+    free_port,
+    wait_until,
+)
 
 TARGET_USER = "robot-cube"
 TARGET_PASSWORD = "s3cret-Registry-pw"  # registered as a Secret by make_site: masked in output

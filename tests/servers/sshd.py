@@ -339,8 +339,8 @@ def stage_context(site, *, trust_new_hosts: bool = False, dry_run: bool = False)
     """A run context whose output is JSON events in memory (tests read ``ctx.out.events``)."""
     import io
 
-    from cubeinstall.output import Output
-    from cubeinstall.stages.base import RunContext, RunOptions
+    from cubeinstall.core.context import RunContext, RunOptions
+    from cubeinstall.core.output import Output
 
     out = Output(json_mode=True, stream=io.StringIO())
     return RunContext(site, out, RunOptions(trust_new_hosts=trust_new_hosts, dry_run=dry_run))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -39,26 +38,26 @@ def test_config_error_exit_code(tmp_path, capsys):
 
 
 def test_interrupt_exits_130(monkeypatch, capsys):
-    from cubeinstall import runner
+    from cubeinstall.run import runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run", interrupted)
-    monkeypatch.setattr("cubeinstall.preflight.run_preflight", lambda *a: [])
+    monkeypatch.setattr("cubeinstall.run.preflight.run_preflight", lambda *a: [])
     code, out, _ = run_cli(["all", "--dry-run", "-c", str(EXAMPLE_SITE)], capsys)
     assert code == 130 and "interrupted" in out
 
 
 def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
-    from cubeinstall import runner
-    from cubeinstall.errors import StageFailed
+    from cubeinstall.core.errors import StageFailed
+    from cubeinstall.run import runner
 
     def failing(ctx, stage, offline):
         raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
 
     monkeypatch.setattr(runner, "plan_stage", failing)
-    monkeypatch.setattr("cubeinstall.preflight.run_preflight", lambda *a: [])
+    monkeypatch.setattr("cubeinstall.run.preflight.run_preflight", lambda *a: [])
     code, out, _ = run_cli(["--json", "all", "--dry-run", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
     assert code == 1
     events = json_events(out)
@@ -115,12 +114,12 @@ def test_version(capsys):
 
 def test_preflight_failure_exits_3_before_any_change(monkeypatch, capsys):
     """The demo kubeconfig names a host that does not resolve: cluster checks fail."""
-    from cubeinstall import runner
+    from cubeinstall.stages.contract import StageCode
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a stage ran after a failed preflight")
 
-    monkeypatch.setattr(runner, "apply_stage", must_not_run)
+    monkeypatch.setattr(StageCode, "apply", must_not_run)
     code, out, _ = run_cli(["--json", "all", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
     assert code == 3, out
     failed = [e for e in json_events(out) if e["event"] == "preflight" and e["grade"] == "error"]
@@ -132,3 +131,24 @@ def test_preflight_unknown_ignore_id(capsys):
     code, out, _ = run_cli(["preflight", "-c", str(EXAMPLE_SITE), "--only", "namespaces",
                             "--ignore", "cluster-verison"], capsys)
     assert code == 2 and "unknown check cluster-verison" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["plan", "-c", "s.yaml", "--json"], ["-c", "s.yaml", "--json", "plan"]),
+    (["stage", "redis", "--config=s.yaml", "-v", "--dry-run"], ["--config=s.yaml", "-v", "stage", "redis", "--dry-run"]),
+    (["images", "list", "--kubeconfig", "k", "--context", "c", "-y"], ["--kubeconfig", "k", "--context", "c", "-y", "images", "list"]),
+    (["render", "--", "-c", "x"], ["render", "--", "-c", "x"]),
+])
+def test_global_options_move_before_the_subcommand(argv, expected):
+    from cubeinstall.cli.options import hoist_global_options
+
+    assert hoist_global_options(argv) == expected
+
+
+def test_global_options_work_after_the_subcommand(capsys):
+    code, out, _ = run_cli(["validate", "--json", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 0
+    [valid] = [e for e in json_events(out) if e["event"] == "valid"]
+    assert valid["site"] == "demo-bj"
+    code, out, _ = run_cli(["images", "list", "--json", "--config", str(EXAMPLE_SITE)], capsys)
+    assert code == 0 and any(e["event"] == "image" for e in json_events(out))

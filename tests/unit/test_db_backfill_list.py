@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.db.backfill import BackfillEntry, applies, load_backfills
-from cubeinstall.errors import ConfigError
 
 
 def test_shipped_list_is_valid_ordered_and_has_project_expand():

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.db import names
-from cubeinstall.db.databases import create_database, create_user, grant_all, set_password
+from cubeinstall.db.databases import (
+    create_database,
+    create_user,
+    grant_all,
+    set_password,
+)
 from cubeinstall.db.statement import Statement
-from cubeinstall.errors import ConfigError
 from cubeinstall.site.model import AppUser, Database
 from cubeinstall.site.secrets import Secret
 

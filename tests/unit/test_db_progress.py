@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from cubeinstall.output import Output
+from cubeinstall.core.output import Output
 
 
 def test_progress_events_in_json_mode():

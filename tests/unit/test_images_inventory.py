@@ -7,20 +7,20 @@ import json
 
 import pytest
 
-from cubeinstall.errors import ConfigError
-from cubeinstall.images import naming
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.core.yamlio import load_documents
 from cubeinstall.images.inventory import (
     RUNTIME_PREFIX,
     build_inventory,
     runtime_images,
-    site_inventory,
     source_site,
 )
-from cubeinstall.images.rewrite import ensure_pull_secret, rewrite_images
-from cubeinstall.images.walk import images_in_objects
+from cubeinstall.render import naming
+from cubeinstall.render.pull_secret import ensure_pull_secret
+from cubeinstall.render.rewrite import rewrite_images
+from cubeinstall.render.walk import images_in_objects
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.model import Registry
-from cubeinstall.yamlio import load_documents
 from tests.helpers import EXAMPLE_SITE, SHARED
 
 UPSTREAM = SHARED / "upstream"
@@ -254,7 +254,8 @@ def test_rewrite_of_upstream_leaves_no_original_reference():
 
 @pytest.fixture(scope="module")
 def example(images_upstream_cache):
-    from cubeinstall.render import all_objects
+    from cubeinstall.stages.images import site_inventory
+    from cubeinstall.stages.rendered import all_objects
 
     site = load_site(EXAMPLE_SITE)
     return site, all_objects(source_site(site)), site_inventory(site)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cubeinstall.images import naming
+from cubeinstall.render import naming
 from cubeinstall.site.model import Registry
 
 DIGEST = "sha256:" + "ab" * 32

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 from cubeinstall.images import skopeo
 from cubeinstall.images.registry_client import Endpoint
 from cubeinstall.images.status import is_loopback

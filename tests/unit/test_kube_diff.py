@@ -1,8 +1,8 @@
 """Normalisation, masked diffs and the no-request shortcut."""
 
+from cubeinstall.core.redaction import MASK
 from cubeinstall.kube.diff import compact_diff, contained_in, same
 from cubeinstall.kube.objects import DIGEST_ANNOTATION, desired_object
-from cubeinstall.redaction import MASK
 
 LIVE = {"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "c", "namespace": "n", "uid": "u1", "resourceVersion": "42",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import registry
 from tests.helpers import EXAMPLE_SITE
 
 DESIGN_ORDER = [

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.remote.edits import Union
 from cubeinstall.site.model import Site
 from cubeinstall.stages import gpu_runtime, storage

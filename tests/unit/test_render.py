@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from cubeinstall import facts
-from cubeinstall.render import all_objects
+from cubeinstall.core.yamlio import load_documents
+from cubeinstall.site import platform
 from cubeinstall.site.loader import load_site
-from cubeinstall.yamlio import load_documents
+from cubeinstall.stages.rendered import all_objects
 from tests.helpers import EXAMPLE_SITE, assert_golden
 
 GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "gateway")
@@ -32,7 +32,7 @@ def test_render_is_byte_identical_across_processes(tmp_path):
     for seed in ("1", "2"):
         out_dir = tmp_path / seed
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run([sys.executable, "-m", "cubeinstall.cli", "render", "-c", str(EXAMPLE_SITE),
+        subprocess.run([sys.executable, "-m", "cubeinstall", "render", "-c", str(EXAMPLE_SITE),
                         "--out", str(out_dir)], check=True, env=env, capture_output=True)
         outputs.append({p.name: p.read_bytes() for p in sorted(out_dir.iterdir())})
     assert outputs[0] == outputs[1]
@@ -43,9 +43,9 @@ def test_every_namespace_has_pull_secret_and_injection_label(rendered):
     objects = rendered["namespaces"]
     namespaces = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Namespace"}
     secrets = {o["metadata"]["namespace"] for o in objects if o["kind"] == "Secret"}
-    assert set(facts.PLATFORM_NAMESPACES) <= set(namespaces)
+    assert set(platform.PLATFORM_NAMESPACES) <= set(namespaces)
     assert "kube-system" not in namespaces  # never owned, never deleted
-    assert secrets == set(facts.PLATFORM_NAMESPACES) | {"kube-system"}
+    assert secrets == set(platform.PLATFORM_NAMESPACES) | {"kube-system"}
     assert all(ns["metadata"]["labels"]["istio-injection"] == "disabled" for ns in namespaces.values())
     assert namespaces["katib"]["metadata"]["labels"]["katib-metricscollector-injection"] == "enabled"
 
@@ -62,7 +62,7 @@ def test_every_pv_is_bound_to_its_claim(rendered):
     objects = rendered["pv-pvc"]
     pvs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolume"}
     pvcs = [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
-    assert len(pvs) == len(pvcs) == len(facts.PLATFORM_VOLUMES)
+    assert len(pvs) == len(pvcs) == len(platform.PLATFORM_VOLUMES)
     for pvc in pvcs:
         ns, claim = pvc["metadata"]["namespace"], pvc["metadata"]["name"]
         pv = pvs[f"{ns}-{claim}"]
@@ -106,7 +106,7 @@ def test_kubeconfig_secret_is_self_contained(rendered, tmp_path):
     import yaml
 
     secrets = rendered["kubeconfig"]
-    assert {s["metadata"]["namespace"] for s in secrets} == set(facts.KUBECONFIG_NAMESPACES)
+    assert {s["metadata"]["namespace"] for s in secrets} == set(platform.KUBECONFIG_NAMESPACES)
     config = yaml.safe_load(base64.b64decode(secrets[0]["data"]["main-config"]))
     assert config["current-context"] == "demo"
     assert config["users"][0]["user"]["token"] == "DEMO-token-not-real"
@@ -117,8 +117,8 @@ def test_kubeconfig_embeds_referenced_files(tmp_path):
 
     import yaml
 
-    from cubeinstall.stages.kubeconfig import self_contained_kubeconfig
     from cubeinstall.site.model import Cluster
+    from cubeinstall.stages.kubeconfig import self_contained_kubeconfig
 
     (tmp_path / "ca.crt").write_text("CA-BYTES")
     (tmp_path / "kc").write_text(yaml.safe_dump({

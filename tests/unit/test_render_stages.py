@@ -17,11 +17,19 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from cubeinstall.errors import ConfigError
-from cubeinstall.render import all_objects, finalize
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.render import finalize
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import (cube, dashboard, efk, gateway, mysql, prometheus_objects,
-                                redis)
+from cubeinstall.stages import (
+    cube,
+    dashboard,
+    efk,
+    gateway,
+    mysql,
+    prometheus_objects,
+    redis,
+)
+from cubeinstall.stages.rendered import all_objects
 from cubeinstall.stages.workloads import CONFIG_DIGEST_ANNOTATION
 from tests.helpers import EXAMPLE_SITE, assert_golden, example_site_data, write_site
 

@@ -56,9 +56,9 @@ def test_secret_in_error_text_is_masked(secret_site):
     """Even when a library echoes a password into an error, the output masks it."""
     import io
 
-    from cubeinstall.cli_context import OPTIONS, load_context
-    from cubeinstall.errors import StageFailed
-    from cubeinstall.output import Output
+    from cubeinstall.cli.options import OPTIONS, load_context
+    from cubeinstall.core.errors import StageFailed
+    from cubeinstall.core.output import Output
 
     OPTIONS.config = secret_site
     ctx = load_context()
@@ -85,8 +85,8 @@ def test_hubsecret_holds_the_registry_password_only_inside_secret_data(secret_si
     import base64
     import json
 
-    from cubeinstall.render import all_objects
     from cubeinstall.site.loader import load_site
+    from cubeinstall.stages.rendered import all_objects
 
     rendered = all_objects(load_site(secret_site))
     secret = next(o for o in rendered["namespaces"] if o["kind"] == "Secret")

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
+from cubeinstall.run.fingerprint import fingerprint
+from cubeinstall.run.journal import Journal
+from cubeinstall.run.lock import SiteLocked, local_lock
+from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import registry
-from cubeinstall.state.fingerprint import fingerprint
-from cubeinstall.state.journal import Journal
-from cubeinstall.state.lock import SiteLocked, local_lock
 from tests.helpers import EXAMPLE_SITE, example_site_data, write_site
 
 

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from cubeinstall import runner
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import StageFailed
+from cubeinstall.core.output import Output
 from cubeinstall.kube.support import ClusterState, ContainerLog
-from cubeinstall.output import Output
+from cubeinstall.run.support_bundle import KEEP, header, write_bundle, write_for_failure
+from cubeinstall.run.support_text import cluster_sections, describe
+from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import registry
-from cubeinstall.stages.base import Change, RunContext
-from cubeinstall.support_bundle import KEEP, header, write_bundle, write_for_failure
-from cubeinstall.support_text import cluster_sections, describe
+from cubeinstall.stages.contract import StageCode
 from tests.helpers import EXAMPLE_SITE, json_events, run_cli
 
 UNREGISTERED_VALUE = "plain-value-no-redaction-knows"  # proves "keys only", not masking
@@ -200,7 +201,7 @@ def test_node_stage_bundle_holds_the_error_host_results_and_warnings(ctx):
     failure.changes = [Change("node1: /etc/fstab", "update", "cephfs at /data/k8s")]
     ctx.out.warn("node1: /data/k8s was not empty", stage="storage", host="node1")
 
-    path = write_for_failure(ctx, registry.get("storage"), failure)
+    path = write_for_failure(ctx, registry.get("storage"), failure, objects=None)
 
     text = Path(path).read_text()
     assert "- node2: mount refused key ****" in text and password not in text
@@ -215,7 +216,7 @@ def test_a_bundle_that_cannot_be_written_is_a_warning(ctx, tmp_path, monkeypatch
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("CUBEINSTALL_STATE_DIR", str(tmp_path / "file" / "state"))
     failure = StageFailed("storage", "mount failed")
-    assert write_for_failure(ctx, registry.get("storage"), failure) is None
+    assert write_for_failure(ctx, registry.get("storage"), failure, objects=None) is None
     [warning] = [e for e in ctx.out.events if e["event"] == "warning"]
     assert warning["message"].startswith("could not write the support bundle of stage storage: ")
 
@@ -224,10 +225,10 @@ def test_failed_stage_prints_the_bundle_path_and_puts_it_in_the_json_event(tmp_p
                                                                           capsys):
     monkeypatch.setenv("CUBEINSTALL_STATE_DIR", str(tmp_path / "state"))
 
-    def failing(ctx, stage, objects=None):
-        raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
+    def failing(code, ctx, objects=None):
+        raise StageFailed(code.stage.name, "host node2: connection refused", hint="check sshd")
 
-    monkeypatch.setattr(runner, "apply_stage", failing)
+    monkeypatch.setattr(StageCode, "apply", failing)
     code, out, _ = run_cli(["--json", "stage", "node-prep", "-c", str(EXAMPLE_SITE)], capsys)
     assert code == 1
     events = json_events(out)
@@ -246,10 +247,10 @@ def test_failed_stage_prints_the_bundle_path_and_puts_it_in_the_json_event(tmp_p
 def test_dry_run_failure_writes_no_bundle(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CUBEINSTALL_STATE_DIR", str(tmp_path / "state"))
 
-    def failing(ctx, stage, offline):
-        raise StageFailed(stage.name, "cannot plan")
+    def failing(code, ctx, objects=None):
+        raise StageFailed(code.stage.name, "cannot plan")
 
-    monkeypatch.setattr(runner, "plan_stage", failing)
+    monkeypatch.setattr(StageCode, "plan", failing)
     code, out, _ = run_cli(["--json", "stage", "node-prep", "--dry-run", "-c", str(EXAMPLE_SITE)],
                            capsys)
     assert code == 1

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from cubeinstall.errors import ConfigError
-from cubeinstall.images import naming
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.render import naming
+from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import registry
 from cubeinstall.upstream import catalog
 from tests.helpers import SHARED, example_site_data, write_site
 

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from cubeinstall.render.pull_secret import ensure_pull_secret
 from cubeinstall.upstream import patches
 from cubeinstall.upstream.kinds import cluster_scoped_kinds
 
@@ -245,18 +246,18 @@ def spec_of(obj):
 
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=[w["kind"] for w in WORKLOADS])
-def test_add_image_pull_secrets_once(workload):
-    [out] = run(patches.add_image_pull_secrets, [workload])
+def test_ensure_pull_secret_once(workload):
+    [out] = run(ensure_pull_secret, [workload])
     assert spec_of(out)["imagePullSecrets"] == [{"name": "hubsecret"}]
-    [again] = patches.add_image_pull_secrets([out])
+    [again] = ensure_pull_secret([out])
     assert spec_of(again)["imagePullSecrets"] == [{"name": "hubsecret"}]
 
 
-def test_add_image_pull_secrets_keeps_others_and_ignores_non_workloads():
+def test_ensure_pull_secret_keeps_others_and_ignores_non_workloads():
     obj = deployment(imagePullSecrets=[{"name": "other"}])
     config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
               "data": {"containers": "not a pod"}}
-    out, out_config = run(patches.add_image_pull_secrets, [obj, config])
+    out, out_config = run(ensure_pull_secret, [obj, config])
     assert pod_spec(out)["imagePullSecrets"] == [{"name": "other"}, {"name": "hubsecret"}]
     assert out_config == config
 

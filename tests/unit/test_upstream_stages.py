@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cubeinstall.errors import StageFailed
-from cubeinstall.images import naming
-from cubeinstall.images.walk import images_in_objects
+from cubeinstall.core.errors import StageFailed
+from cubeinstall.render import finalize, naming
+from cubeinstall.render.walk import images_in_objects
 from cubeinstall.site.loader import load_site
 from cubeinstall.stages import (
     frameworkcontroller,
@@ -64,7 +64,8 @@ def test_every_image_is_pinned_and_pulled_if_not_present(stage, site):
         if spec is not None:
             policies = {c.get("imagePullPolicy") for c in spec["containers"]}
             assert policies == {"IfNotPresent"}, obj["metadata"]["name"]
-            assert {"name": "hubsecret"} in spec["imagePullSecrets"]  # the example has credentials
+            assert {"name": "hubsecret"} in pod_spec(finalize(site, [obj])[0])["imagePullSecrets"], \
+                "the example has credentials: every pod pulls with hubsecret"
 
 
 @pytest.mark.parametrize("stage", list(PLACEMENT))

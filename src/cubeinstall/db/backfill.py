@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cubeinstall.core.change import Change
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.db import names
-from cubeinstall.errors import ConfigError
-from cubeinstall.stages.base import Change
 
 if TYPE_CHECKING:
-    from cubeinstall.stages.base import RunContext
+    from cubeinstall.core.context import RunContext
 
 SHIPPED_LIST = "backfills.yaml"
 DEFAULT_BATCH_SIZE = 1000

@@ -22,15 +22,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator
 
+from cubeinstall.core.errors import CubeError
 from cubeinstall.db.portforward import describe_address
 from cubeinstall.db.retry import until_deadline
-from cubeinstall.errors import CubeError
 from cubeinstall.site.secrets import Secret
 
 if TYPE_CHECKING:
+    from cubeinstall.core.context import RunContext
     from cubeinstall.db.portforward import LoopbackBridge
     from cubeinstall.site.model import MySQLTLS
-    from cubeinstall.stages.base import RunContext
 
 IN_CLUSTER_NAMESPACE = "infra"
 IN_CLUSTER_SERVICE = "mysql-service"

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from cubeinstall.core.change import Change
 from cubeinstall.db import names
 from cubeinstall.db.connection import (
     Endpoint,
@@ -25,11 +26,10 @@ from cubeinstall.db.connection import (
     sql_error,
 )
 from cubeinstall.db.statement import Statement
-from cubeinstall.stages.base import Change
 
 if TYPE_CHECKING:
+    from cubeinstall.core.context import RunContext
     from cubeinstall.site.model import AppUser, Database, Site
-    from cubeinstall.stages.base import RunContext
 
 APP_USER_HOST = "%"  # platform pods connect from changing pod IPs
 PASSWORD_CHECK_SECONDS = 10.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")
 ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 
 _CHUNK = 65536
 

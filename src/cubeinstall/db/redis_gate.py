@@ -14,15 +14,15 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cubeinstall.core.change import Change
+from cubeinstall.core.errors import CubeError
 from cubeinstall.db.portforward import describe_address
 from cubeinstall.db.retry import until_deadline
-from cubeinstall.errors import CubeError
-from cubeinstall.stages.base import Change
 
 if TYPE_CHECKING:
+    from cubeinstall.core.context import RunContext
     from cubeinstall.db.portforward import LoopbackBridge
     from cubeinstall.site.secrets import Secret
-    from cubeinstall.stages.base import RunContext
 
 IN_CLUSTER_NAMESPACE = "infra"
 IN_CLUSTER_SERVICE = "redis-master"

@@ -1,15 +1,13 @@
 """The site's image inventory: every image it needs, once, with its private name.
 
 Sources of images:
-- the rendered objects of every enabled stage (``render.all_objects``), walked by
-  ``walk.images_in_objects``; rendered with the registry rewrite OFF so that the
-  inventory sees the upstream names;
-- images a stage module declares with an optional ``extra_images(site)`` function
-  (images not written as a reference in any object, e.g. built from a hub + tag);
+- the rendered objects of every enabled stage, walked by ``walk.images_in_objects``
+  (``stages.images.site_inventory`` renders them with the registry rewrite OFF so that
+  the inventory sees the upstream names);
 - the shipped list of images the platform starts at run time
   (``data/runtime-images.yaml``).
 
-Everything here is pure except ``site_inventory``, which renders.
+Everything here is pure.
 """
 
 from __future__ import annotations
@@ -21,9 +19,8 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 
 import yaml
 
-from cubeinstall.errors import ConfigError
-from cubeinstall.images import naming
-from cubeinstall.images.walk import images_in_objects
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.render import naming
 
 if TYPE_CHECKING:
     from cubeinstall.site.model import Registry, Site
@@ -101,36 +98,8 @@ def _refuse_collisions(inventory: list[ImageUse]) -> None:
                                "the name)")
 
 
-def site_inventory(site: "Site") -> list[ImageUse]:
-    """Every image the site needs: rendered objects of enabled stages + declared + run-time."""
-    from cubeinstall import render  # the renderer is the lead's; imported only when used
-
-    objects_by_stage = render.all_objects(source_site(site))
-    images: dict[str, set[str]] = {
-        stage: images_in_objects(objects) for stage, objects in objects_by_stage.items()
-    }
-    for stage, extra in _declared_images(site, objects_by_stage).items():
-        images.setdefault(stage, set()).update(extra)
-    for group, runtime in runtime_images().items():
-        images[RUNTIME_PREFIX + group] = set(runtime)
-    return build_inventory(images, site.registry)
-
-
 def source_site(site: "Site") -> "Site":
     """The same site with the render-time rewrite off, so objects carry upstream names."""
     if site.registry is None or not site.registry.mirror:
         return site
     return site.model_copy(update={"registry": site.registry.model_copy(update={"mirror": False})})
-
-
-def _declared_images(site: "Site", stage_names: Iterable[str]) -> dict[str, set[str]]:
-    from cubeinstall import runner
-    from cubeinstall.stages import registry as stage_registry
-
-    declared: dict[str, set[str]] = {}
-    for name in stage_names:
-        module = runner.stage_module(stage_registry.get(name))
-        extra = getattr(module, "extra_images", None)
-        if extra is not None:
-            declared[name] = set(extra(site))
-    return declared

@@ -23,14 +23,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
-from cubeinstall.errors import CubeError
-from cubeinstall.images import naming, skopeo
+from cubeinstall.core.errors import CubeError
+from cubeinstall.images import skopeo
 from cubeinstall.images.inventory import ImageUse
 from cubeinstall.images.registry_client import RegistryClient
-from cubeinstall.images.status import ImageStatus, SourceClients, check, digest_of, target_endpoint
+from cubeinstall.images.status import (
+    ImageStatus,
+    SourceClients,
+    check,
+    digest_of,
+    target_endpoint,
+)
+from cubeinstall.render import naming
 
 if TYPE_CHECKING:
-    from cubeinstall.output import Output
+    from cubeinstall.core.output import Output
     from cubeinstall.site.model import Site
 
 

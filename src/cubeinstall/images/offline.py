@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from cubeinstall.errors import CubeError
-from cubeinstall.images import naming, skopeo
+from cubeinstall.core.errors import CubeError
+from cubeinstall.images import skopeo
 from cubeinstall.images.inventory import ImageUse, build_inventory
 from cubeinstall.images.mirror import (
     Counter,
@@ -40,10 +40,16 @@ from cubeinstall.images.mirror import (
     summarize,
 )
 from cubeinstall.images.registry_client import RegistryClient, RegistryError
-from cubeinstall.images.status import CHECK_PARALLEL, SourceClients, digest_of, target_endpoint
+from cubeinstall.images.status import (
+    CHECK_PARALLEL,
+    SourceClients,
+    digest_of,
+    target_endpoint,
+)
+from cubeinstall.render import naming
 
 if TYPE_CHECKING:
-    from cubeinstall.output import Output
+    from cubeinstall.core.output import Output
     from cubeinstall.site.model import Site
 
 FORMAT = "cubeinstall-images/v1"

@@ -27,7 +27,7 @@ from email.message import Message
 from functools import lru_cache
 from pathlib import Path
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",

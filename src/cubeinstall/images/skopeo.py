@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 from cubeinstall.images.registry_client import Endpoint
 
 COPY_TIMEOUT = 3600.0  # one image; GPU notebook images are several GB

@@ -14,11 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Literal
 
-from cubeinstall.errors import CubeError
-from cubeinstall.images import naming
+from cubeinstall.core.errors import CubeError
 from cubeinstall.images.inventory import ImageUse
-from cubeinstall.images.registry_client import (Endpoint, RegistryClient, RegistryError,
-                                                RegistryUnreachable)
+from cubeinstall.images.registry_client import (
+    Endpoint,
+    RegistryClient,
+    RegistryError,
+    RegistryUnreachable,
+)
+from cubeinstall.render import naming
 
 if TYPE_CHECKING:
     from cubeinstall.site.model import Registry, Site

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from cubeinstall.core.change import Change
 from cubeinstall.kube.client import client_for
 from cubeinstall.kube.engine import Engine, Options
-from cubeinstall.stages.base import Change
 
 __all__ = ["Engine", "Options", "apply_objects", "plan_objects", "uninstall_stage"]
 

@@ -27,7 +27,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient, Resource, ResourceList
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
 from cubeinstall.kube.objects import FIELD_MANAGER
 from cubeinstall.kube.retry import unserved_message
@@ -278,11 +279,11 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
     """A KubeClient from a RunContext (cached per cluster), a KubeClient or an ApiClient."""
     if isinstance(target, KubeClient):
         return target
-    if hasattr(target, "kubeconfig_for") and hasattr(target, "cached"):
+    if isinstance(target, RunContext):
         kubeconfig, context = target.kubeconfig_for(cluster)
         return target.cached(f"kube:{kubeconfig}:{context}",
                              lambda: KubeClient.from_kubeconfig(kubeconfig, context))
-    if hasattr(target, "configuration") and hasattr(target, "rest_client"):
+    if isinstance(target, k8s_client.ApiClient):
         return KubeClient(target)
     if isinstance(target, (str, Path)):
         return KubeClient.from_kubeconfig(target)

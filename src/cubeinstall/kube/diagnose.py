@@ -18,7 +18,8 @@ from cubeinstall.site.model import ROLE_KINDS, ROLE_PLACEMENTS, ROLE_WORKLOADS
 
 ROLE_LABELS = frozenset((*ROLE_KINDS, *ROLE_WORKLOADS, *ROLE_PLACEMENTS))
 PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
-LOG_LINES = 10
+LOG_LINES = 10  # of a crashed container, quoted in the stage's error
+BUNDLE_LOG_LINES = 50  # of every container, fetched (kube/support.py) into the support bundle
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import difflib
 
+from cubeinstall.core.redaction import MASK, redact
+from cubeinstall.core.yamlio import dump_documents
 from cubeinstall.kube.objects import DIGEST_ANNOTATION, SERVER_METADATA
-from cubeinstall.redaction import MASK, redact
-from cubeinstall.yamlio import dump_documents
 
 BOOKKEEPING_ANNOTATIONS = frozenset({
     DIGEST_ANNOTATION,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from cubeinstall.core.change import Change
 from cubeinstall.kube import prune, volumes, wait, webhooks
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.diff import compact_diff, contained_in, same
@@ -44,7 +45,6 @@ from cubeinstall.kube.retry import (
     is_transient,
     namespace_not_yet,
 )
-from cubeinstall.stages.base import Change
 
 WORKERS = 8
 T = TypeVar("T")

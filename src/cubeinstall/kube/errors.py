@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 
-from cubeinstall.errors import CubeError, StageFailed
+from cubeinstall.core.errors import CubeError, StageFailed
 
 
 class KubeError(CubeError):

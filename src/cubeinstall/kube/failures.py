@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from cubeinstall.kube.errors import ApplyFailed, Conflict, Forbidden, KubeError, Unauthorized
+from cubeinstall.kube.errors import (
+    ApplyFailed,
+    Conflict,
+    Forbidden,
+    KubeError,
+    Unauthorized,
+)
 from cubeinstall.kube.retry import is_transient
 
 MAX_LISTED = 5  # failures quoted in full; the rest are counted

@@ -15,9 +15,10 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from cubeinstall.core.locking import SiteLocked, holder_identity, holder_is_gone
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.errors import Conflict, NotFound
-from cubeinstall.state.lock import SiteLocked, holder_identity, holder_is_gone
+from cubeinstall.kube.objects import MANAGED_BY, MANAGED_BY_LABEL
 
 NAMESPACE = "kube-system"
 DURATION_SECONDS = 60
@@ -43,7 +44,7 @@ def _expired(lease: dict) -> bool:
 
 def _body(site: str, holder: str, resource_version: str | None = None) -> dict:
     metadata = {"name": f"cubeinstall-{site}", "namespace": NAMESPACE,
-                "labels": {"app.kubernetes.io/managed-by": "cubeinstall"}}
+                "labels": {MANAGED_BY_LABEL: MANAGED_BY}}
     if resource_version:
         metadata["resourceVersion"] = resource_version
     now = _now()
@@ -116,16 +117,8 @@ def save_journal(client: KubeClient, site: str, text: str) -> None:
         except NotFound:
             pass
         return
-    body = {"apiVersion": CONFIGMAP[0], "kind": CONFIGMAP[1],
+    body = {"apiVersion": CONFIGMAP.group_version, "kind": CONFIGMAP.kind,
             "metadata": {"name": f"cubeinstall-journal-{site}", "namespace": NAMESPACE,
-                         "labels": {"app.kubernetes.io/managed-by": "cubeinstall"}},
+                         "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
             "data": {"journal.json": text}}
     client.apply(body, CONFIGMAP)
-
-
-def load_journal(client: KubeClient, site: str) -> dict | None:
-    try:
-        config_map = client.get(CONFIGMAP, NAMESPACE, f"cubeinstall-journal-{site}")
-    except NotFound:
-        return None
-    return json.loads(config_map.get("data", {}).get("journal.json", "{}"))

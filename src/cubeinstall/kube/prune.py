@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from cubeinstall.core.change import Change
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
 from cubeinstall.kube.objects import (
@@ -29,14 +30,13 @@ from cubeinstall.kube.objects import (
     ObjectKey,
     is_ours,
     is_owned,
-    key_of,
     kept_selector,
+    key_of,
     stage_selector,
     unmanaged_labels_patch,
 )
 from cubeinstall.kube.order import phase_index
 from cubeinstall.kube.retry import call_with_retry
-from cubeinstall.stages.base import Change
 
 # Made by controllers, never by us (a Service's labels are copied onto its endpoints).
 SKIP_KINDS = frozenset({("", "Event"), ("events.k8s.io", "Event"), ("", "Endpoints"),

@@ -16,12 +16,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cubeinstall.kube.client import KubeClient
-from cubeinstall.kube.diagnose import container_statuses, event_order, pod_ready
+from cubeinstall.kube.diagnose import (
+    BUNDLE_LOG_LINES,
+    container_statuses,
+    event_order,
+    pod_ready,
+)
 from cubeinstall.kube.errors import KubeError
 from cubeinstall.kube.gather import namespace_events, pods_of, runs_pods
 from cubeinstall.kube.objects import key_of, stage_selector, target
 from cubeinstall.kube.readiness import readiness
-from cubeinstall.support_text import LOG_LINES
 
 BUDGET_SECONDS = 6.0
 MAX_PODS = 20
@@ -192,7 +196,7 @@ def _log(client: KubeClient, state: ClusterState, namespace: str, pod: str, cont
     which = "previous" if previous else "current"
     doing = f"the {which} log of container {container} of pod {namespace}/{pod}"
     text, why = _attempt(state, doing, client.pod_log, namespace, pod, container,
-                         previous=previous, tail_lines=LOG_LINES)
+                         previous=previous, tail_lines=BUNDLE_LOG_LINES)
     return ContainerLog(f"{namespace}/{pod}", container, previous, text, why)
 
 

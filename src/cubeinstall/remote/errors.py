@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 
 
 class HostError(CubeError):

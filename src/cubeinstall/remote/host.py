@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from cubeinstall.redaction import redact
+from cubeinstall.core.change import Change
+from cubeinstall.core.redaction import redact
 from cubeinstall.remote import shell
 from cubeinstall.remote.errors import HostError, Refused
 from cubeinstall.remote.facts import Fact
 from cubeinstall.remote.operations import Operation, Outcome
 from cubeinstall.remote.reading import reading
-from cubeinstall.stages.base import Change
 
 if TYPE_CHECKING:  # paramiko is imported only where a connection is made
     from cubeinstall.remote.ssh import Connection
@@ -140,6 +140,16 @@ class Host:
 
     def check(self, what: str, script: str, hint: str | None = None) -> str:
         """Run a verification (writes nothing lasting); fail the host if it fails."""
+        return self._execute(what, script, hint)
+
+    def change(self, what: str, script: str, hint: str | None = None) -> str:
+        """Run a script that changes the host: only on a host opened for writing."""
+        if not self.write:
+            raise RuntimeError(f"{self.name}: {what!r} changes the host, which was opened read-only")
+        self._known.clear()
+        return self._execute(what, script, hint)
+
+    def _execute(self, what: str, script: str, hint: str | None) -> str:
         result = self.connection.run(script)
         if not result.ok:
             output = (result.stdout + result.stderr).strip()[-_TAIL:]

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from cubeinstall.errors import CubeError, StageFailed
-from cubeinstall.redaction import redact
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError, StageFailed
+from cubeinstall.core.redaction import redact
 from cubeinstall.site.model import Node
-from cubeinstall.stages.base import Change, RunContext
 
 HostWork = Callable[["Host"], None]  # noqa: F821 - cubeinstall.remote.host.Host
 

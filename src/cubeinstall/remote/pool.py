@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 import weakref
 
+from cubeinstall.core.context import RunContext
 from cubeinstall.remote.known_hosts import KnownHosts
 from cubeinstall.remote.ssh import Connection
 from cubeinstall.remote.target import resolve
 from cubeinstall.site.model import Node, Site
-from cubeinstall.stages.base import RunContext
 
 
 class ConnectionPool:

@@ -9,23 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from cubeinstall.errors import CubeError
-from cubeinstall.redaction import redact
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError
+from cubeinstall.core.redaction import redact
 from cubeinstall.remote.facts import Mounts, OsFacts, mount_at
 from cubeinstall.remote.host import Host
 from cubeinstall.remote.pool import pool_for
-from cubeinstall.stages.base import RunContext
 
 Question = Callable[[Host], "str | None"]
 
 
-def ask_nodes(ctx: RunContext, question: Question) -> list[tuple[str, str | None]]:
-    """(node name, problem or None) for every node, asked in parallel (ssh.parallel)."""
+def ask_nodes(ctx: RunContext, question: Question,
+              write: bool = False) -> list[tuple[str, str | None]]:
+    """(node name, problem or None) for every node, asked in parallel (ssh.parallel).
+    ``write``: the question may change the host (Host.change), e.g. restoring files."""
     connections = pool_for(ctx)
 
     def ask(node) -> tuple[str, str | None]:
         try:
-            return node.name, question(Host(node.name, connections.get(node), write=False))
+            return node.name, question(Host(node.name, connections.get(node), write=write))
         except CubeError as exc:
             connections.discard(node.name)
             return node.name, redact(exc.message)

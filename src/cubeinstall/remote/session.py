@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cubeinstall.redaction import redact
+from cubeinstall.core.redaction import redact
 from cubeinstall.remote.errors import HostError
 from cubeinstall.remote.shell import q
 

@@ -15,7 +15,7 @@ import threading
 
 import paramiko
 
-from cubeinstall.redaction import redact
+from cubeinstall.core.redaction import redact
 from cubeinstall.remote import shell
 from cubeinstall.remote.errors import HostError
 from cubeinstall.remote.known_hosts import KnownHosts, UnknownHostKey

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
 from cubeinstall.site.model import Node, Site
-from cubeinstall.stages.base import Change, RunContext
 
 Work = Callable[["Host", Site], None]  # noqa: F821 - cubeinstall.remote.host.Host
 

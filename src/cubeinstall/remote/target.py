@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.site.model import Node, Site
 from cubeinstall.site.secrets import Secret
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import jinja2
 
-from cubeinstall.errors import CubeError
-from cubeinstall.yamlio import load_documents
+from cubeinstall.core.errors import CubeError
+from cubeinstall.core.yamlio import load_documents
 
 
 def _to_yaml_scalar(value: Any) -> str:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
 
 Problem = tuple[tuple, str]
 
 
 def check_site(site: Site) -> list[Problem]:
     problems: list[Problem] = []
-    for rule in (_unique_nodes, _components_known, _placement_covered, _gpu_runtime,
-                 _external_services, _gateway, _unique_clusters):
+    for rule in (_unique_nodes, _components_known, _component_options_supported,
+                 _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters):
         problems.extend(rule(site))
     return problems
 
@@ -54,6 +54,24 @@ def _components_known(site: Site) -> Iterator[Problem]:
             yield (("components", name),
                    f"unknown component {name!r}{hint} (components are stage names: "
                    "run `cubeinstall stages`)")
+
+
+def _component_options_supported(site: Site) -> Iterator[Problem]:
+    """A per-component setting the stage does not honour is refused, never ignored."""
+    for name, component in site.components.items():
+        if name not in registry.STAGE_NAMES:
+            continue  # _components_known says so
+        options = registry.get(name).options
+        if component.namespace and registry.NAMESPACE_OPTION not in options:
+            yield (("components", name, "namespace"),
+                   f"stage {name} always installs into its own namespace: remove "
+                   f"components.{name}.namespace")
+        if component.mode == "existing" and registry.EXISTING_OPTION not in options:
+            yield (("components", name, "mode"),
+                   f"stage {name} cannot use an existing installation (only "
+                   f"{', '.join(s.name for s in registry.STAGES if registry.EXISTING_OPTION in s.options)} can): "
+                   f"remove components.{name}.mode, or disable the stage with "
+                   f"components: {{{name}: {{enabled: false}}}}")
 
 
 def _placement_covered(site: Site) -> Iterator[Problem]:

@@ -13,10 +13,10 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.core.yamlio import Position, load_with_positions
 from cubeinstall.site.checks import check_site
 from cubeinstall.site.model import DNS_LABEL_PATTERN, NFS, CephFS, LocalStorage, Site
-from cubeinstall.yamlio import Position, load_with_positions
 
 
 def load_site(path: str | Path) -> Site:

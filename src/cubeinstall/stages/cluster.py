@@ -1,14 +1,14 @@
 """The generic cluster stage: render objects, then plan or apply them with the engine.
 
-A cluster stage module that only declares ``render(site)`` gets this plan and
-apply; a module with extra needs (node-labels checks that nodes exist) defines
-its own ``plan``/``apply`` and calls these. The engine reads timeouts, gates
-and the output from the run context itself.
+Every stage that declares ``render(site)`` is planned, applied and removed by
+these (see stages/contract.py). The engine reads timeouts, gates and the output
+from the run context itself.
 """
 
 from __future__ import annotations
 
-from cubeinstall.stages.base import Change, RunContext
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
 
 
 def client(ctx: RunContext, cluster_name: str | None = None):
@@ -38,7 +38,7 @@ def uninstall(ctx: RunContext, stage: str, purge: bool = False) -> list[Change]:
     return uninstall_stage(ctx, stage, purge=purge, dry_run=ctx.dry_run)
 
 
-def offline(stage: str, objects: list[dict]) -> list[Change]:
+def offline(objects: list[dict]) -> list[Change]:
     """What a stage would create, without a cluster: one Change per rendered object."""
     return [Change(object_ref(obj), "create", "offline plan: not compared with a cluster")
             for obj in objects]

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from cubeinstall import facts
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.render.engine import render_stage
+from cubeinstall.site import platform
 from cubeinstall.site.model import Site
-from cubeinstall.stages.workloads import opaque_secret, pod_values, roll_on_config_change
+from cubeinstall.stages.workloads import (
+    opaque_secret,
+    pod_values,
+    roll_on_config_change,
+)
 
 STAGE = "cube"
 NAMESPACE = "infra"
@@ -65,7 +69,7 @@ def render(site: Site) -> list[dict]:
         config_files=files,
         config_mounts=[(key, path) for _, key, path in CONFIG_FILES if key in files],
         credentials_secret=CREDENTIALS_SECRET,
-        kubeconfig_secret=facts.KUBECONFIG_SECRET,
+        kubeconfig_secret=platform.KUBECONFIG_SECRET,
         backend_workloads=BACKEND_WORKLOADS,
         backend_image=f"{repository}/kubeflow-dashboard:{tag}",
         frontend_image=f"{repository}/kubeflow-dashboard-frontend:{tag}",

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cubeinstall.errors import CubeError, StageFailed
-from cubeinstall.stages.base import Change
+from cubeinstall.core.change import Change
+from cubeinstall.core.errors import CubeError, StageFailed
 
 if TYPE_CHECKING:
+    from cubeinstall.core.context import RunContext
     from cubeinstall.site.model import Site
-    from cubeinstall.stages.base import RunContext
 
 STAGE = "databases"
 PLAN_DEADLINE_SECONDS = 30.0  # a plan reports, it does not wait out a slow start
@@ -52,9 +52,17 @@ def _from_scratch(site: "Site", why: str) -> list[Change]:
 
 
 def apply(ctx: "RunContext") -> list[Change]:
-    if ctx.dry_run:
-        return plan(ctx)
     return _run(ctx, write=True, deadline=ctx.site.timeouts.object_seconds)
+
+
+def remove(ctx: "RunContext", purge: bool, restore_node_files: bool) -> list[Change]:
+    """The databases and the application user are data: dropped only with --purge."""
+    if not purge:
+        return [Change(STAGE, "skip", "databases kept (uninstall --purge drops them)")]
+    from cubeinstall.db.databases import purge as drop_databases
+
+    return drop_databases(ctx, write=not ctx.dry_run,
+                          deadline_seconds=ctx.site.timeouts.object_seconds)
 
 
 def _run(ctx: "RunContext", *, write: bool, deadline: float) -> list[Change]:

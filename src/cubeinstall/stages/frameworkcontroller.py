@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 
 from cubeinstall.render.engine import render_stage
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
 from cubeinstall.upstream import catalog, manifests, patches
+from cubeinstall.upstream.namespaces import own_namespace
 
 STAGE = "frameworkcontroller"
 UPSTREAM = ("frameworkcontroller",)
@@ -26,11 +27,13 @@ CONFIG = "example/config/default/frameworkcontroller.yaml"
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
     config = manifests.text(site, "frameworkcontroller", CONFIG)
+    namespace = site.component(STAGE).namespace or DEFAULT_NAMESPACE
     objects = render_stage(
         STAGE,
-        namespace=site.component(STAGE).namespace or DEFAULT_NAMESPACE,
+        namespace=namespace,
         image=catalog.resolve(site, "frameworkcontroller").image(IMAGE),
         config=config,
         config_sha256=hashlib.sha256(config.encode()).hexdigest(),
     )
-    return patches.for_site(objects, site, registry.get(STAGE).placement_label(site))
+    placement = registry.get(STAGE).placement_label(site)
+    return own_namespace(site, namespace) + patches.for_site(objects, site, placement)

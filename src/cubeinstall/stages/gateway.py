@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from cubeinstall.render.engine import render_stage
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
 
 STAGE = "gateway"
 GATEWAYS = ({"name": "kubeflow-gateway", "port": 80}, {"name": "kubeflow-gateway-8080", "port": 8080})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from cubeinstall.core.change import Change
 from cubeinstall.remote.edits import EnsureJsonMerge, Union
 from cubeinstall.remote.facts import (
     CommandPaths,
@@ -27,7 +28,6 @@ from cubeinstall.remote.operations import EnsureDir, Run, backup_dest
 from cubeinstall.remote.shell import q
 from cubeinstall.remote.stage import node_stage
 from cubeinstall.site.model import Site
-from cubeinstall.stages.base import Change
 
 STAGE = "gpu-runtime"
 DAEMON_JSON = "/etc/docker/daemon.json"

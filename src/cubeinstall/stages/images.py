@@ -11,23 +11,43 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cubeinstall.errors import ConfigError, CubeError, StageFailed
-from cubeinstall.stages.base import Change
+from cubeinstall.core.change import Change
+from cubeinstall.core.errors import ConfigError, CubeError, StageFailed
 
 if TYPE_CHECKING:
+    from cubeinstall.core.context import RunContext
+    from cubeinstall.images.inventory import ImageUse
     from cubeinstall.images.mirror import MirrorReport, MirrorSettings
     from cubeinstall.images.status import ImageStatus
     from cubeinstall.site.model import Site
-    from cubeinstall.stages.base import RunContext
 
 STAGE = "images"
 _PLAN_ACTIONS = {"missing": "create", "outdated": "update", "present": "unchanged",
                  "present-unchecked": "unchanged"}
 
 
+def site_inventory(site: "Site") -> list["ImageUse"]:
+    """Every image the site needs: the rendered objects of the enabled stages (with the
+    registry rewrite off, so they carry the upstream names) + the platform's run-time images."""
+    from cubeinstall.images.inventory import (
+        RUNTIME_PREFIX,
+        build_inventory,
+        runtime_images,
+        source_site,
+    )
+    from cubeinstall.render.walk import images_in_objects
+    from cubeinstall.stages.rendered import all_objects
+
+    images: dict[str, set[str]] = {
+        stage: images_in_objects(objects) for stage, objects in all_objects(source_site(site)).items()
+    }
+    for group, runtime in runtime_images().items():
+        images[RUNTIME_PREFIX + group] = set(runtime)
+    return build_inventory(images, site.registry)
+
+
 def describe(site: "Site") -> list[Change]:
     """Offline plan: what would be copied if missing (nothing is asked of any registry)."""
-    from cubeinstall.images.inventory import site_inventory
     from cubeinstall.upstream.cache import NotFetched
 
     try:
@@ -40,7 +60,6 @@ def describe(site: "Site") -> list[Change]:
 
 
 def plan(ctx: "RunContext") -> list[Change]:
-    from cubeinstall.images.inventory import site_inventory
     from cubeinstall.images.registry_client import RegistryClient
     from cubeinstall.images.status import SourceClients, check, target_endpoint
 
@@ -56,10 +75,12 @@ def plan(ctx: "RunContext") -> list[Change]:
     return [_planned(status) for status in _guarded(statuses)]
 
 
-def apply(ctx: "RunContext", settings: "MirrorSettings | None" = None) -> list[Change]:
-    if ctx.dry_run:
-        return plan(ctx)
-    from cubeinstall.images.inventory import site_inventory
+def apply(ctx: "RunContext") -> list[Change]:
+    return mirror_images(ctx)
+
+
+def mirror_images(ctx: "RunContext", settings: "MirrorSettings | None" = None) -> list[Change]:
+    """Copy what is missing (``cubeinstall images mirror`` passes its own settings)."""
     from cubeinstall.images.mirror import MirrorSettings, failure, mirror
 
     if ctx.site.registry is None:

@@ -9,11 +9,12 @@ objects of are there and Established.
 
 from __future__ import annotations
 
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.render.engine import render_stage
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
-from cubeinstall.stages.base import Change, RunContext
 from cubeinstall.upstream import catalog, manifests, patches
 
 STAGE = "istio"
@@ -40,22 +41,9 @@ def render(site: Site) -> list[dict]:
     return manifests.objects(site, "istio") + patches.for_site(own, site, placement)
 
 
-def plan(ctx: RunContext) -> list[Change]:
-    from cubeinstall.render import finalize
-    from cubeinstall.stages import cluster
-
-    if existing(ctx.site):
-        return verify_existing(ctx)
-    return cluster.plan(ctx, STAGE, finalize(ctx.site, render(ctx.site)))
-
-
-def apply(ctx: RunContext) -> list[Change]:
-    from cubeinstall.render import finalize
-    from cubeinstall.stages import cluster
-
-    if existing(ctx.site):
-        return verify_existing(ctx)
-    return cluster.apply(ctx, STAGE, finalize(ctx.site, render(ctx.site)))
+def check(ctx: RunContext) -> list[Change]:
+    """mode existing: the Istio the site already runs must serve what the platform creates."""
+    return verify_existing(ctx) if existing(ctx.site) else []
 
 
 def verify_existing(ctx: RunContext) -> list[Change]:

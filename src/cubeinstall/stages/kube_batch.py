@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.render.engine import render_stage
 from cubeinstall.site.model import Site
-from cubeinstall.stages.base import Change, RunContext
 from cubeinstall.upstream import patches
 
 STAGE = "kube-batch"
@@ -28,20 +29,10 @@ def render(site: Site) -> list[dict]:
     return patches.for_site(objects, site, None)
 
 
-def plan(ctx: RunContext) -> list[Change]:
-    from cubeinstall.render import finalize
-    from cubeinstall.stages import cluster
-
+def check(ctx: RunContext) -> list[Change]:
+    """Before plan and apply: the cluster still serves kube-batch's APIs."""
     refuse_if_unsupported(server_version(ctx))
-    return cluster.plan(ctx, STAGE, finalize(ctx.site, render(ctx.site)))
-
-
-def apply(ctx: RunContext) -> list[Change]:
-    from cubeinstall.render import finalize
-    from cubeinstall.stages import cluster
-
-    refuse_if_unsupported(server_version(ctx))
-    return cluster.apply(ctx, STAGE, finalize(ctx.site, render(ctx.site)))
+    return []
 
 
 def server_version(ctx: RunContext) -> str:

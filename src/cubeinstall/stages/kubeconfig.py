@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from cubeinstall import facts
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.site import platform
 from cubeinstall.site.model import Cluster, Site
 from cubeinstall.site.secrets import Secret
 
@@ -35,11 +35,11 @@ def render(site: Site) -> list[dict]:
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": facts.KUBECONFIG_SECRET, "namespace": ns},
+            "metadata": {"name": platform.KUBECONFIG_SECRET, "namespace": ns},
             "type": "Opaque",
             "data": data,
         }
-        for ns in facts.KUBECONFIG_NAMESPACES
+        for ns in platform.KUBECONFIG_NAMESPACES
     ]
 
 

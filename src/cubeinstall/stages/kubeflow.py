@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import copy
 
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
+from cubeinstall.site.platform import registry_login
 from cubeinstall.upstream import catalog, manifests, patches
 from cubeinstall.upstream.namespaces import own_namespace
 
@@ -54,7 +55,7 @@ def argo(site: Site) -> list[dict]:
     objects = patches.set_namespace(manifests.objects(site, "argo-workflows"), ARGO_NAMESPACE)
     objects = patches.pin_images(objects, pinned.pins)
     executor = pinned.image(EXECUTOR)
-    credentials = bool(site.registry and site.registry.username and site.registry.password)
+    credentials = registry_login(site) is not None
     return [configure_argo(obj, executor, credentials) for obj in objects] + pipeline_rbac()
 
 

@@ -16,11 +16,15 @@ separate step (authentication plugin of existing users, a dump or an upgrade).
 
 from __future__ import annotations
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.render.engine import render_stage
 from cubeinstall.site.model import Site
-from cubeinstall.stages.workloads import (host_volume, opaque_secret, pod_values,
-                                          roll_on_config_change)
+from cubeinstall.stages.workloads import (
+    host_volume,
+    opaque_secret,
+    pod_values,
+    roll_on_config_change,
+)
 
 STAGE = "mysql"
 NAMESPACE = "infra"

@@ -8,9 +8,11 @@ named in site.yaml that the cluster does not have is an error.
 
 from __future__ import annotations
 
-from cubeinstall import facts
-from cubeinstall.errors import StageFailed
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import StageFailed
 from cubeinstall.render.engine import render_stage
+from cubeinstall.site import platform
 from cubeinstall.site.model import Site
 from cubeinstall.stages import cluster
 
@@ -18,11 +20,12 @@ STAGE = "node-labels"
 
 
 def render(site: Site) -> list[dict]:
-    nodes = [{"name": node.name, "labels": facts.node_labels(node)} for node in site.nodes]
+    nodes = [{"name": node.name, "labels": platform.node_labels(node)} for node in site.nodes]
     return render_stage(STAGE, nodes=nodes)
 
 
-def _require_nodes(ctx) -> None:
+def check(ctx: RunContext) -> list[Change]:
+    """Nodes are never created: every node of site.yaml must be in the cluster."""
     kube = cluster.client(ctx)
     present = {node["metadata"]["name"] for node in kube.list(kube.resolve("v1", "Node"))}
     missing = [node.name for node in ctx.site.nodes if node.name not in present]
@@ -33,13 +36,4 @@ def _require_nodes(ctx) -> None:
             f"(it has: {', '.join(sorted(present)) or 'no nodes'})",
             hint="use the Kubernetes node names (kubectl get nodes) as nodes[].name",
         )
-
-
-def plan(ctx):
-    _require_nodes(ctx)
-    return cluster.plan(ctx, STAGE, render(ctx.site))
-
-
-def apply(ctx):
-    _require_nodes(ctx)
-    return cluster.apply(ctx, STAGE, render(ctx.site))
+    return []

@@ -13,6 +13,8 @@ hidden by the mount.
 
 from __future__ import annotations
 
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
 from cubeinstall.remote.edits import CommentOut
 from cubeinstall.remote.facts import ActiveFirewalls, ClockSync, CommandPaths, OsFacts
 from cubeinstall.remote.host import facts_of
@@ -20,7 +22,8 @@ from cubeinstall.remote.operations import Run, SwapOff
 from cubeinstall.remote.shell import join
 from cubeinstall.remote.stage import node_stage
 from cubeinstall.site.model import Site
-from cubeinstall.stages.base import Change
+from cubeinstall.site.stages import Layer
+from cubeinstall.stages.contract import REMOVAL_KEPT
 
 STAGE = "node-prep"
 
@@ -74,6 +77,16 @@ def prepare(host, site: Site) -> None:
 
 
 plan, apply = node_stage(STAGE, prepare)
+
+
+def remove(ctx: RunContext, purge: bool, restore_node_files: bool) -> list[Change]:
+    """Uninstall gives node files back only when asked (this stage does it for every
+    node stage, since uninstall runs it last); /data/k8s is never wiped."""
+    if not restore_node_files:
+        return [Change(STAGE, "skip", REMOVAL_KEPT[Layer.NODE])]
+    from cubeinstall.remote.restore import restore_node_files as restore
+
+    return restore(ctx, write=not ctx.dry_run)
 
 
 def describe(site: Site) -> list[Change]:

@@ -9,19 +9,19 @@ Alertmanager, Grafana, exporters, ServiceMonitors) come from
 
 from __future__ import annotations
 
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import prometheus_objects, registry
+from cubeinstall.stages import prometheus_objects
 from cubeinstall.upstream import catalog, manifests, patches
 
 STAGE = "prometheus"
 UPSTREAM = ("prometheus-operator",)
-DEFAULT_NAMESPACE = "monitoring"
+NAMESPACE = "monitoring"  # a platform namespace: its objects and the platform's links expect it
 
 
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
-    namespace = site.component(STAGE).namespace or DEFAULT_NAMESPACE
-    operator = patches.set_namespace(manifests.objects(site, "prometheus-operator"), namespace)
+    operator = patches.set_namespace(manifests.objects(site, "prometheus-operator"), NAMESPACE)
     operator = patches.pin_images(operator, catalog.resolve(site, "prometheus-operator").pins)
     operator = patches.for_site(operator, site, registry.get(STAGE).placement_label(site))
     return operator + own_objects(site)

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 from cubeinstall.render.engine import render_stage
 from cubeinstall.site.model import Site
-from cubeinstall.stages.workloads import (host_volume, opaque_secret, pod_values,
-                                          roll_on_config_change)
+from cubeinstall.stages.workloads import (
+    host_volume,
+    opaque_secret,
+    pod_values,
+    roll_on_config_change,
+)
 
 STAGE = "prometheus"  # the registry's stage: placement, ownership labels
 TEMPLATES = "prometheus-objects"

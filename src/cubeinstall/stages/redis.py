@@ -15,7 +15,11 @@ from __future__ import annotations
 
 from cubeinstall.render.engine import render_stage
 from cubeinstall.site.model import Site
-from cubeinstall.stages.workloads import opaque_secret, pod_values, roll_on_config_change
+from cubeinstall.stages.workloads import (
+    opaque_secret,
+    pod_values,
+    roll_on_config_change,
+)
 
 STAGE = "redis"
 NAMESPACE = "infra"
@@ -34,28 +38,13 @@ def render(site: Site) -> list[dict]:
     return roll_on_config_change(objects)
 
 
-def plan(ctx) -> list:
-    from cubeinstall.stages import cluster
+def verify(ctx) -> list:
+    """After apply: prove the password works, AUTH + PING through a port-forward."""
+    if ctx.site.gates.services != "probe":
+        return []
+    from cubeinstall.db.redis_gate import check_redis
 
-    return cluster.plan(ctx, STAGE, _final(ctx))
-
-
-def apply(ctx) -> list:
-    """Apply, then prove the password works: AUTH + PING through a port-forward."""
-    from cubeinstall.stages import cluster
-
-    changes = cluster.apply(ctx, STAGE, _final(ctx))
-    if ctx.site.gates.services == "probe":
-        from cubeinstall.db.redis_gate import check_redis
-
-        changes.append(check_redis(ctx))  # a RedisError fails the stage, named by the runner
-    return changes
-
-
-def _final(ctx) -> list[dict]:
-    from cubeinstall.render import finalize
-
-    return finalize(ctx.site, render(ctx.site))
+    return [check_redis(ctx)]  # a RedisError fails the stage, named by the runner
 
 
 def config_string(value: str) -> str:

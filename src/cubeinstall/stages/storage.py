@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import re
 
-from cubeinstall import facts as platform
-from cubeinstall.errors import ConfigError
-from cubeinstall.redaction import redact
+from cubeinstall.core.change import Change
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.core.redaction import redact
 from cubeinstall.remote.edits import EnsureLine
 from cubeinstall.remote.facts import CommandPaths, Mounts, WriteProbe, mount_at
 from cubeinstall.remote.host import facts_of
@@ -30,8 +30,8 @@ from cubeinstall.remote.operations import (
     EnsureSymlink,
 )
 from cubeinstall.remote.stage import node_stage
+from cubeinstall.site import platform
 from cubeinstall.site.model import NFS, CephFS, Site
-from cubeinstall.stages.base import Change
 
 STAGE = "storage"
 FSTAB = "/etc/fstab"

@@ -15,8 +15,8 @@ then for the webhooks to answer (``gates.webhooks``) before anything later uses 
 
 from __future__ import annotations
 
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
 from cubeinstall.upstream import manifests, patches
 from cubeinstall.upstream.namespaces import own_namespace
 

@@ -16,10 +16,10 @@ import base64
 import hashlib
 import json
 
-from cubeinstall import facts
 from cubeinstall.render.engine import render_template
+from cubeinstall.site import platform
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
 
 
 def node_selector(site: Site, stage: str) -> dict[str, str]:
@@ -28,16 +28,19 @@ def node_selector(site: Site, stage: str) -> dict[str, str]:
 
 
 def pod_values(site: Site, stage: str) -> dict:
-    return {"node_selector": node_selector(site, stage), "pull_secret": facts.PULL_SECRET}
+    """Values every pod template takes: its node selector, and the pull secret for specs
+    that are not pods (e.g. a Prometheus resource; render.finalize adds it to pods)."""
+    pull_secret = platform.PULL_SECRET if platform.registry_login(site) is not None else None
+    return {"node_selector": node_selector(site, stage), "pull_secret": pull_secret}
 
 
 def host_volume(site: Site, *, pv_name: str, namespace: str, claim: str, size: str,
                 subpath: str) -> list[dict]:
     """A hostPath PV under the storage mount point (Retain) and the claim bound to it."""
-    volume = facts.PlatformVolume(namespace, claim, size, subpath)
+    volume = platform.PlatformVolume(namespace, claim, size, subpath)
     return render_template("pv-pvc/volumes.yaml.j2", volumes=[{
         "pv_name": pv_name, "namespace": namespace, "claim": claim,
-        "size": facts.volume_size(site, volume), "path": facts.volume_path(site, volume)}])
+        "size": platform.volume_size(site, volume), "path": platform.volume_path(site, volume)}])
 
 
 def opaque_secret(name: str, namespace: str, data: dict[str, str],

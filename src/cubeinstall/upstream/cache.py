@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 from cubeinstall.upstream.catalog import UpstreamFile
 
 CACHE_ENV = "CUBEINSTALL_CACHE"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from cubeinstall.errors import ConfigError
+from cubeinstall.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from cubeinstall.site.model import Site
@@ -158,7 +158,7 @@ def _version(entry: CatalogComponent, setting) -> str:
 
 def site_files(site: "Site", stage_names: list[str] | None = None) -> list[UpstreamFile]:
     """Every upstream file the enabled stages of a site use (or the named stages')."""
-    from cubeinstall.stages import registry
+    from cubeinstall.site import stages as registry
 
     stages = stage_names if stage_names is not None else [
         stage.name for stage in registry.STAGES if stage.enabled(site)]

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from cubeinstall import __version__
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 from cubeinstall.upstream.cache import Cache, ChecksumMismatch, sha256_of
 from cubeinstall.upstream.catalog import UpstreamFile
 
 if TYPE_CHECKING:
-    from cubeinstall.output import Output
+    from cubeinstall.core.output import Output
 
 CHUNK = 1 << 16
 REPORT_EVERY = 1 << 20  # progress events per MiB, not per chunk

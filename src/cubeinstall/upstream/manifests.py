@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Iterable
 
 import yaml
 
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
+from cubeinstall.core.files import write_atomically
+from cubeinstall.core.yamlio import load_documents
 from cubeinstall.upstream import catalog
 from cubeinstall.upstream.cache import Cache, NotFetched
-from cubeinstall.files import write_atomically
-from cubeinstall.yamlio import load_documents
 
 if TYPE_CHECKING:
     from cubeinstall.site.model import Site

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cubeinstall import facts
+from cubeinstall.render.pull_secret import pull_secret
+from cubeinstall.site import platform
 
 if TYPE_CHECKING:
     from cubeinstall.site.model import Site
@@ -14,12 +15,10 @@ def own_namespace(site: "Site", name: str) -> list[dict]:
     """The Namespace (labelled like the platform's) and its hubsecret, unless stage
     namespaces already creates it: a namespace has one owner, or uninstall of one stage
     would delete the other's."""
-    if name in facts.platform_namespaces(site) or name in facts.SYSTEM_NAMESPACES:
+    if name in platform.platform_namespaces(site) or name in platform.SYSTEM_NAMESPACES:
         return []
-    from cubeinstall.stages.namespaces import pull_secret
-
     objects = [{"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": name, "labels": {"istio-injection": "disabled"}}}]
-    if site.registry and site.registry.username and site.registry.password:
+    if platform.registry_login(site) is not None:
         objects.append(pull_secret(site, name))
     return objects

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from cubeinstall.errors import ConfigError
-from cubeinstall.images import naming
-from cubeinstall.images.walk import image_slots
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.render import naming
+from cubeinstall.render.walk import image_slots
 from cubeinstall.upstream.kinds import (
     PLACED_KINDS,
     cluster_scoped_kinds,
@@ -27,7 +27,6 @@ from cubeinstall.upstream.kinds import (
 if TYPE_CHECKING:
     from cubeinstall.site.model import Site
 
-PULL_SECRET = "hubsecret"
 WEBHOOK_KINDS = {("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
                  ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration")}
 
@@ -151,18 +150,6 @@ def pin_images(objects: Iterable[dict], pins: Mapping[str, str]) -> list[dict]:
     return _edited(objects, edit)
 
 
-def add_image_pull_secrets(objects: Iterable[dict], name: str = PULL_SECRET) -> list[dict]:
-    """Every workload's pods pull with the ``name`` Secret (the site registry's credentials)."""
-    def edit(obj: dict) -> None:
-        spec = pod_spec(obj)
-        if spec is not None:
-            secrets = spec.setdefault("imagePullSecrets", [])
-            if not any(isinstance(s, dict) and s.get("name") == name for s in secrets):
-                secrets.append({"name": name})
-
-    return _edited(objects, edit)
-
-
 def set_pull_policy(objects: Iterable[dict], policy: str = "IfNotPresent") -> list[dict]:
     """Every container of every workload pulls with ``policy`` (air-gapped nodes: IfNotPresent)."""
     def edit(obj: dict) -> None:
@@ -190,8 +177,6 @@ def place_on(objects: Iterable[dict], label: str, value: str = "true") -> list[d
 
 
 def for_site(objects: Iterable[dict], site: "Site", placement: str | None) -> list[dict]:
-    """Pull policy IfNotPresent, hubsecret when the registry needs credentials, placement."""
+    """Pull policy IfNotPresent and placement (the pull secret is render.finalize's)."""
     result = set_pull_policy(objects)
-    if site.registry is not None and site.registry.username and site.registry.password:
-        result = add_image_pull_secrets(result)
     return place_on(result, placement) if placement else result

@@ -10,9 +10,6 @@ from dataclasses import dataclass
 
 from cubeinstall.site.model import Node, Site
 
-MANAGED_BY = "cubeinstall"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_STAGE = "cubeinstall.io/stage"
 PULL_SECRET = "hubsecret"
 
 # Item 5: every platform namespace gets hubsecret and istio-injection=disabled.
@@ -89,3 +86,15 @@ def platform_namespaces(site: Site) -> tuple[str, ...]:
     return PLATFORM_NAMESPACES + tuple(
         ns for ns in site.namespaces.extra if ns not in PLATFORM_NAMESPACES
     )
+
+
+def registry_login(site: Site) -> tuple[str, str] | None:
+    """(username, password) when the site registry needs a login, else None.
+
+    The one rule for the pull secret: hubsecret exists in a namespace and every
+    pod lists it exactly when this is not None.
+    """
+    registry = site.registry
+    if registry is None or not registry.username or registry.password is None:
+        return None
+    return registry.username, registry.password.reveal()

@@ -9,43 +9,14 @@ wait silently look hung.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
-import os
-import re
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from cubeinstall.errors import CubeError
-from cubeinstall.state.journal import state_dir
-
-
-class SiteLocked(CubeError):
-    pass
-
-
-def holder_identity() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
-
-
-def holder_is_gone(holder: str) -> bool:
-    """True when ``holder`` (a holder_identity) was a process of THIS machine that no longer
-    exists: a run killed with SIGKILL or by a crash left its Lease behind, and its re-run
-    must not wait for the Lease to expire. A holder on another machine, or whose pid is
-    alive (or reused), is never declared gone."""
-    match = re.fullmatch(r"[^@\s]+@(?P<host>\S+) pid (?P<pid>\d+)", holder or "")
-    if not match or match["host"] != socket.gethostname():
-        return False
-    try:
-        os.kill(int(match["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+from cubeinstall.core.locking import SiteLocked, holder_identity
+from cubeinstall.run.journal import state_dir
 
 
 @contextmanager

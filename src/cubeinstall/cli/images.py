@@ -1,9 +1,9 @@
 """`cubeinstall images list|mirror|save|load|verify`: a typer sub-app over the images engine.
 
 Registered by the main app with ``app.add_typer(images.cli.app, name="images")``. The
-global options (--config, --json, -v) are parsed by the main callback into
-``cli_context.OPTIONS``; every command also takes --config after its name. Errors are
-CubeErrors, mapped to exit codes by ``cli.main``.
+global options (--config, --json, -v, ...) are parsed by the main callback into
+``cli.options.OPTIONS``, before or after the command's name. Errors are CubeErrors,
+mapped to exit codes by ``cli.app.main``.
 """
 
 from __future__ import annotations
@@ -13,25 +13,18 @@ from typing import List, Optional
 
 import typer
 
-from cubeinstall.cli_context import OPTIONS, load_context
-from cubeinstall.errors import CubeError
+from cubeinstall.cli.options import load_context
+from cubeinstall.core.errors import CubeError
 
 app = typer.Typer(help="Images the site needs: list, mirror, save, load, verify.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="site file (default: ./site.yaml)")
 ParallelOption = typer.Option(4, "--parallel", "-p", min=1, max=64, help="copies at a time")
 AttemptsOption = typer.Option(3, "--attempts", min=1, max=10,
                               help="tries per image on transient errors")
 InsecureSourceOption = typer.Option(None, "--insecure-source",
                                     help="source registry host[:port] without TLS verification "
                                          "(repeatable; loopback hosts always are)")
-
-
-def _context(config: Optional[Path]):
-    if config is not None:
-        OPTIONS.config = config
-    return load_context()
 
 
 def _settings(parallel: int, attempts: int, insecure: Optional[List[str]]):
@@ -42,11 +35,11 @@ def _settings(parallel: int, attempts: int, insecure: Optional[List[str]]):
 
 
 @app.command("list")
-def list_images(config: Optional[Path] = ConfigOption) -> None:
+def list_images() -> None:
     """Every image of the enabled stages and of the platform's run time, with its private name."""
-    from cubeinstall.images.inventory import site_inventory
+    from cubeinstall.stages.images import site_inventory
 
-    ctx = _context(config)
+    ctx = load_context()
     uses = site_inventory(ctx.site)
     for use in uses:
         ctx.out.event("image", **use.as_dict())
@@ -55,26 +48,26 @@ def list_images(config: Optional[Path] = ConfigOption) -> None:
 
 
 @app.command()
-def mirror(config: Optional[Path] = ConfigOption, parallel: int = ParallelOption,
+def mirror(parallel: int = ParallelOption,
            attempts: int = AttemptsOption,
            insecure_source: Optional[List[str]] = InsecureSourceOption) -> None:
     """Copy every missing image into the site registry (registry to registry, with skopeo)."""
     from cubeinstall.stages import images as stage
 
-    ctx = _context(config)
-    stage.apply(ctx, _settings(parallel, attempts, insecure_source))
+    ctx = load_context()
+    stage.mirror_images(ctx, _settings(parallel, attempts, insecure_source))
 
 
 @app.command()
 def save(directory: Path = typer.Argument(..., help="directory to save into (created)"),
-         config: Optional[Path] = ConfigOption, parallel: int = ParallelOption,
+         parallel: int = ParallelOption,
          attempts: int = AttemptsOption,
          insecure_source: Optional[List[str]] = InsecureSourceOption) -> None:
     """Save every image the site needs into DIRECTORY, for an air-gapped site."""
-    from cubeinstall.images.inventory import site_inventory
     from cubeinstall.images.offline import save as save_images
+    from cubeinstall.stages.images import site_inventory
 
-    ctx = _context(config)
+    ctx = load_context()
     images = [use.source for use in site_inventory(ctx.site) if not use.in_site_registry]
     report = save_images(images, directory, ctx.out, _settings(parallel, attempts,
                                                                 insecure_source))
@@ -83,23 +76,23 @@ def save(directory: Path = typer.Argument(..., help="directory to save into (cre
 
 @app.command()
 def load(directory: Path = typer.Argument(..., help="a directory written by `images save`"),
-         config: Optional[Path] = ConfigOption, parallel: int = ParallelOption,
+         parallel: int = ParallelOption,
          attempts: int = AttemptsOption) -> None:
     """Verify the checksums of DIRECTORY, then push its images into the site registry."""
     from cubeinstall.images.offline import load as load_images
 
-    ctx = _context(config)
+    ctx = load_context()
     _fail_on(load_images(directory, ctx.site, ctx.out, _settings(parallel, attempts, None)),
              "loaded")
 
 
 @app.command()
-def verify(config: Optional[Path] = ConfigOption) -> None:
+def verify() -> None:
     """Check that the site registry serves every image the site needs (one manifest HEAD each)."""
-    from cubeinstall.images.inventory import site_inventory
     from cubeinstall.images.status import missing_in_registry
+    from cubeinstall.stages.images import site_inventory
 
-    ctx = _context(config)
+    ctx = load_context()
     uses = site_inventory(ctx.site)
     missing = missing_in_registry(ctx.site, uses)
     wanted = sum(1 for use in uses if use.needs_copy)

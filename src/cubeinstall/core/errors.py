@@ -65,14 +65,3 @@ class StageFailed(CubeError):
     def __str__(self) -> str:
         text = super().__str__()
         return f"{text}\n  support bundle: {self.support_bundle}" if self.support_bundle else text
-
-
-class NotImplementedStage(StageFailed):
-    """A registered stage whose engine is not built yet: fail honestly, never pretend."""
-
-    def __init__(self, stage: str, what: str):
-        super().__init__(
-            stage,
-            f"not implemented yet ({what}); nothing was changed",
-            hint=f"skip it with --skip {stage} or disable it in site.yaml",
-        )

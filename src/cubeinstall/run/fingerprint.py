@@ -14,7 +14,7 @@ from typing import Any
 from cubeinstall import __version__
 from cubeinstall.site.model import Site
 from cubeinstall.site.secrets import Secret
-from cubeinstall.stages.registry import Layer, Stage
+from cubeinstall.site.stages import Layer, Stage
 
 # What each non-cluster layer reads from the site.
 _SECTIONS = {

@@ -20,6 +20,7 @@ not references and are out of reach here: the stage that renders them sets them 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -103,3 +104,30 @@ def _is_image(value: Any) -> bool:
 def images_in_objects(objects: Iterable[dict]) -> set[str]:
     """Every image reference, as written, of every object (pure)."""
     return {slot.get() for obj in objects for slot in image_slots(obj)}
+
+
+def is_crd(obj: dict) -> bool:
+    return obj.get("kind") == "CustomResourceDefinition"
+
+
+def writable_copy(obj: dict) -> dict:
+    """A copy we may change. CRDs (up to megabytes, no images, no pods) are passed
+    through as they are: copying them cost more than the whole rest of a render."""
+    return obj if is_crd(obj) else copy.deepcopy(obj)
+
+
+def pod_specs(obj: dict) -> list[dict]:
+    """Mappings holding a pod's ``containers`` list of images: a PodSpec wherever it sits."""
+    found: list[dict] = []
+    stack: list = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            containers = item.get("containers")
+            if isinstance(containers, list) and any(
+                    isinstance(c, dict) and isinstance(c.get("image"), str) for c in containers):
+                found.append(item)
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+    return found

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cubeinstall.kube.diagnose import container_statuses, event_order, event_time, tail
+from cubeinstall.core.yamlio import dump_documents
+from cubeinstall.kube.diagnose import (
+    BUNDLE_LOG_LINES,
+    container_statuses,
+    event_order,
+    event_time,
+    tail,
+)
 from cubeinstall.kube.objects import api_group, target
-from cubeinstall.yamlio import dump_documents
 
 if TYPE_CHECKING:
     from cubeinstall.kube.support import ClusterState, ContainerLog
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-LOG_LINES = 50  # per container, fetched (kube/support.py) and shown
 MAX_SPEC_LINES = 400  # a workload's spec is whole; a CRD's schema is not
 
 
@@ -112,7 +117,7 @@ def log_entry(log: ContainerLog) -> str:
     where = f"pod {log.pod}" + (f" container {log.container} ({which})" if log.container else "")
     if log.text is None:
         return f"--- {where}: no log: {log.missing}"
-    return f"--- {where}, last {LOG_LINES} lines:\n{tail(log.text, LOG_LINES)}"
+    return f"--- {where}, last {BUNDLE_LOG_LINES} lines:\n{tail(log.text, BUNDLE_LOG_LINES)}"
 
 
 def events_table(events: list[dict]) -> list[str]:

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Iterable
 import yaml
 
 from cubeinstall import __version__
-from cubeinstall.errors import CubeError
+from cubeinstall.core.errors import CubeError
 from cubeinstall.upstream.cache import Cache, ChecksumMismatch, NotFetched, sha256_of
 from cubeinstall.upstream.catalog import UpstreamFile
 
 if TYPE_CHECKING:
-    from cubeinstall.output import Output
+    from cubeinstall.core.output import Output
 
 FORMAT = "cubeinstall-bundle/v1"
 LOCK = "bundle.lock.yaml"

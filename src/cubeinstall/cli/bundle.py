@@ -1,9 +1,9 @@
 """`cubeinstall bundle fetch|create|load`: pinned upstream files for online and air-gapped sites.
 
 Registered by the main app with ``app.add_typer(bundle_cli.app, name="bundle")``. The
-global options (--config, --json, -v) are parsed by the main callback into
-``cli_context.OPTIONS``; every command also takes --config after its name. Errors are
-CubeErrors, mapped to exit codes by ``cli.main``.
+global options (--config, --json, -v, ...) are parsed by the main callback into
+``cli.options.OPTIONS``, before or after the command's name. Errors are CubeErrors,
+mapped to exit codes by ``cli.app.main``.
 
 - ``fetch``: download what the site's enabled stages need into the cache (verified);
 - ``create FILE``: pack cached files (and optionally a saved images directory) with a lock;
@@ -17,22 +17,19 @@ from typing import Optional
 
 import typer
 
-from cubeinstall.cli_context import OPTIONS, load_context
+from cubeinstall.cli.options import OPTIONS, load_context
 
 app = typer.Typer(help="Pinned upstream manifests: fetch into the cache, pack and load bundles.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
-ConfigOption = typer.Option(None, "--config", "-c", help="site file (default: ./site.yaml)")
 AllOption = typer.Option(False, "--all", help="every component of the catalog, not only the "
                                                "site's enabled stages (no site file needed)")
 
 
-def _files(config: Optional[Path], everything: bool):
+def _files(everything: bool):
     """(site or None, upstream files): the site's needs, or the whole catalog."""
     from cubeinstall.upstream import catalog
 
-    if config is not None:
-        OPTIONS.config = config
     site = load_context().site if (not everything or OPTIONS.config.exists()) else None
     if everything:
         return site, [item for name in catalog.components() for item in
@@ -41,14 +38,14 @@ def _files(config: Optional[Path], everything: bool):
 
 
 @app.command()
-def fetch(config: Optional[Path] = ConfigOption, everything: bool = AllOption,
+def fetch(everything: bool = AllOption,
           attempts: int = typer.Option(3, "--attempts", min=1, max=10,
                                        help="tries per file on network errors")) -> None:
     """Download the pinned upstream files into the cache, verifying each sha256."""
     from cubeinstall.upstream.cache import Cache
     from cubeinstall.upstream.fetch import fetch_all
 
-    _, files = _files(config, everything)
+    _, files = _files(everything)
     cache = Cache()
     results = fetch_all(files, cache, OPTIONS.out, attempts=attempts)
     counts = {action: sum(1 for r in results if r.action == action)
@@ -61,31 +58,29 @@ def fetch(config: Optional[Path] = ConfigOption, everything: bool = AllOption,
 
 @app.command()
 def create(file: Path = typer.Argument(..., help="the bundle to write (.tar.gz)"),
-           config: Optional[Path] = ConfigOption, everything: bool = AllOption,
+           everything: bool = AllOption,
            images: Optional[Path] = typer.Option(
                None, "--images", help="also pack this directory made by `cubeinstall images save`"),
            ) -> None:
     """Pack the cached upstream files (run `bundle fetch` first) into FILE with a lock file."""
-    from cubeinstall.upstream import bundle
+    from cubeinstall.run import bundle
     from cubeinstall.upstream.cache import Cache
 
-    _, files = _files(config, everything)
+    _, files = _files(everything)
     bundle.create(file, files, Cache(), OPTIONS.out, images=images)
 
 
 @app.command()
 def load(file: Path = typer.Argument(..., help="a bundle made by `cubeinstall bundle create`"),
-         config: Optional[Path] = ConfigOption,
          images_to: Optional[Path] = typer.Option(
              None, "--images-to", help="unpack the bundle's images into this directory "
                                        "(then run `cubeinstall images load DIR`)"),
          ) -> None:
     """Fill the local cache from FILE: afterwards installs need no network for upstream files."""
-    from cubeinstall.upstream import bundle, catalog
+    from cubeinstall.run import bundle
+    from cubeinstall.upstream import catalog
     from cubeinstall.upstream.cache import FETCH_HINT, Cache
 
-    if config is not None:
-        OPTIONS.config = config
     cache = Cache()
     bundle.load(file, cache, OPTIONS.out, images_to=images_to)
     if OPTIONS.config.exists():  # tell now, not at install time, what the site still lacks

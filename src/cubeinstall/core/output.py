@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from cubeinstall.redaction import redact, redact_obj
+from cubeinstall.core.redaction import redact, redact_obj
 
 
 @dataclass

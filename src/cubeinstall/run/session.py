@@ -5,10 +5,11 @@ from __future__ import annotations
 from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
-from cubeinstall.stages.base import RunContext
-from cubeinstall.stages.registry import Layer, Stage
-from cubeinstall.state.journal import Journal
-from cubeinstall.state.lock import local_lock
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError
+from cubeinstall.run.journal import Journal
+from cubeinstall.run.lock import local_lock
+from cubeinstall.site.stages import Layer, Stage
 
 
 @contextmanager
@@ -40,7 +41,7 @@ def _mirror(ctx: RunContext, save):
         nonlocal warned
         try:
             save(text)
-        except Exception as exc:  # noqa: BLE001 - reported once, the local journal is kept
+        except CubeError as exc:  # the server's answer: reported once, the local journal is kept
             if not warned:
                 ctx.out.warn(f"could not save the journal's cluster copy: {exc}")
                 warned = True

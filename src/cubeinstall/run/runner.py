@@ -8,20 +8,20 @@ may need what it provides.
 from __future__ import annotations
 
 import difflib
-import importlib
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING
 
-from cubeinstall.errors import ConfigError, CubeError, NotImplementedStage, StageFailed
+from cubeinstall.core.change import Change, count_changing
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import ConfigError, CubeError, StageFailed
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages import registry
-from cubeinstall.stages.base import Change, RunContext
-from cubeinstall.stages.registry import Stage
+from cubeinstall.site.stages import Stage
+from cubeinstall.stages import load
 
 if TYPE_CHECKING:
-    from cubeinstall.state.journal import Journal
+    from cubeinstall.run.journal import Journal
 
 
 @dataclass
@@ -34,7 +34,7 @@ class StageResult:
 
     @property
     def changed(self) -> int:
-        return sum(1 for change in self.changes if change.changes_something)
+        return count_changing(self.changes)
 
 
 def check_stage_names(names: list[str], option: str) -> None:
@@ -61,51 +61,15 @@ def select(site: Site, only: list[str] = (), skip: list[str] = (),
     return [registry.get(name) for name in names if registry.get(name).enabled(site)]
 
 
-def stage_module(stage: Stage) -> ModuleType:
-    try:
-        return importlib.import_module(f"cubeinstall.stages.{stage.module}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"cubeinstall.stages.{stage.module}":
-            raise NotImplementedStage(stage.name, f"no module cubeinstall.stages.{stage.module}") from None
-        raise
-
-
 def plan_stage(ctx: RunContext, stage: Stage, offline: bool) -> list[Change]:
-    from cubeinstall.stages import cluster
-
-    from cubeinstall.upstream.cache import NotFetched
-
-    module = stage_module(stage)
-    if offline:
-        if hasattr(module, "describe"):
-            return module.describe(ctx.site)
-        if hasattr(module, "render"):
-            try:
-                return cluster.offline(stage.name, rendered(module, stage, ctx.site))
-            except NotFetched as missing:
-                return [Change(stage.name, "run", f"{missing.message}; {missing.hint}")]
-        return [Change(stage.name, "run", stage.summary)]
-    if hasattr(module, "plan"):
-        return module.plan(ctx)
-    return cluster.plan(ctx, stage.name, rendered(module, stage, ctx.site))
+    """What the stage would change: against the live targets, or (offline) from the site alone."""
+    code = load(stage)
+    return code.describe(ctx.site) if offline else code.plan(ctx)
 
 
-def apply_stage(ctx: RunContext, stage: Stage, objects: list[dict] | None = None) -> list[Change]:
-    from cubeinstall.stages import cluster
-
-    module = stage_module(stage)
-    if hasattr(module, "apply"):
-        return module.apply(ctx)
-    if objects is None:
-        objects = rendered(module, stage, ctx.site)
-    return cluster.apply(ctx, stage.name, objects)
-
-
-def rendered(module: ModuleType, stage: Stage, site: Site) -> list[dict]:
-    """A stage's objects as they will be applied (images pointed at the site registry)."""
-    from cubeinstall.render import finalize
-
-    return finalize(site, module.render(site))
+def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
+    """A stage's final objects, or None when its desired state is not Kubernetes objects."""
+    return load(stage).objects(site)
 
 
 def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) -> list[StageResult]:
@@ -118,20 +82,13 @@ def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) 
     results: list[StageResult] = []
     for stage in stages:
         started = time.monotonic()
+        attempt = Attempt(stage)
         try:
-            result = _run_stage(ctx, stage, journal)
+            result = _run_stage(ctx, attempt, journal)
         except CubeError as exc:
-            failure = exc if isinstance(exc, StageFailed) else StageFailed(stage.name, str(exc.message), exc.hint)
-            if journal and not ctx.dry_run and stage.name in journal.stages:
-                journal.finished(stage.name, ok=False, message=failure.message)
+            failure = _failure(ctx, attempt, exc, journal)
             results.append(StageResult(stage.name, "failed", seconds=time.monotonic() - started,
                                        message=str(failure)))
-            if not ctx.dry_run:  # a plan changed nothing: no cluster state to explain
-                from cubeinstall.support_bundle import write_for_failure
-
-                failure.support_bundle = write_for_failure(ctx, stage, failure)
-            ctx.out.event("stage-failed", stage=stage.name, error=failure.message, hint=failure.hint,
-                          support_bundle=failure.support_bundle)
             raise failure from None
         result.seconds = time.monotonic() - started
         results.append(result)
@@ -146,29 +103,54 @@ def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) 
     return results
 
 
-def _run_stage(ctx: RunContext, stage: Stage, journal: "Journal | None") -> StageResult:
-    from cubeinstall.state.fingerprint import fingerprint
+@dataclass
+class Attempt:
+    """One stage in this run: its objects once rendered (the failure's support bundle
+    shows the cluster's view of the same objects)."""
 
-    objects = stage_objects(stage, ctx.site)
-    digest = fingerprint(stage, ctx.site, objects)
+    stage: Stage
+    objects: list[dict] | None = None
+    rendered: bool = False
+
+
+def _failure(ctx: RunContext, attempt: Attempt, exc: CubeError,
+             journal: "Journal | None") -> CubeError:
+    """The error to raise for a failed stage: site mistakes stay ConfigError (exit 2);
+    anything else becomes StageFailed, recorded, with its support bundle."""
+    name = attempt.stage.name
+    if journal and not ctx.dry_run and name in journal.stages:
+        journal.finished(name, ok=False, message=exc.message)
+    if isinstance(exc, ConfigError):
+        return exc
+    failure = exc if isinstance(exc, StageFailed) else StageFailed(name, str(exc.message), exc.hint)
+    if not ctx.dry_run:  # a plan changed nothing: no cluster state to explain
+        from cubeinstall.run.support_bundle import write_for_failure
+
+        failure.support_bundle = write_for_failure(ctx, attempt.stage, failure, attempt.objects,
+                                                   attempt.rendered)
+    ctx.out.event("stage-failed", stage=name, error=failure.message, hint=failure.hint,
+                  support_bundle=failure.support_bundle)
+    return failure
+
+
+def _run_stage(ctx: RunContext, attempt: Attempt, journal: "Journal | None") -> StageResult:
+    from cubeinstall.run.fingerprint import fingerprint
+
+    stage, code = attempt.stage, load(attempt.stage)
+    attempt.objects, attempt.rendered = code.objects(ctx.site), True
+    digest = fingerprint(stage, ctx.site, attempt.objects)
     if journal and not ctx.options.force and journal.is_current(stage.name, digest):
         return StageResult(stage.name, "skipped", message="inputs unchanged since last success")
     ctx.out.event("stage-start", stage=stage.name, layer=stage.layer.value,
                   message=f"▶ {stage.name}: {stage.summary}")
     if ctx.dry_run:
-        return StageResult(stage.name, "ok", plan_stage(ctx, stage, offline=False))
+        return StageResult(stage.name, "ok", code.plan(ctx, attempt.objects))
     if journal:
         journal.started(stage.name, digest)
-    changes = apply_stage(ctx, stage, objects)
+    changes = code.apply(ctx, attempt.objects)
     if journal:
-        journal.finished(stage.name, ok=True, changes=sum(1 for c in changes if c.changes_something))
+        journal.finished(stage.name, ok=True, changes=count_changing(changes))
     return StageResult(stage.name, "ok", changes)
-
-
-def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
-    """A stage's final objects, or None when its desired state is not Kubernetes objects."""
-    module = stage_module(stage)
-    return rendered(module, stage, site) if hasattr(module, "render") else None
 
 
 def report_changes(ctx: RunContext, stage: str, changes: list[Change]) -> None:

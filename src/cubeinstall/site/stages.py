@@ -1,10 +1,13 @@
 """The one ordered list of every stage.
 
 The order is the install order; uninstall walks it backwards. Each stage
-states what it needs (capabilities provided by earlier stages) and whether a
-site enables it; ``tests/unit/test_registry.py`` proves every need is met
-earlier. Implementations live in ``cubeinstall.stages.<module>`` and are
-imported only when a stage runs, so listing stages stays fast.
+states, as data: what it needs (capabilities provided by earlier stages),
+whether a site enables it, where it runs (``Scope``) and which per-component
+settings it honours (``options``; the site loader refuses the others).
+``tests/unit/test_registry.py`` proves every need is met earlier.
+Implementations live in ``cubeinstall.stages.<module>`` (contract:
+stages/contract.py) and are imported only when a stage runs, so listing
+stages stays fast.
 """
 
 from __future__ import annotations
@@ -24,6 +27,21 @@ class Layer(str, Enum):
     DATABASE = "database"
 
 
+class Scope(str, Enum):
+    """Where a stage runs. cube-studio runs its web platform on the first cluster and
+    notebooks, pipelines, training and inference on every cluster of config.py's CLUSTERS."""
+
+    NODES = "nodes"  # every node of the site, over SSH
+    REGISTRY = "registry"  # the site registry
+    PLATFORM = "platform cluster"  # the first cluster only: the platform itself
+    EVERY_CLUSTER = "every cluster"  # what running the platform's workloads needs
+
+
+# Per-component settings (``components.<stage>.<option>``) a stage may honour.
+NAMESPACE_OPTION = "namespace"  # install into another namespace than its own
+EXISTING_OPTION = "existing"  # mode: existing -- use what the cluster already runs
+
+
 def _component_enabled(name: str, default: bool = True) -> Callable[["Site"], bool]:
     def enabled(site: "Site") -> bool:
         setting = site.component(name).enabled
@@ -41,6 +59,8 @@ class Stage:
     needs: tuple[str, ...] = ()
     provides: tuple[str, ...] = ()
     placement: str | None = None  # default node label (=true) its pods select
+    scope: Scope = Scope.PLATFORM
+    options: frozenset[str] = frozenset()
     default_enabled: bool = True
     extra_enabled: Callable[["Site"], bool] | None = field(default=None, compare=False)
 
@@ -69,24 +89,28 @@ def _has_registry(site: "Site") -> bool:
     return site.registry is not None and site.registry.mirror
 
 
+_EVERY = Scope.EVERY_CLUSTER
+_IN_NAMESPACE = frozenset({NAMESPACE_OPTION})
+
 STAGES: tuple[Stage, ...] = (
     Stage("node-prep", "check hosts (OS, sudo, commands, clock), swap off, firewall", Layer.NODE,
-          "node_prep", provides=("hosts-ready",)),
+          "node_prep", provides=("hosts-ready",), scope=Scope.NODES),
     Stage("storage", "mount the shared file system at /data/k8s on every node, create its directories", Layer.NODE,
-          "storage", needs=("hosts-ready",), provides=("shared-storage",)),
+          "storage", needs=("hosts-ready",), provides=("shared-storage",), scope=Scope.NODES),
     Stage("gpu-runtime", "NVIDIA runtime in docker/containerd on GPU nodes", Layer.NODE,
-          "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",),
+          "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",), scope=Scope.NODES,
           extra_enabled=_has_gpu_nodes),
     Stage("images", "mirror every image the site needs into the private registry",
-          Layer.REGISTRY, "images", provides=("images",), extra_enabled=_has_registry),
+          Layer.REGISTRY, "images", provides=("images",), scope=Scope.REGISTRY,
+          extra_enabled=_has_registry),
     Stage("namespaces", "platform namespaces, labels and the hubsecret pull secret",
-          Layer.CLUSTER, "namespaces", provides=("namespaces",)),
+          Layer.CLUSTER, "namespaces", provides=("namespaces",), scope=_EVERY),
     Stage("node-labels", "node labels from roles, before anything selects on them",
-          Layer.CLUSTER, "node_labels", provides=("node-labels",)),
+          Layer.CLUSTER, "node_labels", provides=("node-labels",), scope=_EVERY),
     Stage("dashboard", "Kubernetes dashboards: cluster-admin and restricted user",
           Layer.CLUSTER, "dashboard", needs=("namespaces", "node-labels"), placement="kubeflow"),
     Stage("kube-batch", "kube-batch gang scheduler (Kubernetes < 1.22 only)", Layer.CLUSTER,
-          "kube_batch", needs=("namespaces",), default_enabled=False),
+          "kube_batch", needs=("namespaces",), scope=_EVERY, default_enabled=False),
     Stage("mysql", "in-cluster MySQL 8 on mysql=true nodes", Layer.CLUSTER, "mysql",
           needs=("namespaces", "node-labels", "shared-storage"), provides=("mysql",),
           placement="mysql", extra_enabled=_mysql_in_cluster),
@@ -96,24 +120,26 @@ STAGES: tuple[Stage, ...] = (
           "redis", needs=("namespaces", "node-labels"), provides=("redis",),
           placement="redis", extra_enabled=_redis_in_cluster),
     Stage("istio", "Istio CRDs, istiod and the ingress gateway", Layer.CLUSTER, "istio",
-          needs=("namespaces", "node-labels"), provides=("istio",), placement="istio"),
+          needs=("namespaces", "node-labels"), provides=("istio",), placement="istio",
+          scope=_EVERY, options=frozenset({EXISTING_OPTION})),
     Stage("kubeflow", "Argo Workflows and the Kubeflow training-operator", Layer.CLUSTER,
           "kubeflow", needs=("namespaces", "node-labels"), provides=("kubeflow",),
-          placement="kubeflow"),
+          placement="kubeflow", scope=_EVERY),
     Stage("prometheus", "prometheus-operator, Prometheus, Alertmanager, Grafana, exporters",
           Layer.CLUSTER, "prometheus", needs=("namespaces", "node-labels", "shared-storage"),
-          provides=("monitoring",), placement="monitoring"),
+          provides=("monitoring",), placement="monitoring", scope=_EVERY),
     Stage("efk", "Elasticsearch, Filebeat and Kibana", Layer.CLUSTER, "efk",
           needs=("namespaces", "node-labels"), placement="logging"),
     Stage("frameworkcontroller", "FrameworkController for distributed training",
           Layer.CLUSTER, "frameworkcontroller", needs=("namespaces", "node-labels"),
-          placement="kubeflow"),
+          placement="kubeflow", scope=_EVERY, options=_IN_NAMESPACE),
     Stage("volcano", "Volcano batch scheduler and its admission webhooks", Layer.CLUSTER,
-          "volcano", needs=("namespaces", "node-labels"), placement="kubeflow"),
+          "volcano", needs=("namespaces", "node-labels"), placement="kubeflow", scope=_EVERY,
+          options=_IN_NAMESPACE),
     Stage("kubeconfig", "per-cluster kubeconfigs for the platform (Secret)", Layer.CLUSTER,
           "kubeconfig", needs=("namespaces",), provides=("kubeconfigs",)),
     Stage("pv-pvc", "PersistentVolumes and claims on /data/k8s", Layer.CLUSTER, "pv_pvc",
-          needs=("namespaces", "shared-storage"), provides=("volumes",)),
+          needs=("namespaces", "shared-storage"), provides=("volumes",), scope=_EVERY),
     Stage("cube", "the cube-studio platform itself", Layer.CLUSTER, "cube",
           needs=("databases", "redis", "kubeconfigs", "volumes", "node-labels"),
           provides=("platform",), placement="kubeflow-dashboard"),

@@ -13,9 +13,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from cubeinstall.errors import CubeError, PreflightError
-from cubeinstall.stages.base import RunContext
-from cubeinstall.stages.registry import Layer, Stage
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError, PreflightError
+from cubeinstall.site.stages import Layer, Stage
 
 MINIMUM_KUBERNETES = (1, 22)
 TESTED_KUBERNETES = ((1, 28), (1, 36))
@@ -103,9 +103,9 @@ def cluster_nodes(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
 
 def placement_labels(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     """Every enabled component's placement label is on some node (the site's roles)."""
-    from cubeinstall import facts
+    from cubeinstall.site import platform
 
-    labelled = {key for node in ctx.site.nodes for key, value in facts.node_labels(node).items()
+    labelled = {key for node in ctx.site.nodes for key, value in platform.node_labels(node).items()
                 if value == "true"}
     for stage in stages:
         label = stage.placement_label(ctx.site)
@@ -224,7 +224,7 @@ def run_preflight(ctx: RunContext, stages: list[Stage], ignore: Iterable[str] = 
     ignored = set(ignore)
     unknown = ignored - set(CHECK_IDS)
     if unknown:
-        from cubeinstall.errors import ConfigError
+        from cubeinstall.core.errors import ConfigError
 
         raise ConfigError(f"--ignore: unknown check {', '.join(sorted(unknown))}",
                           hint=f"checks are: {', '.join(CHECK_IDS)}")

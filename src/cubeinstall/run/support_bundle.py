@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cubeinstall import __version__
-from cubeinstall.errors import CubeError, StageFailed
-from cubeinstall.files import write_atomically
-from cubeinstall.redaction import redact
-from cubeinstall.state.journal import state_dir
-from cubeinstall.support_text import section
+from cubeinstall.core.errors import CubeError, StageFailed
+from cubeinstall.core.files import write_atomically
+from cubeinstall.core.redaction import redact
+from cubeinstall.run.journal import state_dir
+from cubeinstall.run.support_text import section
 
 if TYPE_CHECKING:
-    from cubeinstall.stages.base import RunContext
-    from cubeinstall.stages.registry import Stage
+    from cubeinstall.core.context import RunContext
+    from cubeinstall.site.stages import Stage
 
 KEEP = 20
 WITHOUT_OBJECTS = {
@@ -40,10 +40,13 @@ WITHOUT_OBJECTS = {
 }
 
 
-def write_for_failure(ctx: RunContext, stage: Stage, failure: StageFailed) -> str | None:
-    """The bundle's path, or None (with a warning) when it could not be written."""
+def write_for_failure(ctx: RunContext, stage: Stage, failure: StageFailed,
+                      objects: list[dict] | None, rendered: bool = True) -> str | None:
+    """The bundle's path, or None (with a warning) when it could not be written.
+    ``objects``: the stage's objects as the run rendered them (``rendered`` False: the
+    stage failed before they could be rendered)."""
     try:
-        text = bundle_text(ctx, stage, failure)
+        text = bundle_text(ctx, stage, failure, objects, rendered)
         return str(write_bundle(state_dir() / "support", ctx.site.site, stage.name, text))
     except Exception as exc:  # noqa: BLE001 - the stage's own error must reach the user
         ctx.out.warn(f"could not write the support bundle of stage {stage.name}: {exc}",
@@ -51,9 +54,10 @@ def write_for_failure(ctx: RunContext, stage: Stage, failure: StageFailed) -> st
         return None
 
 
-def bundle_text(ctx: RunContext, stage: Stage, failure: StageFailed) -> str:
+def bundle_text(ctx: RunContext, stage: Stage, failure: StageFailed,
+                objects: list[dict] | None, rendered: bool = True) -> str:
     parts = [header(ctx.site.site, stage.name, failure), *stage_report(ctx, stage.name, failure),
-             *cluster_part(ctx, stage, failure)]
+             *cluster_part(ctx, stage, failure, objects, rendered)]
     return redact("\n".join(parts))
 
 
@@ -84,14 +88,11 @@ def stage_report(ctx: RunContext, stage: str, failure: StageFailed) -> list[str]
     return sections
 
 
-def cluster_part(ctx: RunContext, stage: Stage, failure: StageFailed) -> list[str]:
-    from cubeinstall import runner
-
-    try:
-        objects = runner.stage_objects(stage, ctx.site)
-    except CubeError as exc:
+def cluster_part(ctx: RunContext, stage: Stage, failure: StageFailed,
+                 objects: list[dict] | None, rendered: bool = True) -> list[str]:
+    if not rendered:
         return [section("cluster state", "not collected: the stage's objects could not be "
-                        f"rendered: {exc.message}")]
+                        f"rendered ({failure.message})")]
     if not objects:
         why = WITHOUT_OBJECTS.get(stage.layer.value, WITHOUT_OBJECTS["cluster"])
         return [section("cluster state", f"not collected: {why} and has no Kubernetes objects "
@@ -99,7 +100,7 @@ def cluster_part(ctx: RunContext, stage: Stage, failure: StageFailed) -> list[st
                         "each failed host or object and why) and what the stage reported")]
     from cubeinstall.kube.client import client_for
     from cubeinstall.kube.support import collect
-    from cubeinstall.support_text import cluster_sections
+    from cubeinstall.run.support_text import cluster_sections
 
     try:
         # Short requests: the budget in collect() bounds the whole, these each read.

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from cubeinstall import __version__
-from cubeinstall.files import write_atomically
+from cubeinstall.core.files import write_atomically
 
 SCHEMA = 1
 

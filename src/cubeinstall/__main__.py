@@ -1,0 +1,5 @@
+"""`python -m cubeinstall` runs the command line."""
+
+from cubeinstall.cli import main
+
+main()

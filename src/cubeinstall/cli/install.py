@@ -1,0 +1,199 @@
+"""Commands that plan, apply and report stages: `render`, `plan`, `all`, `stage`,
+`preflight`, `status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cubeinstall.cli.options import (
+    OPTIONS,
+    DryRunOption,
+    ForceOption,
+    FromOption,
+    IgnoreOption,
+    OnlyOption,
+    PruneOption,
+    SkipOption,
+    TrustOption,
+    load_context,
+)
+from cubeinstall.core.errors import ConfigError, CubeError
+
+
+def render(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout)"),
+    only: Optional[List[str]] = OnlyOption,
+) -> None:
+    """Render the Kubernetes objects of every enabled cluster stage (no cluster needed)."""
+    from cubeinstall.core.yamlio import dump_documents
+    from cubeinstall.run import runner
+    from cubeinstall.site.stages import STAGE_NAMES
+    from cubeinstall.stages.rendered import each_stage
+
+    runner.check_stage_names(list(only or []), "--only")
+    site = load_context().site
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    not_rendered = []
+    for name, objects in each_stage(site, only or []):
+        if isinstance(objects, CubeError):  # upstream files not in the cache
+            not_rendered.append(name)
+            OPTIONS.out.warn(f"{name}: not rendered: {objects.message}", stage=name, hint=objects.hint)
+            continue
+        text = dump_documents(objects)
+        if out is None:
+            OPTIONS.out.text(f"# stage: {name}\n---\n{text}")
+            continue
+        path = out / f"{STAGE_NAMES.index(name) + 1:02d}-{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        OPTIONS.out.event("rendered", stage=name, objects=len(objects), path=str(path),
+                          message=f"{path}: {len(objects)} objects")
+    if not_rendered:
+        OPTIONS.out.warn(f"{len(not_rendered)} stage(s) need their pinned upstream files first: "
+                         f"{', '.join(not_rendered)}; run `cubeinstall bundle fetch` "
+                         "(or `cubeinstall bundle load FILE` on an air-gapped machine)")
+
+
+def plan(
+    offline: bool = typer.Option(False, "--offline", help="no cluster, no hosts: what each stage would create"),
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    start: Optional[str] = FromOption,
+    prune: bool = typer.Option(False, "--prune", help="also show owned objects no longer rendered"),
+) -> None:
+    """Show what each stage would change, without changing anything."""
+    from cubeinstall.run import runner
+
+    ctx = load_context(dry_run=True, prune=prune)
+    selected = runner.select(ctx.site, only or [], skip or [], start)
+    rows = []
+    for stage in selected:
+        changes = runner.plan_stage(ctx, stage, offline=offline)
+        runner.report_changes(ctx, stage.name, changes)
+        counts = {action: sum(1 for c in changes if c.action == action)
+                  for action in ("create", "update", "delete", "run", "unchanged")}
+        rows.append((stage.name, *(counts[action] for action in counts)))
+        ctx.out.event("stage-plan", stage=stage.name, **counts)
+    ctx.out.table("plan" + (" (offline)" if offline else ""),
+                  ("stage", "create", "update", "delete", "run", "unchanged"), rows)
+
+
+def _run(stages_to_run, ctx) -> None:
+    from cubeinstall.run import runner
+    from cubeinstall.run.session import changing_run
+
+    if ctx.dry_run:
+        results = runner.run(ctx, stages_to_run)
+    else:
+        with changing_run(ctx, stages_to_run) as journal:
+            results = runner.run(ctx, stages_to_run, journal)
+    ctx.out.table("result", ("stage", "status", "changes", "seconds"),
+                  [(r.stage, r.status, r.changed, f"{r.seconds:.1f}") for r in results])
+
+
+def run_all(
+    dry_run: bool = DryRunOption,
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    start: Optional[str] = FromOption,
+    trust_new_hosts: bool = TrustOption,
+    prune: bool = PruneOption,
+    force: bool = ForceOption,
+    ignore: Optional[List[str]] = IgnoreOption,
+) -> None:
+    """Bring the whole site to its desired state, stage by stage (resumes after a failure)."""
+    from cubeinstall.run import runner
+    from cubeinstall.run.preflight import run_preflight
+
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    selected = runner.select(ctx.site, only or [], skip or [], start)
+    ctx.out.event("preflight-start", message="preflight checks")
+    run_preflight(ctx, selected, ignore or [])
+    _run(selected, ctx)
+
+
+def preflight(
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    start: Optional[str] = FromOption,
+    trust_new_hosts: bool = TrustOption,
+    ignore: Optional[List[str]] = IgnoreOption,
+) -> None:
+    """Read-only checks of cluster, hosts, registry and database (exit 3 on failure)."""
+    from cubeinstall.run import runner
+    from cubeinstall.run.preflight import run_preflight
+
+    ctx = load_context(dry_run=True, trust_new_hosts=trust_new_hosts)
+    findings = run_preflight(ctx, runner.select(ctx.site, only or [], skip or [], start), ignore or [])
+    ctx.out.table("preflight", ("check", "grade", "finding"),
+                  [(f.check, f.grade, f.message) for f in findings])
+
+
+def stage(
+    name: str = typer.Argument(..., help="stage name (see `cubeinstall stages`)"),
+    dry_run: bool = DryRunOption,
+    trust_new_hosts: bool = TrustOption,
+    prune: bool = PruneOption,
+    force: bool = ForceOption,
+) -> None:
+    """Run one stage (a stage the site disables is refused)."""
+    from cubeinstall.run import runner
+    from cubeinstall.site import stages as registry
+
+    runner.check_stage_names([name], "stage")
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    selected = registry.get(name)
+    if not selected.enabled(ctx.site):
+        raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
+                          hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
+    _run([selected], ctx)
+
+
+def status(
+    live: bool = typer.Option(False, "--live", help="also compare every stage with the live cluster, hosts and databases (read-only)"),
+) -> None:
+    """Per stage: last result, whether its inputs changed since, and (--live) pending changes."""
+    from cubeinstall.run import runner
+    from cubeinstall.run.fingerprint import fingerprint
+    from cubeinstall.run.journal import Journal
+
+    ctx = load_context(dry_run=True)
+    journal = Journal.load(ctx.site.site)
+    rows = []
+    for stage in runner.select(ctx.site):
+        record = journal.stages.get(stage.name)
+        inputs = "never run"
+        if record:
+            current = fingerprint(stage, ctx.site, runner.stage_objects(stage, ctx.site))
+            inputs = "unchanged" if current == record.fingerprint else "changed"
+        pending = ""
+        if live:
+            changes = runner.plan_stage(ctx, stage, offline=False)
+            pending = str(sum(1 for change in changes if change.changes_something))
+        finished = _when(record.finished) if record and record.finished else ""
+        result = record.status if record else "-"
+        ctx.out.event("stage-status", stage=stage.name, result=result, inputs=inputs,
+                      finished=finished, pending=pending or None,
+                      detail=record.message if record else "")
+        rows.append((stage.name, result, finished, inputs, pending))
+    columns = ("stage", "last result", "finished", "inputs since", "pending changes")
+    ctx.out.table(f"status of site {ctx.site.site} ({journal.path})", columns if live else columns[:4],
+                  [row if live else row[:4] for row in rows])
+
+
+def _when(timestamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(render)
+    app.command()(plan)
+    app.command(name="all")(run_all)
+    app.command()(stage)
+    app.command()(preflight)
+    app.command()(status)

@@ -1,0 +1,76 @@
+"""`uninstall` (planned first, confirmed) and `upgrade-db`."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from cubeinstall.cli.options import (
+    OPTIONS,
+    OnlyOption,
+    SkipOption,
+    TrustOption,
+    load_context,
+)
+from cubeinstall.core.errors import ConfigError
+
+
+def uninstall(
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
+    purge: bool = typer.Option(False, "--purge", help="also delete data: PVCs, non-Retain PVs, the platform's databases"),
+    restore_node_files: bool = typer.Option(False, "--restore-node-files", help="give fstab and daemon.json back from their backups"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show what would be removed, remove nothing"),
+    trust_new_hosts: bool = TrustOption,
+) -> None:
+    """Remove what cubeinstall installed, newest stage first; data stays unless --purge."""
+    from cubeinstall.run import runner
+    from cubeinstall.run.session import changing_run
+    from cubeinstall.run.uninstall import plan_removal, stage_removal
+
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts)
+    selected = runner.select(ctx.site, only or [], skip or [])
+    plan = plan_removal(ctx, selected, purge=purge, restore_node_files=restore_node_files)
+    for name, changes in plan.items():
+        runner.report_changes(ctx, name, changes)
+    deletions = sum(1 for changes in plan.values() for c in changes if c.changes_something)
+    ctx.out.event("uninstall-plan", changes=deletions,
+                  message=f"uninstall would change {deletions} object(s)/file(s)/database(s)")
+    if dry_run or deletions == 0:
+        return
+    if not OPTIONS.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("uninstall needs confirmation; nothing was removed",
+                              hint="review the plan above, then run again with --yes")
+        typer.confirm("Remove all of the above?", abort=True)
+    with changing_run(ctx, selected) as journal:
+        for stage in reversed(selected):
+            changes = stage_removal(ctx, stage, purge=purge, restore_node_files=restore_node_files)
+            runner.report_changes(ctx, stage.name, changes)
+            journal.forget(stage.name)
+            ctx.out.event("stage-removed", stage=stage.name,
+                          changed=sum(1 for c in changes if c.changes_something),
+                          message=f"✖ {stage.name}: removed")
+
+
+def upgrade_db(
+    dry_run: bool = typer.Option(False, "--dry-run", help="count the rows each back-fill would change"),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=100_000, help="rows per committed batch"),
+) -> None:
+    """Fill the columns an upgrade added with their defaults (resumable: each batch is committed)."""
+    from cubeinstall.db.backfill import run_backfills
+    from cubeinstall.run import runner
+
+    ctx = load_context(dry_run=dry_run)
+    changes = run_backfills(ctx, dry_run=dry_run, batch_size=batch_size)
+    runner.report_changes(ctx, "upgrade-db", changes)
+    changed = sum(1 for change in changes if change.changes_something)
+    ctx.out.event("upgrade-db-done", changed=changed,
+                  message=f"upgrade-db: {runner.describe_count(changed, dry_run)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(uninstall)
+    app.command(name="upgrade-db")(upgrade_db)
