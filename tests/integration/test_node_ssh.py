@@ -207,3 +207,27 @@ def test_ssh_config_alias_and_proxy_jump(sandbox_nodes, tmp_path, ssh_client_key
     trust([jump], tmp_path / "known_hosts")
     changes = node_prep.apply(stage_context(site))
     assert "root via root" in os_detail(changes, target)
+
+
+def test_a_background_child_writing_late_never_leaks_into_the_next_script(
+        sandbox_nodes, tmp_path, ssh_client_key):
+    """A child keeps the shell's stdout and stderr and writes after its script ended: the
+    next script reads exactly its own output, at once (the late lines stand before its
+    begin marker). A child still writing WHILE another script runs shares its stream: that
+    cannot be told apart, and no node stage leaves such a child."""
+    [node] = sandbox_nodes.start(1)
+    trust([node], tmp_path / "known_hosts")
+    site = make_site([node], tmp_path, ssh_client_key, ssh={"command_timeout": 5})
+    pool = ConnectionPool(site, trust_new_hosts=False)
+    try:
+        connection = pool.get(site.nodes[0])
+        first = connection.run("( for i in 1 2 3; do sleep 0.1; echo late-out; echo late-err >&2;"
+                               " done ) & echo first")
+        assert (first.stdout, first.exit_code) == ("first\n", 0)
+        time.sleep(0.8)  # the child wrote everything and ended
+        started = time.monotonic()
+        result = connection.run("echo second; echo second-err >&2")
+        assert (result.stdout, result.stderr) == ("second\n", "second-err\n")
+        assert time.monotonic() - started < 2
+    finally:
+        pool.close()

@@ -6,10 +6,12 @@ more per host (facts, changes, checks), so all of a connection's round trips
 go to one ``sh -s`` started once (behind ``sudo`` once). Each script reaches
 that shell as one quoted word, run by ``eval`` in a subshell: a syntax error,
 an ``exit`` or ``set -e`` in it end the subshell only, and nothing in it can
-read the scripts that follow (its stdin is /dev/null). After the subshell the
-shell prints a random end marker with the exit status on stdout, and the
-marker on stderr; the output is read up to both. A shell that timed out or
-broke is closed, and the next script starts a new one.
+read the scripts that follow (its stdin is /dev/null). Around the subshell the
+shell prints a random begin marker, then an end marker with the exit status, on
+stdout and stderr; a script's output is what stands between its own markers, so
+a background child writing late (before or after them) cannot stall the match
+or leak into the next script. A shell that timed out or broke is closed, and
+the next script starts a new one.
 """
 
 from __future__ import annotations
@@ -83,26 +85,45 @@ class RemoteShell:
         return not (channel.closed or channel.eof_received or channel.exit_status_ready())
 
     def run(self, script: str, timeout: float) -> CommandResult:
-        marker = f"@@cubeinstall-done-{secrets.token_hex(8)}".encode()
+        token = secrets.token_hex(8)
+        begin, end = f"@@cubeinstall-begin-{token}", f"@@cubeinstall-done-{token}"
+        self._drain()
         self.channel.sendall(
+            f"printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2\n"
             f"( eval {q(script)} ) </dev/null\n"
-            f"printf '\\n%s %s\\n' {marker.decode()} \"$?\"; "
-            f"printf '\\n%s\\n' {marker.decode()} >&2\n".encode())
-        status = re.compile(rb"\n" + marker + rb" (\d+)\n\Z")
-        err_end = b"\n" + marker + b"\n"
+            f"printf '\\n%s %s\\n' {end} \"$?\"; "
+            f"printf '\\n%s\\n' {end} >&2\n".encode())
+        status = re.compile(rb"\n" + end.encode() + rb" (\d+)\n")
+        err_end = f"\n{end}\n".encode()
 
         def finished(out: bytearray, err: bytearray) -> bool:
-            return err.endswith(err_end) and status.search(out[-len(marker) - 16:]) is not None
+            return err.rfind(err_end) != -1 and status.search(out) is not None
 
         out, err = collect(self.channel, Deadline(self.label, timeout), finished)
         if not finished(out, err):
             tail = redact(err.decode("utf-8", "replace").strip()[-500:])
             raise HostError(self.label, f"the remote shell ended unexpectedly: {tail or 'no output'}",
                             hint="check the host's sshd and sudo logs")
-        code = int(status.search(out[-len(marker) - 16:]).group(1))
-        stdout = out[:out.rindex(b"\n" + marker + b" ")]
-        return CommandResult(code, stdout.decode("utf-8", "replace"),
-                             err[:-len(err_end)].decode("utf-8", "replace"))
+        done = status.search(out)
+        return CommandResult(int(done.group(1)), _between(out, begin, done.start()),
+                             _between(err, begin, err.rfind(err_end)))
+
+    def _drain(self) -> None:
+        """Discard what arrived since the last script (a background child it left may write
+        later): only this script's output, between its markers, is ever read."""
+        while self.channel.recv_ready():
+            self.channel.recv(_READ)
+        while self.channel.recv_stderr_ready():
+            self.channel.recv_stderr(_READ)
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _between(data: bytearray, begin: str, end_at: int) -> str:
+    """The text after the begin marker's line and before ``end_at`` (output a background
+    child of an earlier script wrote late stands before the marker, and is dropped)."""
+    marker = f"{begin}\n".encode()
+    start = data.rfind(marker, 0, end_at)
+    start = 0 if start == -1 else start + len(marker)
+    return bytes(data[start:end_at]).decode("utf-8", "replace")
