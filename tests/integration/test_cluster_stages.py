@@ -29,17 +29,17 @@ from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.objects import kept_selector, stage_selector
 from cubeinstall.kube.selectors import matches, selector_string
 from cubeinstall.render import finalize
-from cubeinstall.run import runner
+from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.model import Component
 from cubeinstall.stages import (
     cube,
     dashboard,
     efk,
+    load,
     mysql,
     prometheus_objects,
     redis,
-    registry,
 )
 from tests.helpers import EXAMPLE_SITE, SHARED
 
@@ -82,7 +82,7 @@ def installed_before(ctx, client):
     """What a real install has done before these stages: namespaces, labels, volumes,
     kubeconfigs, and (from the upstream operator) the prometheus-operator CRDs."""
     for name in ("namespaces", "node-labels", "pv-pvc", "kubeconfig"):
-        runner.apply_stage(ctx, registry.get(name))
+        load(registry.get(name)).apply(ctx)
     crds = [doc for path in sorted(CRDS.glob("*.yaml")) for doc in load_documents(path.read_text())]
     assert len(crds) == 10, f"expected the 10 prometheus-operator CRDs in {CRDS}"
     apply_objects(client, CRD_STAGE, crds, timeout=TIMEOUT)

@@ -21,7 +21,7 @@ from cubeinstall.core.output import Output
 from cubeinstall.run import runner
 from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import istio
+from cubeinstall.stages import istio, load
 from cubeinstall.upstream import catalog
 from tests.helpers import json_events, run_cli
 from tests.servers.http_upstream import component_site
@@ -66,7 +66,7 @@ def site_file(kube_cluster, fetched_cache, tmp_path_factory):
         # Installing reads the cache only: the mirror points where nothing listens.
         patch.setenv(catalog.MIRROR_ENV, "http://127.0.0.1:9")
         path = component_site(directory, kube_cluster.kubeconfig, **{"kube-batch": {"enabled": True}})
-        runner.apply_stage(context(path), registry.get("namespaces"))
+        load(registry.get("namespaces")).apply(context(path))
         yield path
 
 
@@ -129,7 +129,7 @@ def test_component_installs_ready_placed_and_unchanged_on_reapply(stage, site_fi
     assert not any(image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1]
                    for image in images), images
 
-    again = runner.apply_stage(context(site_file), registry.get(stage))
+    again = load(registry.get(stage)).apply(context(site_file))
     assert again and {c.action for c in again} == {"unchanged"}, \
         [c for c in again if c.action != "unchanged"]
 
@@ -182,7 +182,7 @@ def test_istio_existing_mode_verifies_and_installs_nothing(site_file, tmp_path, 
     existing = component_site(tmp_path, kube_cluster.kubeconfig, istio={"mode": "existing"})
     ctx = context(existing)
     assert runner.stage_objects(registry.get("istio"), ctx.site) == []
-    changes = runner.apply_stage(ctx, registry.get("istio"))
+    changes = load(registry.get("istio")).apply(ctx)
     assert {c.action for c in changes} == {"unchanged"}
     assert {c.target for c in changes} == {f"CustomResourceDefinition {name}"
                                            for name in istio.REQUIRED_CRDS}

@@ -252,16 +252,9 @@ def component_site(directory: Path, kubeconfig: Path, **components) -> Path:
 
 @pytest.fixture
 def cubeinstall_cli(capsys):
-    """Run `cubeinstall --json ARGS` in this process; returns (exit code, stdout, stderr).
-
-    Mounts the `bundle` sub-app the way cli.py registers it, if it is not registered yet.
-    """
-    from cubeinstall import cli as main_cli
-    from cubeinstall.cli import bundle as bundle_cli
+    """Run `cubeinstall --json ARGS` in this process; returns (exit code, stdout, stderr)."""
     from tests.helpers import run_cli
 
-    if not any(group.name == "bundle" for group in main_cli.app.registered_groups):
-        main_cli.app.add_typer(bundle_cli.app, name="bundle")
     return lambda *args: run_cli(["--json", *args], capsys)
 
 

@@ -51,12 +51,12 @@ def test_interrupt_exits_130(monkeypatch, capsys):
 
 def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
     from cubeinstall.core.errors import StageFailed
-    from cubeinstall.run import runner
+    from cubeinstall.stages.contract import StageCode
 
-    def failing(ctx, stage, offline):
-        raise StageFailed(stage.name, "host node2: connection refused", hint="check sshd")
+    def failing(code, ctx, objects=None):
+        raise StageFailed(code.stage.name, "host node2: connection refused", hint="check sshd")
 
-    monkeypatch.setattr(runner, "plan_stage", failing)
+    monkeypatch.setattr(StageCode, "plan", failing)
     monkeypatch.setattr("cubeinstall.run.preflight.run_preflight", lambda *a: [])
     code, out, _ = run_cli(["--json", "all", "--dry-run", "-c", str(EXAMPLE_SITE), "--only", "namespaces"], capsys)
     assert code == 1
