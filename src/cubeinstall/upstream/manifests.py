@@ -1,9 +1,11 @@
 """What stages read: the parsed objects of cached upstream files (never the network).
 
 A stage's ``render(site)`` calls ``objects(site, component, paths)``; if a file is not
-in the cache the error says to run ``cubeinstall bundle fetch``. Bytes are re-verified
-against their sha256 on every read; parsing (seconds for argo's 2.8 MB CRDs) is done
-once per process and digest.
+in the cache the error says to run ``cubeinstall bundle fetch``. Parsing (seconds for
+argo's 2.8 MB CRDs) is done once per digest: in memory for the process, and on disk as
+JSON (``parsed/<source sha256>-<json sha256>.json``, checked against its own name on
+every read, re-made from the source when it does not match). Only a parse reads the
+source bytes, and the cache verifies them against the pinned sha256 then.
 
 CustomResourceDefinitions are returned shared between calls (megabytes each; no patch
 edits them): treat every returned object as read-only and change copies, which is what
@@ -13,6 +15,7 @@ edits them): treat every returned object as read-only and change copies, which i
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from typing import TYPE_CHECKING, Iterable
 
@@ -50,7 +53,7 @@ def objects(site: "Site", component: str, paths: Iterable[str] | None = None) ->
         raise NotFetched(missing)
     result: list[dict] = []
     for item in chosen:
-        documents = _parse(item.sha256, cache.read(item), item.label, cache)
+        documents = _documents(item, cache)
         result += [doc if doc.get("kind") == "CustomResourceDefinition" else copy.deepcopy(doc)
                    for doc in documents]
     return result
@@ -62,23 +65,40 @@ def text(site: "Site", component: str, path: str) -> str:
     return Cache().read(item).decode("utf-8")
 
 
-_PARSED: dict[str, tuple[dict, ...]] = {}  # digest -> documents: verified bytes, parsed once
+_PARSED: dict[str, tuple[dict, ...]] = {}  # source digest -> documents, for this process
 
 
-def _parse(digest: str, data: bytes, label: str, cache: Cache) -> tuple[dict, ...]:
-    if digest in _PARSED:
-        return _PARSED[digest]
-    # The parsed form is kept beside the file as JSON: reading JSON is about twenty
-    # times faster than parsing megabytes of YAML, and every run renders every stage
-    # (fingerprints). Keyed by the verified digest, so it can never be stale.
-    parsed = cache.root / "parsed" / f"{digest}.json"
-    try:
-        documents = tuple(json.loads(parsed.read_bytes()))
-    except (OSError, ValueError):
-        documents = None
-    if documents is not None:
-        _PARSED[digest] = documents
-        return documents
+def _documents(item, cache: Cache) -> tuple[dict, ...]:
+    documents = _PARSED.get(item.sha256)
+    if documents is None:
+        documents = _read_parsed(cache, item.sha256)
+    if documents is None:
+        documents = _parse(cache.read(item), item.label)  # read() verifies the pinned sha256
+        _write_parsed(cache, item.sha256, documents)
+    _PARSED[item.sha256] = documents
+    return documents
+
+
+def _read_parsed(cache: Cache, digest: str) -> tuple[dict, ...] | None:
+    """The parsed copy, if one exists whose bytes hash to the name they are stored under."""
+    for path in sorted((cache.root / "parsed").glob(f"{digest}-*.json")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(data).hexdigest() == path.stem.rpartition("-")[2]:
+            return tuple(json.loads(data))
+        path.unlink(missing_ok=True)  # damaged: parsed again from the verified source
+    return None
+
+
+def _write_parsed(cache: Cache, digest: str, documents: tuple[dict, ...]) -> None:
+    data = json.dumps(documents, separators=(",", ":")).encode()
+    write_atomically(cache.root / "parsed" / f"{digest}-{hashlib.sha256(data).hexdigest()}.json",
+                     data)
+
+
+def _parse(data: bytes, label: str) -> tuple[dict, ...]:
     try:
         documents = tuple(load_documents(data.decode("utf-8")))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -89,6 +109,4 @@ def _parse(digest: str, data: bytes, label: str, cache: Cache) -> tuple[dict, ..
     if bad:
         raise CubeError(f"{label}: documents {bad} are not Kubernetes objects",
                         hint="the catalog pins this file; report it to cubeinstall")
-    _PARSED[digest] = documents
-    write_atomically(parsed, json.dumps(documents, separators=(",", ":")))
     return documents
