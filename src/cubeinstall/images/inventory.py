@@ -5,7 +5,7 @@ Sources of images:
   (``stages.images.site_inventory`` renders them with the registry rewrite OFF so that
   the inventory sees the upstream names);
 - the shipped list of images the platform starts at run time
-  (``data/runtime-images.yaml``).
+  (``manifests/runtime-images.yaml``).
 
 Everything here is pure.
 """
@@ -47,7 +47,7 @@ class ImageUse:
 @lru_cache(maxsize=1)
 def runtime_images() -> dict[str, tuple[str, ...]]:
     """Group -> images of the shipped run-time list."""
-    text = resources.files("cubeinstall").joinpath("data/runtime-images.yaml").read_text("utf-8")
+    text = resources.files("cubeinstall").joinpath("manifests/runtime-images.yaml").read_text("utf-8")
     data = yaml.safe_load(text)
     return {group: tuple(images) for group, images in data["images"].items()}
 

@@ -1,4 +1,4 @@
-"""The pinned catalog (``cubeinstall/catalog.yaml``) and what a site makes of it.
+"""The pinned catalog (``manifests/catalog.yaml``) and what a site makes of it.
 
 The package ships one catalog: component -> repository, version, files (path ->
 sha256), image pins and the stage whose ``components.<stage>`` entry may override it.
@@ -76,7 +76,7 @@ class Resolved:
 @lru_cache(maxsize=1)
 def load() -> tuple[str, dict[str, CatalogComponent]]:
     """(default URL template, components) of the shipped catalog."""
-    text = resources.files("cubeinstall").joinpath("catalog.yaml").read_text("utf-8")
+    text = resources.files("cubeinstall").joinpath("manifests/catalog.yaml").read_text("utf-8")
     data = yaml.safe_load(text)
     components = {
         name: CatalogComponent(name, entry["repo"], str(entry["version"]), entry["stage"],
