@@ -136,3 +136,11 @@ def test_site_files_follow_enabled_stages_and_mode(tmp_path):
     assert "istio" not in components and "volcano" not in components
     assert {"argo-workflows", "training-operator", "prometheus-operator",
             "frameworkcontroller"} <= components
+
+
+def test_a_component_read_by_several_stages_is_fetched_when_any_of_them_is_enabled(tmp_path):
+    entry = catalog.components()["cube-studio"]
+    assert entry.stage == "cube" and "gateway" in entry.used_by
+    only_gateway = catalog.site_files(site_with(tmp_path, cube={"enabled": False}), ["gateway"])
+    assert {item.component for item in only_gateway} == {"cube-studio"}
+    assert catalog.site_files(site_with(tmp_path), ["redis"]) == []

@@ -28,8 +28,10 @@ from cubeinstall.stages.workloads import (
     pod_values,
     roll_on_config_change,
 )
+from cubeinstall.upstream import manifests
 
 STAGE = "cube"
+UPSTREAM = ("cube-studio",)  # the platform's own install tree, pinned
 NAMESPACE = "infra"
 CREDENTIALS_SECRET = "cube-credentials"
 PLATFORM_DATABASE = "kubeflow"
@@ -60,6 +62,7 @@ BACKEND_WORKLOADS = (
 
 
 def render(site: Site) -> list[dict]:
+    manifests.require(site, UPSTREAM)
     files = config_files(site)
     repository, tag = site.cube.image_repository.rstrip("/"), site.cube.image_tag
     objects = render_stage(

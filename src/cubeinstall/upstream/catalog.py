@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import yaml
 
@@ -31,9 +31,13 @@ class CatalogComponent:
     name: str
     repo: str
     version: str
-    stage: str
+    stage: str  # its components.<stage> entry overrides version and sha256
     files: dict[str, str]  # path in the repository -> sha256 at ``version``
     pins: dict[str, str]  # image repository -> tag ("{version}" follows the version)
+    used_by: tuple[str, ...] = ()  # other stages that read its files
+
+    def needed_by(self, stages: Iterable[str]) -> bool:
+        return any(stage == self.stage or stage in self.used_by for stage in stages)
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,8 @@ def load() -> tuple[str, dict[str, CatalogComponent]]:
     data = yaml.safe_load(text)
     components = {
         name: CatalogComponent(name, entry["repo"], str(entry["version"]), entry["stage"],
-                               dict(entry["files"]), dict(entry.get("pins") or {}))
+                               dict(entry["files"]), dict(entry.get("pins") or {}),
+                               tuple(entry.get("used_by") or ()))
         for name, entry in data["components"].items()
     }
     return data["default_url"], components
@@ -162,6 +167,6 @@ def site_files(site: "Site", stage_names: list[str] | None = None) -> list[Upstr
 
     stages = stage_names if stage_names is not None else [
         stage.name for stage in registry.STAGES if stage.enabled(site)]
-    wanted = [name for name, entry in components().items() if entry.stage in stages
+    wanted = [name for name, entry in components().items() if entry.needed_by(stages)
               and site.component(entry.stage).mode == "install"]  # "existing": nothing to fetch
     return [item for name in wanted for item in resolve(site, name).files]
