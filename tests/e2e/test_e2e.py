@@ -109,6 +109,21 @@ def test_status_shows_every_stage_ok_and_inputs_unchanged(e2e: Platform, first_r
     assert {(row["result"], row["inputs"]) for row in rows.values()} == {("ok", "unchanged")}
 
 
+def test_the_journal_has_its_cluster_copy(e2e: Platform, first_run: Run):
+    """The ConfigMap holds the same stage records as the local journal (it was never saved
+    while a broad except turned a TypeError into a warning)."""
+    from kubernetes import client, config
+
+    with config.new_client_from_config(config_file=str(e2e.cluster.kubeconfig)) as api:
+        copy = client.CoreV1Api(api).read_namespaced_config_map("cubeinstall-journal-e2e",
+                                                                "kube-system")
+    stages = json.loads(copy.data["journal.json"])["stages"]
+    assert {name: record["status"] for name, record in stages.items()} == \
+           {name: record["status"] for name, record in e2e.journal().items()}
+    assert not [event for event in first_run.events if event.get("event") == "warning"
+                and "journal" in event.get("message", "")]
+
+
 def test_preflight_passes_and_refuses_what_the_api_server_would(e2e: Platform, first_run: Run):
     run = e2e.cli("preflight")
     assert run.code == 0, run.explain()

@@ -3,40 +3,34 @@ will mount it (``app.add_typer(images.cli.app, name="images")``)."""
 
 from __future__ import annotations
 
-import io
+from dataclasses import dataclass
 
 import pytest
-import typer
 import yaml
-from typer.testing import CliRunner
 
-from cubeinstall.cli import images as images_cli
-from cubeinstall.cli.options import OPTIONS
-from cubeinstall.core.errors import CubeError
-from cubeinstall.core.output import Output
 from cubeinstall.images.inventory import build_inventory
 from cubeinstall.site.loader import load_site
 from cubeinstall.stages import images as images_stage
 from cubeinstall.stages.images import site_inventory
-from tests.helpers import EXAMPLE_SITE
+from tests.helpers import EXAMPLE_SITE, json_events, run_cli
 from tests.servers.registry import site_data
 
 
+@dataclass
+class Result:
+    exit_code: int
+    output: str
+    error: str | None  # the message of the CLI's error event
+
+
 @pytest.fixture
-def run(monkeypatch):
-    root = typer.Typer()
-
-    @root.callback()
-    def _main() -> None:  # the main app's callback sets OPTIONS the same way
-        OPTIONS.out = Output(json_mode=True, stream=io.StringIO())
-
-    root.add_typer(images_cli.app, name="images")
-
+def run(capsys):
+    """`cubeinstall --json images ARGS` through the real entry point, in this process."""
     def invoke(*args: str):
-        result = CliRunner().invoke(root, ["images", *args])
-        if result.exception and not isinstance(result.exception, (SystemExit, CubeError)):
-            raise result.exception
-        return result, OPTIONS.out.events
+        code, out, err = run_cli(["--json", "images", *args], capsys)
+        events = json_events(out)
+        errors = [event["message"] for event in events if event["event"] == "error"]
+        return Result(code, out + err, errors[-1] if errors else None), events
 
     return invoke
 
@@ -59,21 +53,21 @@ def test_mirror_verify_save_load(run, source_registry, target_registry, tmp_path
     monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
 
     result, _ = run("verify", "--config", str(config))
-    assert isinstance(result.exception, CubeError)
-    assert f"{len(uses)} of {len(uses)} images are missing" in str(result.exception)
+    assert result.exit_code == 1
+    assert f"{len(uses)} of {len(uses)} images are missing" in result.error
 
     result, events = run("mirror", "--config", str(config), "--parallel", "8")
-    assert result.exception is None
+    assert result.exit_code == 0, result.output
     assert sum(1 for e in events if e["event"] == "image" and e["action"] == "copied") == len(uses)
 
     result, events = run("verify", "--config", str(config))
-    assert result.exception is None
+    assert result.exit_code == 0, result.output
     assert any(e["event"] == "images-verified" for e in events)
 
     bundle = tmp_path / "bundle"
     result, _ = run("save", str(bundle), "--config", str(config))
-    assert result.exception is None and (bundle / "index.json").exists()
+    assert result.exit_code == 0 and (bundle / "index.json").exists()
     result, events = run("load", str(bundle), "--config", str(config))
-    assert result.exception is None
+    assert result.exit_code == 0, result.output
     summary = next(e for e in events if e["event"] == "images-summary")
     assert (summary["copied"], summary["present"]) == (0, len(uses))

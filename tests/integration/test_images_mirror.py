@@ -203,8 +203,8 @@ def test_stage_plan_apply_then_unchanged(source_registry, target_registry, monke
     monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
     ctx = RunContext(site, _output(), RunOptions())
     assert {c.action for c in images_stage.plan(ctx)} == {"create"}
-    assert {c.action for c in images_stage.apply(ctx, FAST)} == {"create"}
-    assert {c.action for c in images_stage.apply(ctx, FAST)} == {"unchanged"}
+    assert {c.action for c in images_stage.mirror_images(ctx, FAST)} == {"create"}
+    assert {c.action for c in images_stage.mirror_images(ctx, FAST)} == {"unchanged"}
     assert {c.action for c in images_stage.plan(ctx)} == {"unchanged"}
 
 
@@ -214,7 +214,7 @@ def test_stage_failure_names_the_images(source_registry, target_registry, monkey
     uses = build_inventory({"t": [missing, *source_registry.images]}, site.registry)
     monkeypatch.setattr(images_stage, "site_inventory", lambda s: uses)
     with pytest.raises(StageFailed) as info:
-        images_stage.apply(RunContext(site, _output(), RunOptions()), FAST)
+        images_stage.mirror_images(RunContext(site, _output(), RunOptions()), FAST)
     assert info.value.stage == "images" and "1 of 5 images" in str(info.value)
     assert "none/such" in str(info.value)
     # the others were copied and stay: the next run only retries the failed one
