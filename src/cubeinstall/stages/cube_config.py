@@ -54,7 +54,11 @@ def files(site: Site) -> dict[str, str]:
 def site_config_py(site: Site) -> str:
     """Upstream's config.py with the site's values in the assignments the site decides."""
     source = manifests.text(site, COMPONENT, CONFIG_DIR + "config.py")
-    label = upstream_label(site)
+    return configured(site, source, upstream_label(site))
+
+
+def configured(site: Site, source: str, label: str) -> str:
+    """``source`` (a config.py named ``label`` in errors) with the site's assignments."""
     return replace_assignments(source, site_assignments(site, source, label), label)
 
 
