@@ -380,3 +380,18 @@ def test_backend_pods_roll_when_config_py_changes(tmp_path, objects):
         before, after = (named(o, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
                          [digest] for o in (objects, moved))
         assert before != after, name
+
+
+def test_only_upstreams_placement_affinity_is_dropped():
+    placement = {"key": "kubeflow-dashboard", "operator": "In", "values": ["true"]}
+    zone = {"key": "zone", "operator": "In", "values": ["a"]}
+    anti = {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "h"}]}
+    spec = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [placement, zone]}]}}, "podAntiAffinity": anti}}
+    cube._drop_placement_affinity(spec)
+    assert spec == {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [zone]}]}}, "podAntiAffinity": anti}}
+    only = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [placement]}]}}}}
+    cube._drop_placement_affinity(only)
+    assert only == {}

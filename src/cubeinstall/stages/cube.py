@@ -57,6 +57,7 @@ PLATFORM_IMAGES = ("ccr.ccs.tencentyun.com/cube-studio/kubeflow-dashboard",
 # deploy-config keys the platform reads as passwords-bearing: taken from the Secret.
 SECRET_KEYS = ("MYSQL_SERVICE", "REDIS_PASSWORD")
 FRONTEND = "kubeflow-dashboard-frontend"
+UPSTREAM_PLACEMENT_LABEL = "kubeflow-dashboard"  # upstream's nodeAffinity key (=true)
 DEFAULT_REQUESTS = {"cpu": "10m", "memory": "100Mi"}  # upstream's request on its other pods
 
 
@@ -87,7 +88,7 @@ def _fitted(obj: dict, site: Site, settings: dict[str, str]) -> dict:
     spec = pod_spec(obj)
     if spec is None:
         return obj
-    spec.pop("affinity", None)  # only upstream's kubeflow-dashboard=true; placement follows
+    _drop_placement_affinity(spec)  # the site's placement label follows (nodeSelector)
     spec.pop("imagePullSecrets", None)  # render.finalize adds hubsecret when it exists
     if obj["metadata"]["name"] == FRONTEND:
         spec["automountServiceAccountToken"] = False  # nginx never calls the API
@@ -106,6 +107,26 @@ def _fitted(obj: dict, site: Site, settings: dict[str, str]) -> dict:
         for variable in container.get("env") or []:
             _from_site(variable, settings)
     return obj
+
+
+def _drop_placement_affinity(spec: dict) -> None:
+    """Remove upstream's required node affinity on ``kubeflow-dashboard``; keep any other."""
+    affinity = spec.get("affinity") or {}
+    required = (affinity.get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    for term in (required or {}).get("nodeSelectorTerms") or []:
+        term["matchExpressions"] = [expression for expression in term.get("matchExpressions") or []
+                                    if expression.get("key") != UPSTREAM_PLACEMENT_LABEL]
+        if not term["matchExpressions"]:
+            del term["matchExpressions"]
+    if required is not None:
+        required["nodeSelectorTerms"] = [term for term in required.get("nodeSelectorTerms") or []
+                                         if term]
+        if not required["nodeSelectorTerms"]:
+            del affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    for key in [key for key, value in affinity.items() if not value]:
+        del affinity[key]
+    if "affinity" in spec and not affinity:
+        del spec["affinity"]
 
 
 def platform_image(image: str, site: Site) -> str:
