@@ -54,7 +54,7 @@ BACKEND_DEPLOYMENTS = ("kubeflow-dashboard", "kubeflow-dashboard-schedule",
 # Images the overlay pins (kustomization.yml ``images``): the site's repository and tag.
 PLATFORM_IMAGES = ("ccr.ccs.tencentyun.com/cube-studio/kubeflow-dashboard",
                    "ccr.ccs.tencentyun.com/cube-studio/kubeflow-dashboard-frontend")
-# deploy-config keys the platform reads as passwords-bearing: taken from the Secret.
+# deploy-config keys that carry a password: the pods read them from the Secret instead.
 SECRET_KEYS = ("MYSQL_SERVICE", "REDIS_PASSWORD")
 FRONTEND = "kubeflow-dashboard-frontend"
 UPSTREAM_PLACEMENT_LABEL = "kubeflow-dashboard"  # upstream's nodeAffinity key (=true)
@@ -140,7 +140,7 @@ def platform_image(image: str, site: Site) -> str:
 
 
 def _from_site(variable: dict, settings: dict[str, str]) -> None:
-    """kustomize's ``$(STAGE)`` var resolved; passwords-bearing keys from the Secret."""
+    """kustomize's ``$(STAGE)`` var resolved; password-bearing keys from the Secret."""
     if variable.get("value") == "$(STAGE)":
         variable["value"] = settings["STAGE"]
     reference = (variable.get("valueFrom") or {}).get("configMapKeyRef")
