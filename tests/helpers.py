@@ -11,6 +11,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_SITE = REPO / "examples" / "site.yaml"
 SHARED = REPO.parent / "shared"
+# cube-studio's own install tree at the pinned version (what start.sh applies)
+CUBE_INSTALL = SHARED / "upstream" / "cube-studio" / "v2026.03.01" / "install" / "kubernetes"
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:

@@ -188,9 +188,10 @@ def test_a_new_domain_plans_updates_only_in_the_platform(site, client, installed
     finally:
         for name, (_, stage) in reversed(STAGES.items()):
             remove_data(client, stage, rendered(site, name))
-    # HOST in deploy-config, and the pods that read it roll (config digest); nothing else.
-    assert planned.pop("cube") == {("ConfigMap infra/deploy-config", "update")} | {
-        (f"Deployment infra/{w['name']}", "update") for w in cube.BACKEND_WORKLOADS}
+    # CLUSTERS (HOST, SERVICE_DOMAIN) in config.py, and the pods that read it roll (config
+    # digest); the frontend's nginx config does not change; nothing else.
+    assert planned.pop("cube") == {("ConfigMap infra/kubeflow-dashboard-config", "update")} | {
+        (f"Deployment infra/{name}", "update") for name in cube.BACKEND_DEPLOYMENTS}
     assert planned == {name: set() for name in planned}
 
 

@@ -100,14 +100,29 @@ def test_gateway_routes_domain_with_catch_all_last(rendered):
         "kubeflow-gateway": 80, "kubeflow-gateway-8080": 8080}
 
 
-def test_kubeconfig_secret_is_self_contained(rendered, tmp_path):
+def test_kubeconfig_secret_holds_an_empty_file_for_the_platform_cluster(rendered, tmp_path):
+    """As upstream's start.sh: an empty <cluster>-kubeconfig makes the platform use its
+    in-cluster ServiceAccount; the installer's own credentials never reach a pod."""
+    secrets = rendered["kubeconfig"]
+    assert {s["metadata"]["namespace"] for s in secrets} == set(platform.KUBECONFIG_NAMESPACES)
+    assert all(s["data"] == {"main-kubeconfig": ""} for s in secrets)
+
+
+def test_kubeconfig_of_another_cluster_is_self_contained(tmp_path):
     import base64
 
     import yaml
 
-    secrets = rendered["kubeconfig"]
-    assert {s["metadata"]["namespace"] for s in secrets} == set(platform.KUBECONFIG_NAMESPACES)
-    config = yaml.safe_load(base64.b64decode(secrets[0]["data"]["main-config"]))
+    from cubeinstall.stages import kubeconfig
+    from tests.helpers import example_site_data, write_site
+
+    data = example_site_data()
+    data["clusters"].append({"name": "gpu-east", "kubeconfig": "kubeconfigs/main.demo.yaml"})
+    site = load_site(write_site(tmp_path, data))
+    [secret, *_] = kubeconfig.render(site)
+    assert set(secret["data"]) == {"main-kubeconfig", "gpu-east-kubeconfig"}
+    assert secret["data"]["main-kubeconfig"] == ""
+    config = yaml.safe_load(base64.b64decode(secret["data"]["gpu-east-kubeconfig"]))
     assert config["current-context"] == "demo"
     assert config["users"][0]["user"]["token"] == "DEMO-token-not-real"
 

@@ -31,11 +31,18 @@ from cubeinstall.stages import (
 )
 from cubeinstall.stages.rendered import all_objects
 from cubeinstall.stages.workloads import CONFIG_DIGEST_ANNOTATION
-from tests.helpers import EXAMPLE_SITE, assert_golden, example_site_data, write_site
+from tests.helpers import (
+    CUBE_INSTALL,
+    EXAMPLE_SITE,
+    assert_golden,
+    example_site_data,
+    write_site,
+)
 
 MODULES = {"dashboard": dashboard, "mysql": mysql, "redis": redis, "efk": efk,
            "prometheus-objects": prometheus_objects, "cube": cube}
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
+UPSTREAM_CONFIG = CUBE_INSTALL / "cube" / "overlays" / "config"
 # Per-node agents: they run wherever logs and metrics are produced, not on the stage's nodes.
 EVERY_NODE = {("efk", "filebeat"), ("prometheus-objects", "node-exporter")}
 PLACEMENT = {"dashboard": "kubeflow", "mysql": "mysql", "redis": "redis", "efk": "logging",
@@ -131,14 +138,16 @@ def test_platform_reads_full_mysql_url_from_the_secret(example, rendered):
     assert url == f"mysql+pymysql://root:{password}@mysql-service.infra:3306/kubeflow?charset=utf8"
     config = next(o for o in objects if o["metadata"]["name"] == "deploy-config")
     assert config["data"]["MYSQL_SERVICE"] == "mysql+pymysql://mysql-service.infra:3306/kubeflow?charset=utf8"
-    assert set(config["data"]) == {"STAGE", "HOST", "REDIS_HOST", "REDIS_PORT", "MYSQL_SERVICE",
-                                   "ENVIRONMENT", "GPU_TYPE"}
+    # upstream's deploy-config literals (overlays/kustomization.yml) minus the password
+    assert set(config["data"]) == {"STAGE", "REDIS_HOST", "REDIS_PORT", "MYSQL_SERVICE",
+                                   "ENVIRONMENT"}
+    assert config["data"]["ENVIRONMENT"] == example.platform_cluster.name
     for _, container in containers(objects):
         if container["image"].endswith(f"kubeflow-dashboard:{example.cube.image_tag}"):
-            sources = {e["name"]: e["valueFrom"] for e in container["env"]}
+            sources = {e["name"]: e.get("valueFrom") for e in container["env"]}
             assert sources["MYSQL_SERVICE"]["secretKeyRef"]["name"] == cube.CREDENTIALS_SECRET
             assert sources["REDIS_PASSWORD"]["secretKeyRef"]["name"] == cube.CREDENTIALS_SECRET
-            assert sources["HOST"]["configMapKeyRef"]["name"] == "deploy-config"
+            assert sources["ENVIRONMENT"]["configMapKeyRef"]["name"] == "deploy-config"
 
 
 def test_external_mysql_and_redis_addresses(tmp_path):
@@ -403,12 +412,12 @@ def test_mysql_in_cluster_is_root(tmp_path):
 # -- cube config files --------------------------------------------------------------------------
 
 
-def test_cube_mounts_nothing_without_config_files(rendered):
+def test_cube_mounts_upstream_files_without_site_files(rendered):
     objects = rendered["cube"]
-    assert not any(o["metadata"]["name"] == "kubeflow-dashboard-config" for o in objects)
-    for _, container in containers(objects):
-        paths = {m["mountPath"] for m in container.get("volumeMounts", [])}
-        assert not paths & {"/entrypoint.sh", "/home/myapp/myapp/config.py"}
+    config = next(o for o in objects if o["metadata"]["name"] == "kubeflow-dashboard-config")
+    assert set(config["data"]) == {"config.py", "entrypoint.sh", "project.py"}
+    for key in ("entrypoint.sh", "project.py"):
+        assert config["data"][key] == (UPSTREAM_CONFIG / key).read_text(encoding="utf-8")
 
 
 def test_cube_mounts_the_files_the_site_gives(tmp_path):
@@ -417,15 +426,15 @@ def test_cube_mounts_the_files_the_site_gives(tmp_path):
     site = site_with(tmp_path, cube={"config_py": "config.py", "entrypoint_sh": "entrypoint.sh"})
     objects = render(site, "cube")
     config = next(o for o in objects if o["metadata"]["name"] == "kubeflow-dashboard-config")
-    assert config["data"] == {"config.py": "SQLALCHEMY_POOL_SIZE = 10\n",
-                              "entrypoint.sh": "#!/bin/bash\nexec gunicorn myapp:app\n"}
-    backend = next(o for o in objects if o["metadata"]["name"] == "kubeflow-dashboard")
+    assert config["data"] == {
+        "config.py": "SQLALCHEMY_POOL_SIZE = 10\n",
+        "entrypoint.sh": "#!/bin/bash\nexec gunicorn myapp:app\n",
+        "project.py": (UPSTREAM_CONFIG / "project.py").read_text(encoding="utf-8")}
+    backend = workloads_by_name(objects)["kubeflow-dashboard"]
     mounts = {m["mountPath"]: m for m in backend["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
     assert mounts["/home/myapp/myapp/config.py"]["subPath"] == "config.py"
     assert mounts["/entrypoint.sh"]["subPath"] == "entrypoint.sh"
-    assert "/home/myapp/myapp/project.py" not in mounts
-    assert mounts["/home/myapp/kubeconfig"]["name"] == "kubeconfig"
-    assert mounts["/data/k8s/kubeflow/"]["name"] == "infra-kubeflow"
+    assert mounts["/home/myapp/myapp/project.py"]["subPath"] == "project.py"
 
 
 def test_cube_unreadable_config_file_names_the_field(tmp_path):
@@ -459,4 +468,4 @@ def test_domain_change_touches_only_gateway_and_cube(tmp_path, images_upstream_c
     changed = {stage for stage in first if first[stage] != second[stage]}
     assert changed == {"gateway", "cube"}
     cube_changed = {o["metadata"]["name"] for o, p in zip(first["cube"], second["cube"]) if o != p}
-    assert "deploy-config" in cube_changed and "cube-credentials" not in cube_changed
+    assert cube_changed == {"kubeflow-dashboard-config", *cube.BACKEND_DEPLOYMENTS}

@@ -90,8 +90,10 @@ CASES = [
      "gateway.addresses[0]", "not an IP address", "addresses: [node1]"),
     ("externalips-without-addresses", "  addresses: [10.0.0.11]", "  addresses: []",
      "gateway.addresses", "no addresses are given", "addresses: []"),
-    ("environment", "  environment: PROD", "  environment: prod",
-     "cube.environment", "'PROD', 'TEST' or 'DEV'", "environment: prod"),
+    ("environment", '  image_tag: "2026.03.01"', '  image_tag: "2026.03.01"\n  environment: PROD',
+     "cube.environment", "is not clusters[0].name 'main'", "environment: PROD"),
+    ("gpu-type-removed", '  image_tag: "2026.03.01"', '  image_tag: "2026.03.01"\n  gpu_type: NVIDIA',
+     "cube.gpu_type", "unknown key", "gpu_type: NVIDIA"),
     ("bad-database-name", "  mode: in-cluster\n  password: {file: secrets/mysql-root-password.demo}",
      "  mode: in-cluster\n  password: {file: secrets/mysql-root-password.demo}\n"
      "  databases: [{name: 'kubeflow; DROP DATABASE x'}]",

@@ -46,7 +46,7 @@ def test_fingerprint_follows_inputs_and_secrets(tmp_path, monkeypatch):
     assert fingerprint(storage, changed, None) != base
     # A section the node layer does not read leaves its fingerprint alone.
     data2 = example_site_data()
-    data2["cube"]["environment"] = "TEST"
+    data2["cube"]["image_tag"] = "2026.04.01"
     other = load_site(write_site(tmp_path, data2, "other.yaml"))
     assert fingerprint(storage, other, None) == base
     assert "another-key-value" not in fingerprint(storage, changed, None)

@@ -17,7 +17,8 @@ Problem = tuple[tuple, str]
 def check_site(site: Site) -> list[Problem]:
     problems: list[Problem] = []
     for rule in (_unique_nodes, _components_known, _component_options_supported,
-                 _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters):
+                 _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters,
+                 _cube_environment):
         problems.extend(rule(site))
     return problems
 
@@ -42,6 +43,17 @@ def _unique_clusters(site: Site) -> Iterator[Problem]:
     for index, name in enumerate(names):
         if name in names[:index]:
             yield (("clusters", index, "name"), f"cluster name {name!r} is used twice")
+
+
+def _cube_environment(site: Site) -> Iterator[Problem]:
+    environment = site.cube.environment
+    home = site.platform_cluster.name
+    if environment is not None and environment.lower() != home:
+        yield (("cube", "environment"),
+               f"ENVIRONMENT must name the cluster the platform runs in (config.py reads "
+               f"CLUSTERS[ENVIRONMENT.lower()], whose keys are the cluster names): "
+               f"{environment!r} is not clusters[0].name {home!r}; remove cube.environment, "
+               f"or name the first cluster {environment.lower()!r}")
 
 
 def _components_known(site: Site) -> Iterator[Problem]:

@@ -290,8 +290,12 @@ class Component(Model):
 class Cube(Model):
     image_tag: str = "2026.03.01"
     image_repository: str = "ccr.ccs.tencentyun.com/cube-studio"
-    environment: Literal["PROD", "TEST", "DEV"] = "PROD"
-    gpu_type: Literal["NVIDIA", "TENCENT", "NONE"] = "NVIDIA"
+    environment: str | None = Field(
+        default=None,
+        description="the platform's ENVIRONMENT: the name of the cluster it runs in "
+                    "(config.py reads CLUSTERS[ENVIRONMENT]); default and only value: "
+                    "clusters[0].name",
+    )
     config_py: LocalPath | None = None
     entrypoint_sh: LocalPath | None = None
     project_py: LocalPath | None = None

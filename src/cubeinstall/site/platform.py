@@ -23,9 +23,17 @@ PLATFORM_NAMESPACES = (
 SYSTEM_NAMESPACES = ("kube-system",)
 NAMESPACE_EXTRA_LABELS = {"katib": {"katib-metricscollector-injection": "enabled"}}
 
-# Item 15: the platform reads kubeconfigs named "<cluster>-config" here.
+# The platform reads a cluster's kubeconfig from /home/myapp/kubeconfig/<cluster>-kubeconfig
+# (upstream config.py CLUSTERS, install/README.md); an empty file means "in-cluster
+# ServiceAccount" (py_k8s.py). Upstream ships a ConfigMap; we ship a Secret.
 KUBECONFIG_SECRET = "kubernetes-config"
 KUBECONFIG_NAMESPACES = ("infra", "pipeline", "katib", "automl")
+KUBECONFIG_DIR = "/home/myapp/kubeconfig"
+
+
+def kubeconfig_file(cluster: str) -> str:
+    """The file (Secret key) of one cluster's kubeconfig in KUBECONFIG_DIR."""
+    return f"{cluster}-kubeconfig"
 
 # Item 2: directories on the shared storage, relative to its mount point.
 DATA_DIRECTORIES = (

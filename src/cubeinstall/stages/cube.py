@@ -1,117 +1,163 @@
-"""cube: the cube-studio platform itself (PLATFORM-FACTS item 16, 2026 release), in infra.
+"""cube: the cube-studio platform itself, in infra, from its own install files (pinned).
 
-- ``kubeflow-dashboard-config``: the site's config.py / entrypoint.sh / project.py,
-  only when site.yaml names them (``cube.config_py`` ...); otherwise nothing is
-  mounted and the image's built-in files are used.
-- ``deploy-config``: STAGE, HOST, REDIS_HOST, REDIS_PORT, MYSQL_SERVICE (without
-  credentials, for people reading it), ENVIRONMENT, GPU_TYPE.
-- ``cube-credentials`` (Secret): REDIS_PASSWORD and the full MYSQL_SERVICE URL.
-  The platform reads the environment variables MYSQL_SERVICE (its SQLAlchemy
-  URL) and REDIS_PASSWORD; in the pods both come from this Secret, the other
-  variables from deploy-config.
-- Deployments kubeflow-dashboard (web backend, port 80), kubeflow-dashboard-frontend
-  (port 80), -schedule (Celery beat), -worker (Celery worker), kubeflow-watch;
-  Services for the two web ones; ServiceAccount kubeflow-dashboard with its
-  ClusterRole.
+The objects are upstream's ``install/kubernetes/cube`` (base + overlays, as start.sh's
+``kubectl apply -k`` makes them), changed only by typed patches:
+
+- Deployments kubeflow-dashboard (web backend), -frontend (nginx), -schedule (Celery
+  beat), -worker (Celery worker), kubeflow-watch (supervisord: workflow and service
+  watchers); Services kubeflow-dashboard and -frontend; ServiceAccount
+  kubeflow-dashboard with its ClusterRole; ConfigMap nginx-configmap (the frontend's
+  default.conf, proxying to kubeflow-dashboard.infra) -- all as upstream writes them.
+- The overlay's generated ConfigMaps, without kustomize's hash suffix (a config digest
+  on the pod templates rolls the pods instead): ``kubeflow-dashboard-config`` (config.py
+  with the site's values, entrypoint.sh, project.py: stages/cube_config.py) and
+  ``deploy-config`` (STAGE, REDIS_HOST, REDIS_PORT, ENVIRONMENT; MYSQL_SERVICE without
+  credentials, for people reading it).
+- Secret ``cube-credentials``: MYSQL_SERVICE (full URL) and REDIS_PASSWORD; the pods
+  read these two from it instead of from deploy-config (no password in a ConfigMap).
+- Deliberate differences from upstream (each a patch below): the site's image
+  repository and tag (the overlay's ``images``), pull policy IfNotPresent, nodeSelector
+  on the placement label instead of upstream's nodeAffinity on the same label,
+  ``kubernetes-config`` mounted from a Secret (it may hold credentials), no token
+  mounted into the nginx pod and a readiness probe on its port, resource requests on
+  kubeflow-watch, pull secret only when the registry needs a login.
 """
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from cubeinstall.core.errors import ConfigError
-from cubeinstall.render.engine import render_stage
+from cubeinstall.render import naming
 from cubeinstall.site import platform
+from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
-from cubeinstall.stages.workloads import (
-    opaque_secret,
-    pod_values,
-    roll_on_config_change,
-)
-from cubeinstall.upstream import manifests
+from cubeinstall.stages import cube_config
+from cubeinstall.stages.workloads import opaque_secret, roll_on_config_change
+from cubeinstall.upstream import manifests, patches
+from cubeinstall.upstream.kinds import containers, pod_spec
 
 STAGE = "cube"
-UPSTREAM = ("cube-studio",)  # the platform's own install tree, pinned
-NAMESPACE = "infra"
+COMPONENT = cube_config.COMPONENT
+UPSTREAM = (COMPONENT,)  # the platform's own install tree, pinned
+NAMESPACE = "infra"  # overlays/kustomization.yml
 CREDENTIALS_SECRET = "cube-credentials"
+DEPLOY_CONFIG = "deploy-config"
 PLATFORM_DATABASE = "kubeflow"
 
-# site field -> (key in kubeflow-dashboard-config, where the platform reads it)
-CONFIG_FILES = (
-    ("config_py", "config.py", "/home/myapp/myapp/config.py"),
-    ("entrypoint_sh", "entrypoint.sh", "/entrypoint.sh"),
-    ("project_py", "project.py", "/home/myapp/myapp/project.py"),
-)
-
-CELERY_APP = "--app=myapp.tasks.celery_app:celery_app"
-# The Deployments running the backend image: name, command, and whether they
-# use the platform volume (infra-kubeflow at /data/k8s/kubeflow/) and serve HTTP.
-BACKEND_WORKLOADS = (
-    {"name": "kubeflow-dashboard", "command": ["bash", "/entrypoint.sh"],
-     "workdir": None, "data": True, "web": True},
-    {"name": "kubeflow-dashboard-schedule",
-     "command": ["celery", CELERY_APP, "beat", "--loglevel=info"],
-     "workdir": None, "data": False, "web": False},
-    {"name": "kubeflow-dashboard-worker",
-     "command": ["celery", CELERY_APP, "worker", "--loglevel=info", "--pool=prefork", "-Ofair",
-                 "-c", "20", "-n", "worker@%h"],
-     "workdir": None, "data": True, "web": False},
-    {"name": "kubeflow-watch", "command": ["bash", "myapp/tools/start.sh"],
-     "workdir": "/home/myapp", "data": False, "web": False},
-)
+BASE = "install/kubernetes/cube/base/"
+UPSTREAM_FILES = tuple(BASE + name for name in (
+    "sa-rbac.yaml", "deploy-backend.yaml", "deploy-frontend.yaml", "deploy-schedule.yaml",
+    "deploy-worker.yaml", "deploy-watch.yaml"))
+# The Deployments running the backend image (each reads config.py).
+BACKEND_DEPLOYMENTS = ("kubeflow-dashboard", "kubeflow-dashboard-schedule",
+                       "kubeflow-dashboard-worker", "kubeflow-watch")
+# Images the overlay pins (kustomization.yml ``images``): the site's repository and tag.
+PLATFORM_IMAGES = ("ccr.ccs.tencentyun.com/cube-studio/kubeflow-dashboard",
+                   "ccr.ccs.tencentyun.com/cube-studio/kubeflow-dashboard-frontend")
+# deploy-config keys that carry a password: the pods read them from the Secret instead.
+SECRET_KEYS = ("MYSQL_SERVICE", "REDIS_PASSWORD")
+FRONTEND = "kubeflow-dashboard-frontend"
+UPSTREAM_PLACEMENT_LABEL = "kubeflow-dashboard"  # upstream's nodeAffinity key (=true)
+DEFAULT_REQUESTS = {"cpu": "10m", "memory": "100Mi"}  # upstream's request on its other pods
 
 
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
-    files = config_files(site)
-    repository, tag = site.cube.image_repository.rstrip("/"), site.cube.image_tag
-    objects = render_stage(
-        STAGE,
-        namespace=NAMESPACE,
-        deploy_config=deploy_config(site),
-        config_files=files,
-        config_mounts=[(key, path) for _, key, path in CONFIG_FILES if key in files],
-        credentials_secret=CREDENTIALS_SECRET,
-        kubeconfig_secret=platform.KUBECONFIG_SECRET,
-        backend_workloads=BACKEND_WORKLOADS,
-        backend_image=f"{repository}/kubeflow-dashboard:{tag}",
-        frontend_image=f"{repository}/kubeflow-dashboard-frontend:{tag}",
-        **pod_values(site, STAGE),
-    )
-    objects.append(opaque_secret(CREDENTIALS_SECRET, NAMESPACE, {
-        "MYSQL_SERVICE": mysql_url(site, with_credentials=True),
-        "REDIS_PASSWORD": site.redis.password.reveal(),
-    }))
+    settings = deploy_config(site)
+    objects = patches.set_namespace(manifests.objects(site, COMPONENT, UPSTREAM_FILES), NAMESPACE)
+    objects = [_fitted(obj, site, settings) for obj in objects]
+    objects = patches.for_site(objects, site, registry.get(STAGE).placement_label(site))
+    objects += [
+        config_map(cube_config.CONFIG_MAP, cube_config.files(site)),
+        config_map(DEPLOY_CONFIG, settings),
+        opaque_secret(CREDENTIALS_SECRET, NAMESPACE, {
+            "MYSQL_SERVICE": mysql_url(site, with_credentials=True),
+            "REDIS_PASSWORD": site.redis.password.reveal(),
+        }),
+    ]
     return roll_on_config_change(objects)
 
 
-def config_files(site: Site) -> dict[str, str]:
-    """The platform files the site gives, read now: key -> text."""
-    files = {}
-    for field, key, _ in CONFIG_FILES:
-        path = getattr(site.cube, field)
-        if path is None:
-            continue
-        try:
-            files[key] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(f"cube.{field}: cannot read {path}: {reason}",
-                              hint=f"point cube.{field} at a readable UTF-8 file, or remove it "
-                                   f"to use the {key} built into the image") from None
-    return files
+def config_map(name: str, data: dict[str, str]) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": NAMESPACE}, "data": dict(data)}
+
+
+def _fitted(obj: dict, site: Site, settings: dict[str, str]) -> dict:
+    """One upstream object (already a copy) given the site's differences of the module doc."""
+    spec = pod_spec(obj)
+    if spec is None:
+        return obj
+    _drop_placement_affinity(spec)  # the site's placement label follows (nodeSelector)
+    spec.pop("imagePullSecrets", None)  # render.finalize adds hubsecret when it exists
+    if obj["metadata"]["name"] == FRONTEND:
+        spec["automountServiceAccountToken"] = False  # nginx never calls the API
+        for container in containers(spec):  # upstream has no probe: Ready must mean serving
+            container.setdefault("readinessProbe", {"tcpSocket": {"port": "http"},
+                                                    "periodSeconds": 10})
+    for volume in spec.get("volumes") or []:
+        source = volume.get("configMap") or {}
+        if source.get("name") == platform.KUBECONFIG_SECRET:
+            del volume["configMap"]
+            volume["secret"] = {"secretName": platform.KUBECONFIG_SECRET}
+    for container in containers(spec):
+        container["image"] = platform_image(container["image"], site)
+        # kubeflow-watch has none upstream: the others' requests, so the scheduler counts it
+        container.setdefault("resources", {"requests": dict(DEFAULT_REQUESTS)})
+        for variable in container.get("env") or []:
+            _from_site(variable, settings)
+    return obj
+
+
+def _drop_placement_affinity(spec: dict) -> None:
+    """Remove upstream's required node affinity on ``kubeflow-dashboard``; keep any other."""
+    affinity = spec.get("affinity") or {}
+    required = (affinity.get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    for term in (required or {}).get("nodeSelectorTerms") or []:
+        term["matchExpressions"] = [expression for expression in term.get("matchExpressions") or []
+                                    if expression.get("key") != UPSTREAM_PLACEMENT_LABEL]
+        if not term["matchExpressions"]:
+            del term["matchExpressions"]
+    if required is not None:
+        required["nodeSelectorTerms"] = [term for term in required.get("nodeSelectorTerms") or []
+                                         if term]
+        if not required["nodeSelectorTerms"]:
+            del affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    for key in [key for key, value in affinity.items() if not value]:
+        del affinity[key]
+    if "affinity" in spec and not affinity:
+        del spec["affinity"]
+
+
+def platform_image(image: str, site: Site) -> str:
+    """The overlay's ``images`` transformer: upstream's platform images -> site repository:tag."""
+    name = naming.parse(image).name
+    for upstream in PLATFORM_IMAGES:
+        if name == naming.parse(upstream).name:
+            basename = upstream.rsplit("/", 1)[1]
+            return f"{site.cube.image_repository.rstrip('/')}/{basename}:{site.cube.image_tag}"
+    return image
+
+
+def _from_site(variable: dict, settings: dict[str, str]) -> None:
+    """kustomize's ``$(STAGE)`` var resolved; password-bearing keys from the Secret."""
+    if variable.get("value") == "$(STAGE)":
+        variable["value"] = settings["STAGE"]
+    reference = (variable.get("valueFrom") or {}).get("configMapKeyRef")
+    if reference and reference.get("name") == DEPLOY_CONFIG and reference.get("key") in SECRET_KEYS:
+        variable["valueFrom"] = {"secretKeyRef": {"name": CREDENTIALS_SECRET,
+                                                  "key": reference["key"]}}
 
 
 def deploy_config(site: Site) -> dict[str, str]:
+    """The overlay's deploy-config literals, with the site's values and no password."""
     redis_host, redis_port = redis_address(site)
     return {
         "STAGE": "prod",
-        "HOST": site.domain,
         "REDIS_HOST": redis_host,
         "REDIS_PORT": str(redis_port),
         "MYSQL_SERVICE": mysql_url(site, with_credentials=False),
-        "ENVIRONMENT": site.cube.environment,
-        "GPU_TYPE": site.cube.gpu_type,
+        "ENVIRONMENT": cube_config.environment(site),
     }
 
 

@@ -1,9 +1,12 @@
 """kubeconfig: each cluster's kubeconfig, self-contained, as Secret kubernetes-config.
 
-The platform reads ``<cluster>-config`` files from this Secret (PLATFORM-FACTS
-item 15; a Secret rather than the original ConfigMap because it holds
-credentials). A kubeconfig that points at certificate files on this machine
-would be useless inside a pod, so referenced files are embedded.
+The platform reads ``/home/myapp/kubeconfig/<cluster>-kubeconfig`` (the path config.py's
+CLUSTERS names; the platform pods mount this Secret there). As upstream's start.sh
+does, the platform's own cluster gets an EMPTY file: the platform then uses its
+in-cluster ServiceAccount ``kubeflow-dashboard`` (py_k8s.py), and the installer's
+credentials never reach a pod. Every other cluster gets its kubeconfig, with the
+files it references embedded (a path on this machine would be useless in a pod).
+Upstream ships a ConfigMap; this is a Secret, because it holds credentials.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ _FILE_FIELDS = {
 
 
 def render(site: Site) -> list[dict]:
-    files = {f"{c.name}-config": self_contained_kubeconfig(c) for c in site.clusters}
+    home = site.platform_cluster
+    files = {platform.kubeconfig_file(c.name): "" if c.name == home.name
+             else self_contained_kubeconfig(c)
+             for c in site.clusters}
     data = {
         name: base64.b64encode(text.encode()).decode() for name, text in sorted(files.items())
     }
