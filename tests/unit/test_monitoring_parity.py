@@ -404,3 +404,18 @@ def test_gpu_placement_override_moves_the_affinity(tmp_path):
                 "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
             for expression in term["matchExpressions"]}
     assert keys == {"nvidia", "vgpu"}
+
+
+def test_node_metrics_are_found_by_the_host_ip_the_platform_links_with(monitoring):
+    """The node dashboard is opened with var-node=<pod's host IP> (view_total_resource.py:293)
+    and filters instance=~"$node.*": node-exporter's instance must be <node IP>:port, as
+    upstream's is (host network, no relabelling)."""
+    daemonset = find(monitoring, "DaemonSet", "node-exporter", "monitoring")
+    assert daemonset["spec"]["template"]["spec"]["hostNetwork"] is True
+    monitor = find(monitoring, "ServiceMonitor", "node-exporter", "monitoring")
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert "instance" not in {r.get("targetLabel") for r in endpoint.get("relabelings") or []}
+    [expected] = upstream(PROM / "servicemonitor" / "node-exporter-sm.yml")
+    assert not any(e.get("relabelings") for e in expected["spec"]["endpoints"])
+    node_dashboard = json.loads(dashboards_config_map(monitoring)["data"]["node.json"])
+    assert 'instance=~\\"$node.*\\"' in json.dumps(node_dashboard)
