@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 # kube-batch is off (APIs removed in Kubernetes 1.22).
 ENABLED = ("node-prep", "storage", "gpu-runtime", "images", "namespaces", "node-labels",
            "dashboard", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
-           "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway")
+           "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu")
 PLATFORM_DATABASES = {"kubeflow", "mlpipeline", "katib", "metadb", "cachedb"}
 PREFLIGHT_CHECKS = {"placement-labels", "gateway-exposure", "cluster-version",
                     "cluster-permissions", "cluster-nodes", "nodes-reachable",

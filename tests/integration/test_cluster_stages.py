@@ -9,6 +9,7 @@ kubeconfig stages run through the runner, as in a real install. Plus: MySQL
 placed on a label no node carries fails its gate with a labelling hint, and
 the rendered Redis configuration really makes a redis-server demand the site's
 password.
+The gpu stage: its DaemonSets run on the GPU node only, idempotently.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from cubeinstall.stages import (
     cube,
     dashboard,
     efk,
+    gpu,
     load,
     mysql,
     prometheus_objects,
@@ -174,6 +176,27 @@ def remove_data(client: KubeClient, stage: str, objects: list[dict]) -> None:
     for obj in objects:
         if obj["kind"] == "PersistentVolume":
             client.delete(volumes, None, obj["metadata"]["name"])
+
+
+@pytest.mark.cluster
+def test_gpu_daemonsets_run_on_the_gpu_node_only(site, client, installed_before):
+    objects = finalize(site, gpu.render(site))
+    assert {c.action for c in plan_objects(client, "gpu", objects)} == {"create"}
+    apply_objects(client, "gpu", objects, timeout=TIMEOUT)
+    gpu_nodes = {n["metadata"]["name"] for n in client.list(client.resolve("v1", "Node"))
+                 if (n["metadata"].get("labels") or {}).get("gpu") == "true"}
+    assert len(gpu_nodes) == 1
+    pod_resource = client.resolve("v1", "Pod")
+    for workload in (o for o in objects if o["kind"] == "DaemonSet"):
+        status = live(client, workload).get("status") or {}
+        assert status.get("numberAvailable") == status.get("desiredNumberScheduled") == 1
+        pods = client.list(pod_resource, workload["metadata"]["namespace"],
+                           selector_string(workload["spec"]["selector"]))
+        assert {pod["spec"].get("nodeName") for pod in pods} == gpu_nodes
+    again = apply_objects(client, "gpu", objects, timeout=TIMEOUT)
+    assert [c.target for c in again if c.action != "unchanged"] == []
+    uninstall_stage(client, "gpu", timeout=TIMEOUT)
+    assert owned(client, "gpu") == set()
 
 
 @pytest.mark.cluster

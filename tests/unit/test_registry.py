@@ -9,7 +9,7 @@ from tests.helpers import EXAMPLE_SITE
 DESIGN_ORDER = [
     "node-prep", "storage", "gpu-runtime", "images", "namespaces", "node-labels", "dashboard",
     "kube-batch", "mysql", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
-    "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway",
+    "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu",
 ]
 
 

@@ -14,7 +14,7 @@ from cubeinstall.site.loader import load_site
 from cubeinstall.stages.rendered import all_objects
 from tests.helpers import EXAMPLE_SITE, assert_golden
 
-GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "gateway")
+GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "gateway", "gpu")
 
 
 @pytest.fixture(scope="module")

@@ -145,6 +145,11 @@ STAGES: tuple[Stage, ...] = (
           provides=("platform",), placement="kubeflow-dashboard"),
     Stage("gateway", "Istio Gateways and VirtualServices for the site's domain",
           Layer.CLUSTER, "gateway", needs=("istio", "platform")),
+    # Last so that adding it renumbered no stage; it needs no earlier stage's objects
+    # (dcgm-exporter is scraped by annotation, not through a ServiceMonitor).
+    Stage("gpu", "NVIDIA device plugin and dcgm-exporter on GPU nodes", Layer.CLUSTER,
+          "gpu", needs=("namespaces", "node-labels"), placement="gpu", scope=_EVERY,
+          extra_enabled=_has_gpu_nodes),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

@@ -4,7 +4,8 @@ The operator's CRDs and its RBAC/Deployment/Service come from upstream's example
 files, which hard-code namespace ``default`` (ClusterRoleBinding subject included):
 they are moved to ``monitoring``. The platform's own objects (Prometheus,
 Alertmanager, Grafana, exporters, ServiceMonitors) come from
-``cubeinstall.stages.prometheus_objects``.
+``cubeinstall.stages.prometheus_objects``, which takes what the platform queries
+from cube-studio's own install tree (``prometheus_upstream``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cubeinstall.stages import prometheus_objects
 from cubeinstall.upstream import catalog, manifests, patches
 
 STAGE = "prometheus"
-UPSTREAM = ("prometheus-operator",)
+UPSTREAM = ("prometheus-operator", "cube-studio")  # cube-studio: prometheus_upstream
 NAMESPACE = "monitoring"  # a platform namespace: its objects and the platform's links expect it
 
 
