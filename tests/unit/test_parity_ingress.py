@@ -125,8 +125,8 @@ def test_grafana_route_fits_the_prometheus_stages_grafana(rendered):
     """No rewrite: the prometheus stage's Grafana expects the /grafana/ prefix."""
     [config] = [o for o in rendered["prometheus"] if o["metadata"]["name"] == "grafana-config"]
     ini = config["data"]["grafana.ini"]
-    assert re.search(r"^\s*serve_from_sub_path\s*=\s*true\s*$", ini, re.M)
-    assert re.search(r"^\s*root_url\s*=.*/grafana/\s*$", ini, re.M)
+    assert re.search(r"^\s*serve_from_sub_path\s*=\s*true\s*$", ini, re.MULTILINE)
+    assert re.search(r"^\s*root_url\s*=.*/grafana/\s*$", ini, re.MULTILINE)
     assert grafana_service_port(rendered) == gateway.GRAFANA_PORT
 
 
@@ -262,8 +262,8 @@ def test_dashboard_workloads_keep_upstreams_names_accounts_and_services(rendered
 def create_ns_secret() -> tuple[list[str], set[str]]:
     """(namespaces the script creates with hubsecret, those it takes the label off again)."""
     text = (U / "create_ns_secret.sh").read_text()
-    [names] = re.findall(r"^for namespace in (.+)$", text, re.M)
-    unlabelled = set(re.findall(r"^kubectl label ns (\S+) istio-injection-\s*$", text, re.M))
+    [names] = re.findall(r"^for namespace in (.+)$", text, re.MULTILINE)
+    unlabelled = set(re.findall(r"^kubectl label ns (\S+) istio-injection-\s*$", text, re.MULTILINE))
     return re.findall(r"'([a-z0-9-]+)'", names), unlabelled
 
 
@@ -351,7 +351,10 @@ def test_volumes_move_with_the_mount_point_and_the_site_overrides(tmp_path, seed
                        "kubeflow-global-pvc": {"path": "/srv/global"}}
     site = load_site(write_site(tmp_path, data))
     objects = index(all_objects(site, only=["pv-pvc"])["pv-pvc"])
-    pv = lambda name: objects[("PersistentVolume", "", name)]["spec"]  # noqa: E731
+
+    def pv(name):
+        return objects[("PersistentVolume", "", name)]["spec"]
+
     assert pv("infra-kubeflow")["hostPath"] == {"path": "/mnt/cube/kubeflow/"}
     assert pv("automl-kubeflow-user-workspace")["hostPath"]["path"] == \
         "/mnt/cube/kubeflow/pipeline/workspace"
