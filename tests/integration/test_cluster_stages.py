@@ -37,6 +37,7 @@ from cubeinstall.stages import (
     cube,
     dashboard,
     efk,
+    gateway,
     gpu,
     load,
     mysql,
@@ -48,6 +49,8 @@ from tests.helpers import EXAMPLE_SITE, SHARED
 TIMEOUT = 120
 CRDS = SHARED / "upstream/prometheus-operator/v0.93.0/example/prometheus-operator-crd"
 CRD_STAGE = "test-prometheus-crds"
+ISTIO_CRDS = SHARED / "upstream/istio/1.30.3/manifests/charts/base/files/crd-all.gen.yaml"
+ISTIO_CRD_STAGE = "test-istio-crds"
 # name in the tests -> (module, engine stage: the ownership label of a real install)
 STAGES = {
     "dashboard": (dashboard, "dashboard"),
@@ -167,6 +170,26 @@ def test_stage_applies_places_is_idempotent_and_uninstalls(name, site, client, i
     assert owned(client, stage, kept_selector) == expected_left  # data is kept unless purged
     remove_data(client, stage, objects)
     assert owned(client, stage, kept_selector) == set()
+
+
+@pytest.mark.cluster
+def test_gateway_objects_pass_istios_validation_and_reapply_unchanged(site, client, installed_before):
+    """upstream's Gateways and VirtualServices, patched, against Istio 1.30's CRD schemas
+    (which require fields Istio 1.15's did not), in their namespaces."""
+    crds = [doc for doc in load_documents(ISTIO_CRDS.read_text())
+            if doc["spec"]["group"] == "networking.istio.io"]
+    apply_objects(client, ISTIO_CRD_STAGE, crds, timeout=TIMEOUT)
+    objects = finalize(site, gateway.render(site))
+    try:
+        applied = apply_objects(client, "gateway", objects, timeout=TIMEOUT)
+        assert {c.action for c in applied} == {"create"}
+        again = apply_objects(client, "gateway", objects, timeout=TIMEOUT)
+        assert [c.target for c in again if c.action != "unchanged"] == []
+        kinds = {(o["kind"], o["metadata"]["namespace"]) for o in objects}
+        assert ("VirtualService", "kube-system") in kinds and ("Gateway", "kubeflow") in kinds
+    finally:
+        uninstall_stage(client, "gateway", timeout=TIMEOUT)
+        uninstall_stage(client, ISTIO_CRD_STAGE, timeout=TIMEOUT)
 
 
 def remove_data(client: KubeClient, stage: str, objects: list[dict]) -> None:

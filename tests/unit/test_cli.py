@@ -78,7 +78,7 @@ def test_offline_plan_lists_objects_per_stage(capsys):
                             "--only", "namespaces", "--only", "pv-pvc"], capsys)
     assert code == 0
     plans = {e["stage"]: e for e in json_events(out) if e["event"] == "stage-plan"}
-    assert plans["namespaces"]["create"] == 27 and plans["pv-pvc"]["create"] == 24
+    assert plans["namespaces"]["create"] == 39 and plans["pv-pvc"]["create"] == 26
     changes = [e for e in json_events(out) if e["event"] == "change"]
     assert {"target": "Namespace infra", "action": "create"}.items() <= changes[0].items()
 

@@ -322,13 +322,16 @@ def test_elasticsearch_heap_sets_memory(tmp_path):
 # -- dashboard and gateway agree ------------------------------------------------------------------
 
 
-def test_dashboard_services_match_the_gateway_routes(rendered):
+def test_dashboard_services_match_the_gateway_routes(rendered, example):
     services = {(o["metadata"]["name"], o["metadata"]["namespace"], o["spec"]["ports"][0]["port"])
                 for o in rendered["dashboard"] if o["kind"] == "Service"}
-    for route in gateway.ROUTES:
-        if route.stage == "dashboard":
-            name, namespace = route.host.split(".")[:2]
-            assert (name, namespace, route.port) in services
+    routed = [route["destination"] for vs in gateway.render(example)
+              if vs["kind"] == "VirtualService" and vs["metadata"]["namespace"] == "kube-system"
+              for http in vs["spec"]["http"] for route in http["route"]]
+    assert len(routed) == 2
+    for destination in routed:
+        name, namespace = destination["host"].split(".")[:2]
+        assert (name, namespace, destination["port"]["number"]) in services
 
 
 def dashboard_args(objects):
@@ -349,19 +352,30 @@ def test_dashboard_skip_login(tmp_path, skip_login, open_dashboards):
     assert all("--insecure-port=9090" in a and "--enable-insecure-login" in a for a in args.values())
 
 
-def test_restricted_dashboard_has_roles_only_in_its_namespaces(rendered):
+def test_user_dashboard_is_bound_only_in_its_namespaces(rendered):
     objects = rendered["dashboard"]
     bindings = [o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
                 and any(s["name"] == "kubernetes-dashboard-user1" for s in o["subjects"])]
-    assert {(o["kind"], o["metadata"].get("namespace")) for o in bindings} == {
-        ("RoleBinding", "pipeline"), ("RoleBinding", "katib"), ("RoleBinding", "automl"),
-        ("RoleBinding", "kube-system")}  # kube-system: its own csrf/key Secrets and settings
-    roles = [o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "kubernetes-dashboard-user1"]
-    resources = {r for role in roles for rule in role["rules"] for r in rule["resources"]}
-    assert "pods/exec" not in resources and "secrets" not in resources
+    assert {(o["kind"], o["metadata"].get("namespace"), o["roleRef"]["name"]) for o in bindings} == {
+        ("RoleBinding", ns, f"kubernetes-dashboard-{ns}")
+        for ns in ("pipeline", "automl", "service", "jupyter", "aihub")} | {
+        ("RoleBinding", "kube-system", "kubernetes-dashboard-minimal"),
+        ("ClusterRoleBinding", None, "kubernetes-dashboard-minimal")}
+    minimal = next(o for o in objects if o["kind"] == "ClusterRole"
+                   and o["metadata"]["name"] == "kubernetes-dashboard-minimal")
+    assert {verb for rule in minimal["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
     admin = next(o for o in objects if o["metadata"]["name"] == "kubernetes-dashboard-cluster"
                  and o["kind"] == "ClusterRoleBinding")
-    assert admin["roleRef"]["name"] == "cluster-admin"
+    assert admin["roleRef"]["name"] == "kubernetes-dashboard-cluster"
+
+
+def test_dashboard_state_objects_carry_no_data(rendered):
+    """An apply must never reset the keys the dashboards write at first start."""
+    state = [o for o in rendered["dashboard"] if o["kind"] in ("Secret", "ConfigMap")]
+    assert {o["metadata"]["name"] for o in state} == {
+        "kubernetes-dashboard-certs", "kubernetes-dashboard-csrf",
+        "kubernetes-dashboard-key-holder", "kubernetes-dashboard-settings"}
+    assert all("data" not in o and "stringData" not in o for o in state)
 
 
 # -- grafana ---------------------------------------------------------------------------------------

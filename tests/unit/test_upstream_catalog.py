@@ -51,9 +51,19 @@ def test_stage_modules_declare_the_components_the_catalog_assigns_them():
     stages = {entry.stage for entry in catalog.components().values()} - {"dashboard"}
     for stage in stages:
         module = importlib.import_module(f"cubeinstall.stages.{registry.get(stage).module}")
-        needed = [name for name, entry in catalog.components().items() if entry.needed_by([stage])]
+        read = {name for name, entry in catalog.components().items() if stage in entry.used_by}
         assert set(catalog.for_stage(stage)) <= set(module.UPSTREAM), stage
-        assert set(module.UPSTREAM) <= set(needed), f"{stage} reads a component whose used_by omits it"
+        assert set(module.UPSTREAM) <= set(catalog.for_stage(stage)) | read, stage
+
+
+def test_stages_reading_another_stages_component_are_its_users():
+    """A stage that requires a component it does not own is listed in its used_by (so
+    ``bundle fetch`` fetches it whenever that stage is enabled)."""
+    for stage in registry.STAGES:
+        module = importlib.import_module(f"cubeinstall.stages.{stage.module}")
+        for name in getattr(module, "UPSTREAM", ()):
+            entry = catalog.components()[name]
+            assert stage.name == entry.stage or stage.name in entry.used_by, (stage.name, name)
 
 
 def test_default_urls_are_the_projects_raw_github_files():

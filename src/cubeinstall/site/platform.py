@@ -12,16 +12,26 @@ from cubeinstall.site.model import Node, Site
 
 PULL_SECRET = "hubsecret"
 
-# Item 5: every platform namespace gets hubsecret and istio-injection=disabled.
+# Every platform namespace gets hubsecret and istio-injection=disabled, as upstream's
+# create_ns_secret.sh does for infra ... aihub (kube-system: the secret only).
 # automl is the 2026 release's name for katib; both exist so either works.
 PLATFORM_NAMESPACES = (
     "infra", "kubeflow", "istio-system", "knative-serving", "pipeline", "katib", "automl",
-    "jupyter", "kfserving", "service", "cert-manager", "monitoring", "logging",
+    "jupyter", "kfserving", "service", "cert-manager", "monitoring", "logging", "aihub",
 )
 # Namespaces that exist in every cluster: we add pull secrets to them but never
 # own (or delete) the Namespace object itself.
 SYSTEM_NAMESPACES = ("kube-system",)
 NAMESPACE_EXTRA_LABELS = {"katib": {"katib-metricscollector-injection": "enabled"}}
+# create_ns_secret.sh:11 takes istio-injection off ``service`` again: inference services
+# that ask for a sidecar (sidecar.istio.io/inject) get one when an injector runs.
+ISTIO_INJECTION_UNSET = ("service",)
+
+
+def namespace_labels(name: str) -> dict[str, str]:
+    labels = {} if name in ISTIO_INJECTION_UNSET else {"istio-injection": "disabled"}
+    return {**labels, **NAMESPACE_EXTRA_LABELS.get(name, {})}
+
 
 # The platform reads a cluster's kubeconfig from /home/myapp/kubeconfig/<cluster>-kubeconfig
 # (upstream config.py CLUSTERS, install/README.md); an empty file means "in-cluster
@@ -50,24 +60,17 @@ class PlatformVolume:
     size: str
     subpath: str  # under the storage mount point
 
-    @property
-    def pv_name(self) -> str:
-        return f"{self.namespace}-{self.claim}"
 
-
-def _volumes(claim: str, size: str, subpath: str, namespaces: tuple[str, ...]):
-    return tuple(PlatformVolume(ns, claim, size, subpath) for ns in namespaces)
-
-
-# Item 17.
-PLATFORM_VOLUMES: tuple[PlatformVolume, ...] = (
-    *_volumes("kubeflow-global-pvc", "100Gi", "kubeflow/global", ("infra", "pipeline")),
-    *_volumes("infra-kubeflow", "1Gi", "kubeflow", ("infra",)),
-    *_volumes("kubeflow-user-workspace", "500Gi", "kubeflow/pipeline/workspace",
-              ("jupyter", "pipeline", "service", "katib", "automl", "kubeflow")),
-    *_volumes("kubeflow-archives", "500Gi", "kubeflow/pipeline/archives",
-              ("jupyter", "pipeline", "service")),
-)
+# The platform's own volumes: upstream's files as start.sh creates them (:139-143), plus
+# pv-pvc-kubeflow.yaml (in the tree, not applied by start.sh; kept from earlier releases).
+# The site's mount point replaces upstream's, ``volumes.<claim>`` their size and path.
+UPSTREAM_MOUNT_POINT = "/data/k8s"
+PLATFORM_VOLUME_FILES = tuple(
+    f"install/kubernetes/pv-pvc-{name}.yaml"
+    for name in ("infra", "jupyter", "automl", "pipeline", "service", "kubeflow"))
+# Claims of the 2021 release's katib namespace (which cubeinstall still creates), copied
+# from the automl claim of the same name: namespace -> the namespace whose volume it copies.
+PLATFORM_VOLUME_COPIES = {"katib": ("automl", ("kubeflow-user-workspace",))}
 
 
 def volume_size(site: Site, volume: PlatformVolume) -> str:

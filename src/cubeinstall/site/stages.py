@@ -103,7 +103,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("images", "mirror every image the site needs into the private registry",
           Layer.REGISTRY, "images", provides=("images",), scope=Scope.REGISTRY,
           extra_enabled=_has_registry),
-    Stage("namespaces", "platform namespaces, labels and the hubsecret pull secret",
+    Stage("namespaces", "platform namespaces, labels, hubsecret and the platform's service accounts",
           Layer.CLUSTER, "namespaces", provides=("namespaces",), scope=_EVERY),
     Stage("node-labels", "node labels from roles, before anything selects on them",
           Layer.CLUSTER, "node_labels", provides=("node-labels",), scope=_EVERY),
@@ -143,7 +143,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("cube", "the cube-studio platform itself", Layer.CLUSTER, "cube",
           needs=("databases", "redis", "kubeconfigs", "volumes", "node-labels"),
           provides=("platform",), placement="kubeflow-dashboard"),
-    Stage("gateway", "Istio Gateways and VirtualServices for the site's domain",
+    Stage("gateway", "Istio Gateways (any host) and the platform's VirtualServices",
           Layer.CLUSTER, "gateway", needs=("istio", "platform")),
     # Last so that adding it renumbered no stage; it needs no earlier stage's objects
     # (dcgm-exporter is scraped by annotation, not through a ServiceMonitor).

@@ -11,6 +11,9 @@ would do is stated here, in typed code:
   cluster-wide: it runs the platform's workflows in ``pipeline``, where
   their pods (ServiceAccount ``kubeflow-pipeline``, or ``default``) get the executor's
   rights (writing WorkflowTaskResults).
+- The platform's Workflows run as ServiceAccount ``pipeline-runner``
+  (view_pipeline.py ``serviceAccountName``): upstream's argo/pipeline-runner-rolebinding.yaml
+  as it is (the account, ClusterRole ``pipeline-runner`` with every right, its binding).
 - training-operator, ``overlays/standalone``: namespace ``kubeflow``, the webhook
   configuration renamed and pointed at Service ``training-operator`` (webhook/patch.yaml),
   the image tag pinned, and the empty Secret ``training-operator-webhook-cert`` the
@@ -28,7 +31,8 @@ from cubeinstall.upstream import catalog, manifests, patches
 from cubeinstall.upstream.namespaces import own_namespace
 
 STAGE = "kubeflow"
-UPSTREAM = ("argo-workflows", "training-operator")
+UPSTREAM = ("argo-workflows", "training-operator", "cube-studio")
+PIPELINE_RUNNER_FILE = "install/kubernetes/argo/pipeline-runner-rolebinding.yaml"
 ARGO_NAMESPACE = "argo"
 ARGO_PATH = "/argo/"  # the gateway stage's route to argo-server
 PIPELINE_NAMESPACE = "pipeline"
@@ -43,7 +47,7 @@ TRAINING_CERT_SECRET = "training-operator-webhook-cert"
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
     placement = registry.get(STAGE).placement_label(site)
-    objects = argo(site) + training_operator(site)
+    objects = argo(site) + pipeline_runner(site) + training_operator(site)
     return own_namespace(site, ARGO_NAMESPACE) + patches.for_site(objects, site, placement)
 
 
@@ -110,6 +114,11 @@ def pipeline_rbac() -> list[dict]:
                      for account in PIPELINE_SERVICE_ACCOUNTS],
     }
     return [role, binding]
+
+
+def pipeline_runner(site: Site) -> list[dict]:
+    """The ServiceAccount the platform's Workflows name, with upstream's RBAC."""
+    return manifests.objects(site, "cube-studio", [PIPELINE_RUNNER_FILE])
 
 
 # -- training-operator ----------------------------------------------------------------------------
