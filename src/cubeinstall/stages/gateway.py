@@ -57,7 +57,7 @@ UPSTREAM_ROUTES = {
     ("kubeflow", "kubeflow-labelstudio"): None,  # not installed here; upstream routes it anyway
 }
 GRAFANA = ("monitoring", "monitoring-grafana")
-GRAFANA_PORT = 3000  # the prometheus stage's Service grafana
+GRAFANA_PORT = 8080  # the prometheus stage's Service grafana, as upstream's
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ CRDs and controller); this module only renders what cube-studio adds:
   operator turns into StatefulSets), the Prometheus ServiceAccount and RBAC;
 - node-exporter (a DaemonSet on every node: metrics are per node) and
   kube-state-metrics, each with a ServiceMonitor;
-- Grafana at /grafana/ (Service ``grafana``, 8080 as cube-studio's and 3000)
+- Grafana at /grafana/ (Service ``grafana`` on 8080, as cube-studio's)
   with cube-studio's data source, dashboard provider and dashboards;
 - cube-studio's own monitoring objects the platform queries (Service
   ``prometheus-k8s``, the kubelet/apiserver/coredns/Prometheus ServiceMonitors,
@@ -59,9 +59,8 @@ GRAFANA_ADMIN_SECRET = "grafana-admin"
 # Upstream's Service prometheus-k8s selects app=prometheus, which operators since
 # v0.5x no longer put on the pods: the Prometheus resource adds it (podMetadata).
 PROMETHEUS_POD_LABELS = {"app": "prometheus"}
-# 8080: cube-studio's grafana-svc.yml (its VirtualService routes there); 3000: the port
-# cubeinstall's gateway routed to before. Both reach the same container port.
-GRAFANA_SERVICE_PORTS = {"http": 8080, "http-3000": 3000}
+# cube-studio's grafana-svc.yml: its VirtualService routes to 8080 (container port 3000).
+GRAFANA_SERVICE_PORTS = {"http": 8080}
 
 
 def render(site: Site) -> list[dict]:
