@@ -14,6 +14,13 @@ would do is stated here, in typed code:
 - The platform's Workflows run as ServiceAccount ``pipeline-runner``
   (view_pipeline.py ``serviceAccountName``): upstream's argo/pipeline-runner-rolebinding.yaml
   as it is (the account, ClusterRole ``pipeline-runner`` with every right, its binding).
+- They set ``archiveLogs``, so the controller needs an artifact repository: upstream's
+  (cube-studio argo/install-3.4.3-all.yaml) MinIO ``kubeflow/minio`` on its volume
+  ``kubeflow-minio-pv`` (argo/minio-pv-pvc-hostpath.yaml, under the site's mount point), the
+  Secret ``pipeline/my-minio-cred`` workflows read, and the ConfigMap's artifactRepository.
+  The credentials are upstream's ``minio``/``minio123``: the platform's log viewer has them
+  written in its code (view_workflow.py), so another value would break it; MinIO is reached
+  only inside the cluster. MinIO reads them from a Secret of its own namespace.
 - training-operator, ``overlays/standalone``: namespace ``kubeflow``, the webhook
   configuration renamed and pointed at Service ``training-operator`` (webhook/patch.yaml),
   the image tag pinned, and the empty Secret ``training-operator-webhook-cert`` the
@@ -33,6 +40,11 @@ from cubeinstall.upstream.namespaces import own_namespace
 STAGE = "kubeflow"
 UPSTREAM = ("argo-workflows", "training-operator", "cube-studio")
 PIPELINE_RUNNER_FILE = "install/kubernetes/argo/pipeline-runner-rolebinding.yaml"
+CUBE_ARGO_FILE = "install/kubernetes/argo/install-3.4.3-all.yaml"  # MinIO, controller settings
+MINIO_VOLUME_FILE = "install/kubernetes/argo/minio-pv-pvc-hostpath.yaml"
+CONTROLLER_CONFIG = "workflow-controller-configmap"
+MINIO_SECRET = "my-minio-cred"
+MINIO_NAMESPACE = "kubeflow"
 ARGO_NAMESPACE = "argo"
 ARGO_PATH = "/argo/"  # the gateway stage's route to argo-server
 PIPELINE_NAMESPACE = "pipeline"
@@ -47,7 +59,7 @@ TRAINING_CERT_SECRET = "training-operator-webhook-cert"
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
     placement = registry.get(STAGE).placement_label(site)
-    objects = argo(site) + pipeline_runner(site) + training_operator(site)
+    objects = argo(site) + pipeline_runner(site) + artifact_store(site) + training_operator(site)
     return own_namespace(site, ARGO_NAMESPACE) + patches.for_site(objects, site, placement)
 
 
@@ -60,12 +72,14 @@ def argo(site: Site) -> list[dict]:
     objects = patches.pin_images(objects, pinned.pins)
     executor = pinned.image(EXECUTOR)
     credentials = registry_login(site) is not None
-    return [configure_argo(obj, executor, credentials) for obj in objects] + pipeline_rbac()
+    settings = upstream_controller_settings(site)
+    return [configure_argo(obj, executor, credentials, settings) for obj in objects] + pipeline_rbac()
 
 
-def configure_argo(obj: dict, executor: str, pull_secret: bool) -> dict:
-    """The controller's executor image, its ConfigMap (upstream ships it empty), and an
-    argo-server reachable through the platform's gateway."""
+def configure_argo(obj: dict, executor: str, pull_secret: bool, settings: dict[str, str]) -> dict:
+    """The controller's executor image, its ConfigMap (the argo project ships it empty:
+    cube-studio's ``settings``, artifact repository included), and an argo-server reachable
+    through the platform's gateway."""
     name = (obj.get("metadata") or {}).get("name")
     if obj["kind"] == "Deployment" and name == "workflow-controller":
         obj = copy.deepcopy(obj)
@@ -86,7 +100,7 @@ def configure_argo(obj: dict, executor: str, pull_secret: bool) -> dict:
                 container["readinessProbe"]["httpGet"]["scheme"] = "HTTP"
     elif obj["kind"] == "ConfigMap" and name == "workflow-controller-configmap":
         obj = copy.deepcopy(obj)
-        data = {"executor": "imagePullPolicy: IfNotPresent\n"}
+        data = {**settings, "executor": "imagePullPolicy: IfNotPresent\n"}
         if pull_secret:  # workflow pods pull from the site registry, as every platform pod
             data["workflowDefaults"] = "spec:\n  imagePullSecrets:\n    - name: hubsecret\n"
         obj["data"] = {**(obj.get("data") or {}), **data}
@@ -114,6 +128,43 @@ def pipeline_rbac() -> list[dict]:
                      for account in PIPELINE_SERVICE_ACCOUNTS],
     }
     return [role, binding]
+
+
+def upstream_controller_settings(site: Site) -> dict[str, str]:
+    """cube-studio's workflow-controller-configmap data: parallelism, the artifact
+    repository (MinIO, archiveLogs) and metrics."""
+    [config] = [obj for obj in manifests.objects(site, "cube-studio", [CUBE_ARGO_FILE])
+                if (obj["kind"], obj["metadata"]["name"]) == ("ConfigMap", CONTROLLER_CONFIG)]
+    return dict(config["data"])
+
+
+def artifact_store(site: Site) -> list[dict]:
+    """MinIO, its volume and the credentials Secrets, from cube-studio's argo/ files."""
+    from cubeinstall.stages import pv_pvc
+
+    wanted = {("Service", "minio"), ("Deployment", "minio"), ("Secret", MINIO_SECRET)}
+    objects = [obj for obj in manifests.objects(site, "cube-studio", [CUBE_ARGO_FILE])
+               if (obj["kind"], obj["metadata"]["name"]) in wanted]
+    objects = patches.secret_data([minio_reads_its_secret(obj) for obj in objects])
+    [pv, pvc] = manifests.objects(site, "cube-studio", [MINIO_VOLUME_FILE])
+    volume = [pv_pvc.for_site(site, pv_pvc.bind(pv, pvc)), pv_pvc.for_site(site, pvc)]
+    own_secret = next(obj for obj in objects if obj["kind"] == "Secret")
+    return objects + volume + [{**own_secret, "metadata": {
+        **own_secret["metadata"], "namespace": MINIO_NAMESPACE}}]
+
+
+def minio_reads_its_secret(obj: dict) -> dict:
+    """MINIO_ROOT_USER/PASSWORD from my-minio-cred of MinIO's namespace, not literals."""
+    if obj["kind"] != "Deployment":
+        return obj
+    obj = copy.deepcopy(obj)
+    keys = {"MINIO_ROOT_USER": "accesskey", "MINIO_ROOT_PASSWORD": "secretkey"}
+    for container in obj["spec"]["template"]["spec"]["containers"]:
+        container["env"] = [
+            {"name": env["name"], "valueFrom": {"secretKeyRef": {"name": MINIO_SECRET,
+                                                                 "key": keys[env["name"]]}}}
+            if env["name"] in keys else env for env in container.get("env") or []]
+    return obj
 
 
 def pipeline_runner(site: Site) -> list[dict]:

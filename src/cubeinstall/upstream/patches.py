@@ -9,6 +9,7 @@ patches pin what upstream leaves floating and make its objects fit the platform.
 
 from __future__ import annotations
 
+import base64
 import copy
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
@@ -146,6 +147,19 @@ def pin_images(objects: Iterable[dict], pins: Mapping[str, str]) -> list[dict]:
             tag = wanted.get(ref.name)
             if tag and ref.digest is None and ref.tag != tag:
                 slot.set(f"{ref.name}:{tag}")
+
+    return _edited(objects, edit)
+
+
+def secret_data(objects: Iterable[dict]) -> list[dict]:
+    """Secrets' ``stringData`` written as ``data`` (base64): the API server stores only
+    ``data``, so a server-side apply of ``stringData`` would differ from the live object
+    on every plan."""
+    def edit(obj: dict) -> None:
+        if obj.get("kind") == "Secret" and obj.get("stringData"):
+            encoded = {key: base64.b64encode(str(value).encode()).decode()
+                       for key, value in obj.pop("stringData").items()}
+            obj["data"] = {**(obj.get("data") or {}), **encoded}
 
     return _edited(objects, edit)
 
