@@ -124,6 +124,40 @@ def test_the_journal_has_its_cluster_copy(e2e: Platform, first_run: Run):
                 and "journal" in event.get("message", "")]
 
 
+def test_what_the_platform_reads_is_live_as_rendered(e2e: Platform, first_run: Run, monkeypatch):
+    """The parity of tests/unit/test_parity.py holds on the live cluster: every object
+    start.sh creates that this site renders is there, and for its workloads what the
+    containers run and read (commands, args, ports, mounts and their sources, service
+    account, node labels) survived the API server as rendered."""
+    from kubernetes import config, dynamic
+
+    from cubeinstall.site.loader import load_site
+    from cubeinstall.stages.rendered import all_objects
+    from tests.unit.test_parity import workload_facts
+    from tests.upstream_install import start_sh_objects
+
+    for name, value in e2e.cli.env.items():
+        monkeypatch.setenv(name, value)
+    upstream = {item.key for item in start_sh_objects()}
+    rendered = {}
+    for objects in all_objects(load_site(e2e.site)).values():
+        for obj in objects:
+            meta = obj["metadata"]
+            where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+            rendered[f"{obj['kind']} {where}{meta['name']}"] = obj
+    checked = sorted(set(rendered) & upstream)
+    assert len(checked) > 150, len(checked)
+    with config.new_client_from_config(config_file=str(e2e.cluster.kubeconfig)) as api:
+        client = dynamic.DynamicClient(api)
+        for key in checked:
+            obj = rendered[key]
+            resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            live = resource.get(name=obj["metadata"]["name"],
+                                namespace=obj["metadata"].get("namespace")).to_dict()
+            if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+                assert workload_facts(live) == workload_facts(obj), key
+
+
 def test_preflight_passes_and_refuses_what_the_api_server_would(e2e: Platform, first_run: Run):
     run = e2e.cli("preflight")
     assert run.code == 0, run.explain()
