@@ -19,9 +19,9 @@ import yaml
 
 from cubeinstall.core.yamlio import load_documents
 from cubeinstall.upstream.kinds import cluster_scoped_kinds, group_kind
-from tests.helpers import SHARED
+from tests.helpers import CUBE_INSTALL
 
-INSTALL = SHARED / "upstream/cube-studio/v2026.03.01/install/kubernetes"
+INSTALL = CUBE_INSTALL
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from cubeinstall.render import finalize, naming
 from cubeinstall.site import platform
 from cubeinstall.site.loader import load_site
 from cubeinstall.stages import cube, cube_config, kubeconfig
-from tests.helpers import CUBE_INSTALL, EXAMPLE_SITE, example_site_data, write_site
+from tests.helpers import CUBE_INSTALL, EXAMPLE_SITE, REPO, example_site_data, write_site
 
 UPSTREAM_CONFIG_PY = CUBE_INSTALL / "cube" / "overlays" / "config" / "config.py"
 BASE = CUBE_INSTALL / "cube" / "base"
@@ -395,3 +395,42 @@ def test_only_upstreams_placement_affinity_is_dropped():
         "nodeSelectorTerms": [{"matchExpressions": [placement]}]}}}}
     cube._drop_placement_affinity(only)
     assert only == {}
+
+
+def test_every_image_config_py_offers_is_mirrored_or_said_why_not():
+    """On a mirroring site the cube stage points config.py's image settings at the site
+    registry, so the images stage must copy every image they name (or the shipped list
+    says why not): otherwise notebooks and services fail with ImagePullBackOff."""
+    import warnings
+
+    from cubeinstall.images.inventory import runtime_images
+
+    source = UPSTREAM_CONFIG_PY.read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # upstream's invalid escapes
+        tree = ast.parse(source)
+    settings = ("USER_IMAGE", "NOTEBOOK_IMAGES", "NNI_IMAGES", "INFERNENCE_IMAGES",
+                "DOCKER_IMAGES", "NERDCTL_IMAGES", "WAIT_POD_IMAGES")
+    offered = set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) in settings:
+            offered |= set(image_strings(ast.literal_eval(node.value)))
+    assert len(offered) > 40
+    mirrored = {image for group in runtime_images().values() for image in group}
+    shipped = yaml.safe_load((REPO / "manifests" / "runtime-images.yaml").read_text())
+    not_mirrored = set(shipped["not_mirrored"])
+    assert not (mirrored & not_mirrored)
+    assert sorted(offered - mirrored - not_mirrored) == []
+    assert not_mirrored <= offered, "a reason for an image config.py no longer names"
+
+
+def image_strings(value):
+    if isinstance(value, str):
+        if ":" in value and " " not in value and ("/" in value or value.startswith("docker:")):
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from image_strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from image_strings(item)
