@@ -22,10 +22,21 @@ class RunOptions:
 
 
 @dataclass
+class Planned:
+    """What the earlier stages of one plan would create: a later stage's objects in those
+    namespaces, or of those custom kinds, are planned as creations instead of failing
+    the server's dry-run (the plan of a whole site before anything exists)."""
+
+    namespaces: set[str] = field(default_factory=set)
+    kinds: set[tuple[str, str]] = field(default_factory=set)  # (group, kind) of planned CRDs
+
+
+@dataclass
 class RunContext:
     site: "Site"
     out: "Output"
     options: RunOptions = RunOptions()
+    planned: Planned = field(default_factory=Planned)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

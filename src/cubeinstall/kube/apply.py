@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
 from cubeinstall.kube.client import client_for
 from cubeinstall.kube.engine import Engine, Options
 
@@ -21,11 +22,13 @@ __all__ = ["Engine", "Options", "apply_objects", "plan_objects", "uninstall_stag
 
 
 def _options(target_: Any, timeout: Any, **overrides: Any) -> Options:
-    site = getattr(target_, "site", None)
     options = Options()
-    if site is not None:
+    if isinstance(target_, RunContext):
+        site = target_.site
         options = replace(options, object_seconds=site.timeouts.object_seconds,
-                          stage_seconds=site.timeouts.stage_seconds, webhooks=site.gates.webhooks)
+                          stage_seconds=site.timeouts.stage_seconds, webhooks=site.gates.webhooks,
+                          planned_namespaces=frozenset(target_.planned.namespaces),
+                          planned_kinds=frozenset(target_.planned.kinds))
     if isinstance(timeout, (int, float)):
         options = replace(options, object_seconds=float(timeout),
                           stage_seconds=max(options.stage_seconds, float(timeout)))
@@ -37,8 +40,9 @@ def _options(target_: Any, timeout: Any, **overrides: Any) -> Options:
 
 def _run(target_: Any, stage: str, cluster: str | None, options: Options, call,
          out: Any = None) -> list[Change]:
-    engine = Engine(client_for(target_, cluster), stage, options,
-                    out if out is not None else getattr(target_, "out", None))
+    if out is None and isinstance(target_, RunContext):
+        out = target_.out
+    engine = Engine(client_for(target_, cluster), stage, options, out)
     try:
         return call(engine)
     finally:

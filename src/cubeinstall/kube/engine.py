@@ -38,7 +38,13 @@ from cubeinstall.kube.objects import (
     stage_selector,
 )
 from cubeinstall.kube.readiness import has_gate, readiness
-from cubeinstall.kube.resolution import Item, by_phase_items, prepare, resolve_deferred
+from cubeinstall.kube.resolution import (
+    Item,
+    absent_namespaces,
+    by_phase_items,
+    prepare,
+    resolve_deferred,
+)
 from cubeinstall.kube.retry import (
     Outage,
     call_with_retry,
@@ -60,6 +66,9 @@ class Options:
     prune: bool = False
     purge: bool = False
     workers: int = WORKERS
+    # What earlier stages of the same plan would create (core.context.Planned).
+    planned_namespaces: frozenset[str] = frozenset()
+    planned_kinds: frozenset[tuple[str, str]] = frozenset()
 
 
 class Engine:
@@ -107,7 +116,8 @@ class Engine:
     def run(self, objects: list[dict], *, dry_run: bool) -> list[Change]:
         items = prepare(self, objects)
         changes: list[Change] = []
-        fresh_namespaces: set[str] = set()  # created by this run: nothing can exist in them
+        # Created by this run or by an earlier stage of this plan: nothing can exist in them.
+        fresh_namespaces = absent_namespaces(self, self.options.planned_namespaces)
         for phase, phase_items in by_phase_items(items):
             resolve_deferred(self, phase_items, dry_run)
             live, existing = self.live_objects(phase_items, fresh_namespaces)
@@ -121,8 +131,8 @@ class Engine:
             if failures:  # the rest of the phase is done and recorded; later phases are not
                 raise merge_failures(self.stage, phase, failures)
             if phase == "namespaces":
-                fresh_namespaces = {item.key.name for item, change in zip(phase_items, results)
-                                    if change.action == "create"}
+                fresh_namespaces |= {item.key.name for item, change in zip(phase_items, results)
+                                     if change.action == "create"}
             if not dry_run:
                 settled = {item.key for item, change in zip(phase_items, results)
                            if change.action == "unchanged" and item.key in live

@@ -53,8 +53,7 @@ def by_phase_items(items: list[Item]) -> list[tuple[str, list[Item]]]:
 def prepare(engine: Engine, objects: list[dict]) -> list[Item]:
     """Check every object and resolve its API before anything is written."""
     items, problems, hint = [], [], None
-    crd_kinds = {((o.get("spec") or {}).get("group"), ((o.get("spec") or {}).get("names") or {})
-                  .get("kind")) for o in objects if o.get("kind") == "CustomResourceDefinition"}
+    crd_kinds = crd_group_kinds(objects) | engine.options.planned_kinds
     for index, obj in enumerate(objects):
         if not (isinstance(obj, dict) and obj.get("apiVersion") and obj.get("kind")
                 and (obj.get("metadata") or {}).get("name")):
@@ -83,8 +82,24 @@ def prepare(engine: Engine, objects: list[dict]) -> list[Item]:
     return items
 
 
+def crd_group_kinds(objects: list[dict]) -> set[tuple[str, str]]:
+    """(group, kind) of the custom resources the CustomResourceDefinitions among ``objects`` define."""
+    return {((o.get("spec") or {}).get("group"), ((o.get("spec") or {}).get("names") or {})
+             .get("kind")) for o in objects if o.get("kind") == "CustomResourceDefinition"}
+
+
+def absent_namespaces(engine: Engine, names: frozenset[str]) -> set[str]:
+    """Those of ``names`` the cluster does not have (one LIST, only when asked about any)."""
+    if not names:
+        return set()
+    resource = engine.client.resolve("v1", "Namespace")
+    present = {key_of(ns).name for ns in engine.call(lambda: engine.client.list(resource))}
+    return set(names) - present
+
+
 def _missing_namespaces(engine: Engine, items: list[Item]) -> list[str]:
-    ours = {item.key.name for item in items if item.group_kind == ("", "Namespace")}
+    ours = ({item.key.name for item in items if item.group_kind == ("", "Namespace")}
+            | engine.options.planned_namespaces)
     needed: dict[str, str] = {}
     for item in items:
         namespace = item.key.namespace

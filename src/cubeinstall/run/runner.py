@@ -61,10 +61,25 @@ def select(site: Site, only: list[str] = (), skip: list[str] = (),
     return [registry.get(name) for name in names if registry.get(name).enabled(site)]
 
 
-def plan_stage(ctx: RunContext, stage: Stage, offline: bool) -> list[Change]:
-    """What the stage would change: against the live targets, or (offline) from the site alone."""
+def plan_stage(ctx: RunContext, stage: Stage, offline: bool,
+               objects: list[dict] | None = None) -> list[Change]:
+    """What the stage would change: against the live targets, or (offline) from the site alone.
+    Later stages of the same plan count on what this one would create (``ctx.planned``)."""
     code = load(stage)
-    return code.describe(ctx.site) if offline else code.plan(ctx)
+    if offline:
+        return code.describe(ctx.site)
+    objects = objects if objects is not None else code.objects(ctx.site)
+    changes = code.plan(ctx, objects)
+    remember_planned(ctx, objects or [])
+    return changes
+
+
+def remember_planned(ctx: RunContext, objects: list[dict]) -> None:
+    from cubeinstall.kube.resolution import crd_group_kinds
+
+    ctx.planned.namespaces.update(obj["metadata"]["name"] for obj in objects
+                                  if obj.get("kind") == "Namespace")
+    ctx.planned.kinds.update(crd_group_kinds(objects))
 
 
 def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
@@ -144,7 +159,7 @@ def _run_stage(ctx: RunContext, attempt: Attempt, journal: "Journal | None") -> 
     ctx.out.event("stage-start", stage=stage.name, layer=stage.layer.value,
                   message=f"▶ {stage.name}: {stage.summary}")
     if ctx.dry_run:
-        return StageResult(stage.name, "ok", code.plan(ctx, attempt.objects))
+        return StageResult(stage.name, "ok", plan_stage(ctx, stage, False, attempt.objects))
     if journal:
         journal.started(stage.name, digest)
     changes = code.apply(ctx, attempt.objects)
