@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -11,7 +12,10 @@ from tests.helpers import EXAMPLE_SITE, REPO
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+    # PYTHONPATH would put a source tree before the venv's own site-packages
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600,
+                            env=env)
     assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
     return result
 

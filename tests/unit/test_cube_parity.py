@@ -23,7 +23,13 @@ from cubeinstall.render import finalize, naming
 from cubeinstall.site import platform
 from cubeinstall.site.loader import load_site
 from cubeinstall.stages import cube, cube_config, kubeconfig
-from tests.helpers import CUBE_INSTALL, EXAMPLE_SITE, REPO, example_site_data, write_site
+from tests.helpers import (
+    CUBE_INSTALL,
+    EXAMPLE_SITE,
+    REPO,
+    example_site_data,
+    write_site,
+)
 
 UPSTREAM_CONFIG_PY = CUBE_INSTALL / "cube" / "overlays" / "config" / "config.py"
 BASE = CUBE_INSTALL / "cube" / "base"
