@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +30,18 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         sys.argv = old_argv
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_process(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60,
+                stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m cubeinstall ARGS` in a child process, as a user does (this checkout's
+    sources first on its path); stdin is empty (not a terminal) unless given."""
+    child_env = {**os.environ, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "src"), *filter(None, [child_env.get("PYTHONPATH")])])
+    return subprocess.run([sys.executable, "-m", "cubeinstall", *args], env=child_env,
+                          input=stdin or "", capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
 
 
 def json_events(stdout: str) -> list[dict]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from tests.helpers import EXAMPLE_SITE, json_events, run_cli
+from tests.helpers import EXAMPLE_SITE, json_events, run_cli, run_process
 
 
 def test_unknown_command_is_usage_error(capsys):
@@ -16,25 +18,25 @@ def test_unknown_command_is_usage_error(capsys):
 
 
 def test_unknown_stage_name_suggests(capsys):
-    code, out, _ = run_cli(["plan", "--offline", "-c", str(EXAMPLE_SITE), "--only", "gatway"], capsys)
-    assert code == 2 and "unknown stage 'gatway'" in out and "did you mean 'gateway'" in out
+    code, _, err = run_cli(["plan", "--offline", "-c", str(EXAMPLE_SITE), "--only", "gatway"], capsys)
+    assert code == 2 and "unknown stage 'gatway'" in err and "did you mean 'gateway'" in err
 
 
 def test_stage_command_unknown_name(capsys):
-    code, out, _ = run_cli(["stage", "mysq", "-c", str(EXAMPLE_SITE)], capsys)
-    assert code == 2 and "did you mean 'mysql'" in out
+    code, _, err = run_cli(["stage", "mysq", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 2 and "did you mean 'mysql'" in err
 
 
 def test_disabled_stage_is_refused(capsys):
-    code, out, _ = run_cli(["stage", "kube-batch", "-c", str(EXAMPLE_SITE)], capsys)
-    assert code == 2 and "disabled" in out and "enabled: true" in out
+    code, _, err = run_cli(["stage", "kube-batch", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 2 and "disabled" in err and "enabled: true" in err
 
 
 def test_config_error_exit_code(tmp_path, capsys):
     bad = tmp_path / "site.yaml"
     bad.write_text("site: x\n")
-    code, out, _ = run_cli(["all", "-c", str(bad)], capsys)
-    assert code == 2 and "required but missing" in out
+    code, _, err = run_cli(["all", "-c", str(bad)], capsys)
+    assert code == 2 and "required but missing" in err
 
 
 def test_interrupt_exits_130(monkeypatch, capsys):
@@ -45,8 +47,8 @@ def test_interrupt_exits_130(monkeypatch, capsys):
 
     monkeypatch.setattr(runner, "run", interrupted)
     monkeypatch.setattr("cubeinstall.run.preflight.run_preflight", lambda *a: [])
-    code, out, _ = run_cli(["all", "--dry-run", "-c", str(EXAMPLE_SITE)], capsys)
-    assert code == 130 and "interrupted" in out
+    code, _, err = run_cli(["all", "--dry-run", "-c", str(EXAMPLE_SITE)], capsys)
+    assert code == 130 and "interrupted" in err
 
 
 def test_stage_failure_exits_1_and_names_the_stage(monkeypatch, capsys):
@@ -87,10 +89,10 @@ def test_init_writes_a_site_that_validates_once_secrets_exist(tmp_path, monkeypa
     path = tmp_path / "site.yaml"
     code, _, _ = run_cli(["init", str(path)], capsys)
     assert code == 0 and path.exists()
-    code, out, _ = run_cli(["init", str(path)], capsys)
-    assert code == 2 and "already exists" in out
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2 and "HARBOR_PASSWORD is not set" in out
+    code, _, err = run_cli(["init", str(path)], capsys)
+    assert code == 2 and "already exists" in err
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and "HARBOR_PASSWORD is not set" in err
     for name in ("HARBOR_PASSWORD", "CEPH_ADMIN_KEY", "MYSQL_ROOT_PASSWORD", "REDIS_PASSWORD"):
         monkeypatch.setenv(name, "x-" + name)
     code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
@@ -128,9 +130,9 @@ def test_preflight_failure_exits_3_before_any_change(monkeypatch, capsys):
 
 
 def test_preflight_unknown_ignore_id(capsys):
-    code, out, _ = run_cli(["preflight", "-c", str(EXAMPLE_SITE), "--only", "namespaces",
+    code, _, err = run_cli(["preflight", "-c", str(EXAMPLE_SITE), "--only", "namespaces",
                             "--ignore", "cluster-verison"], capsys)
-    assert code == 2 and "unknown check cluster-verison" in out
+    assert code == 2 and "unknown check cluster-verison" in err
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -152,3 +154,37 @@ def test_global_options_work_after_the_subcommand(capsys):
     assert valid["site"] == "demo-bj"
     code, out, _ = run_cli(["images", "list", "--json", "--config", str(EXAMPLE_SITE)], capsys)
     assert code == 0 and any(e["event"] == "image" for e in json_events(out))
+
+
+# --- stdout is for data, stderr for messages ----------------------------------------------
+
+def test_render_to_stdout_is_only_yaml_and_warnings_go_to_stderr(tmp_path):
+    """An empty upstream cache makes render warn about the stages it cannot render: the
+    warnings must not end up inside `render > all.yaml` / `render | kubectl apply -f -`."""
+    result = run_process(["render", "-c", str(EXAMPLE_SITE)],
+                         env={"CUBEINSTALL_CACHE": str(tmp_path / "empty-cache")})
+    assert result.returncode == 0, result.stderr
+    assert "warning: istio: not rendered" in result.stderr
+    assert "warning" not in result.stdout and "not rendered" not in result.stdout
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert len(documents) > 100 and all("kind" in doc and "metadata" in doc for doc in documents)
+
+
+def test_render_json_is_one_object_event_a_line(tmp_path):
+    env = {"CUBEINSTALL_CACHE": str(tmp_path / "empty-cache")}
+    as_yaml = run_process(["render", "-c", str(EXAMPLE_SITE), "--only", "namespaces",
+                           "--only", "istio"], env=env)
+    result = run_process(["render", "--json", "-c", str(EXAMPLE_SITE), "--only", "namespaces",
+                          "--only", "istio"], env=env)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    objects = [e for e in events if e["event"] == "object"]
+    assert {e["stage"] for e in objects} == {"namespaces"}
+    assert [e["object"] for e in objects] == [d for d in yaml.safe_load_all(as_yaml.stdout) if d]
+    assert any(e["event"] == "warning" and e["stage"] == "istio" for e in events)
+
+
+def test_errors_go_to_stderr_and_leave_stdout_empty(tmp_path):
+    result = run_process(["render", "-c", str(tmp_path / "absent.yaml")])
+    assert result.returncode == 2
+    assert result.stdout == "" and "cannot read site file" in result.stderr

@@ -77,8 +77,8 @@ def test_secret_is_not_echoed_in_validation_errors(tmp_path, capsys):
     data = example_site_data()
     data["mysql"]["password"] = {"file": "secrets/mysql-root-password.demo", "extra": "hunter2-value"}
     path = write_site(tmp_path, data)
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2 and "mysql.password" in out and "hunter2-value" not in out
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and "mysql.password" in err and "hunter2-value" not in err
 
 
 def test_hubsecret_holds_the_registry_password_only_inside_secret_data(secret_site):

@@ -144,20 +144,20 @@ def test_every_problem_is_reported_at_once(site_dir, capsys):
                 .replace("    address: node2.cube.example.com", "    adress: node2.cube.example.com"))
     path = site_dir / "site.yaml"
     path.write_text(text)
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
-    assert "4 problems" in out
+    assert "4 problems" in err
     for field in ("runtime", "registry.naming", "nodes[1].adress", "nodes[1].address"):
-        assert f": {field}: " in out
+        assert f": {field}: " in err
 
 
 def test_yaml_syntax_error_names_line(site_dir, capsys):
     path = site_dir / "site.yaml"
     path.write_text(BASE.replace("  naming: flatten", "  naming: [flatten"))
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
-    assert "not valid YAML" in out
-    assert re.search(r"site\.yaml:\d+:\d+", out)
+    assert "not valid YAML" in err
+    assert re.search(r"site\.yaml:\d+:\d+", err)
 
 
 def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
@@ -166,17 +166,17 @@ def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
                          "  kube-batch: {enabled: false}\n  gpu-runtime: {enabled: true}"))
     path = site_dir / "site.yaml"
     path.write_text(text)
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
     line = text.count("\n", 0, text.index("gpu-runtime: {enabled: true}")) + 1
-    assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", out), out
+    assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", err), err
 
 
 def test_site_must_be_a_mapping(site_dir, capsys):
     path = site_dir / "site.yaml"
     path.write_text("- just\n- a list\n")
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2 and "site.yaml:1:1" in out and "mapping" in out
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and "site.yaml:1:1" in err and "mapping" in err
 
 
 def test_site_without_nodes(site_dir, capsys):
@@ -184,13 +184,13 @@ def test_site_without_nodes(site_dir, capsys):
     end = BASE.index("storage:")
     path = site_dir / "site.yaml"
     path.write_text(BASE[:start] + "nodes: []\n\n" + BASE[end:])
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2 and ": nodes: " in out and "at least 1 item" in out
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and ": nodes: " in err and "at least 1 item" in err
 
 
 def test_missing_site_file(tmp_path, capsys):
-    code, out, _ = run_cli(["validate", "-c", str(tmp_path / "nope.yaml")], capsys)
-    assert code == 2 and "cannot read site file" in out and "cubeinstall init" in out
+    code, _, err = run_cli(["validate", "-c", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "cannot read site file" in err and "cubeinstall init" in err
 
 
 def test_valid_example(capsys):

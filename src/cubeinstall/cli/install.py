@@ -27,7 +27,13 @@ def render(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout)"),
     only: Optional[List[str]] = OnlyOption,
 ) -> None:
-    """Render the Kubernetes objects of every enabled cluster stage (no cluster needed)."""
+    """Render the Kubernetes objects of every enabled cluster stage (no cluster needed).
+
+    stdout holds only the objects: YAML documents, each stage introduced by a
+    `# stage: NAME` comment; warnings go to stderr. With --json, stdout is one
+    JSON event a line: {"event": "object", "stage": NAME, "object": {...}} for
+    every object (warnings are "warning" events in the same stream).
+    """
     from cubeinstall.core.yamlio import dump_documents
     from cubeinstall.run import runner
     from cubeinstall.site.stages import STAGE_NAMES
@@ -42,6 +48,10 @@ def render(
         if isinstance(objects, CubeError):  # upstream files not in the cache
             not_rendered.append(name)
             OPTIONS.out.warn(f"{name}: not rendered: {objects.message}", stage=name, hint=objects.hint)
+            continue
+        if out is None and OPTIONS.json:
+            for obj in objects:
+                OPTIONS.out.event("object", stage=name, object=obj)
             continue
         text = dump_documents(objects)
         if out is None:
