@@ -24,8 +24,9 @@ from cubeinstall.core.errors import ConfigError, CubeError
 
 
 def render(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout); a file holding Secret data is written mode 0600"),
     only: Optional[List[str]] = OnlyOption,
+    redact: bool = typer.Option(False, "--redact", help="write Secrets with placeholder values (REDACTED) instead of the site's secrets, e.g. to review or commit the output"),
 ) -> None:
     """Render the Kubernetes objects of every enabled cluster stage (no cluster needed).
 
@@ -34,6 +35,8 @@ def render(
     JSON event a line: {"event": "object", "stage": NAME, "object": {...}} for
     every object (warnings are "warning" events in the same stream).
     """
+    from cubeinstall.core.files import write_atomically
+    from cubeinstall.render.secrets import holds_secret_data, with_placeholders
     from cubeinstall.core.yamlio import dump_documents
     from cubeinstall.run import runner
     from cubeinstall.site.stages import STAGE_NAMES
@@ -49,6 +52,8 @@ def render(
             not_rendered.append(name)
             OPTIONS.out.warn(f"{name}: not rendered: {objects.message}", stage=name, hint=objects.hint)
             continue
+        if redact:
+            objects = [with_placeholders(obj) for obj in objects]
         if out is None and OPTIONS.json:
             for obj in objects:
                 OPTIONS.out.event("object", stage=name, object=obj)
@@ -58,9 +63,15 @@ def render(
             OPTIONS.out.text(f"# stage: {name}\n---\n{text}")
             continue
         path = out / f"{STAGE_NAMES.index(name) + 1:02d}-{name}.yaml"
-        path.write_text(text, encoding="utf-8")
+        private = not redact and holds_secret_data(objects)
+        if private:  # a new file, created 0600, replaces the old one whatever its mode
+            write_atomically(path, text)
+        else:
+            path.write_text(text, encoding="utf-8")
         OPTIONS.out.event("rendered", stage=name, objects=len(objects), path=str(path),
-                          message=f"{path}: {len(objects)} objects")
+                          secret_data=private,
+                          message=f"{path}: {len(objects)} objects"
+                                  + (" (holds Secret data: mode 0600)" if private else ""))
     if not_rendered:
         OPTIONS.out.warn(f"{len(not_rendered)} stage(s) need their pinned upstream files first: "
                          f"{', '.join(not_rendered)}; run `cubeinstall bundle fetch` "
