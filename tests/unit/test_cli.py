@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -188,3 +189,78 @@ def test_errors_go_to_stderr_and_leave_stdout_empty(tmp_path):
     result = run_process(["render", "-c", str(tmp_path / "absent.yaml")])
     assert result.returncode == 2
     assert result.stdout == "" and "cannot read site file" in result.stderr
+
+
+# --- kubeconfig: KUBECONFIG, --kubeconfig and --context, the kubectl way --------------------
+
+def _kubeconfig(path, context: str, server: str, current: bool = True):
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", **({"current-context": context} if current else {}),
+        "clusters": [{"name": f"c-{context}", "cluster": {"server": server}}],
+        "users": [{"name": f"u-{context}", "user": {"token": f"token-of-{context}-0123"}}],
+        "contexts": [{"name": context, "context": {"cluster": f"c-{context}", "user": f"u-{context}"}}],
+    }))
+    return path
+
+
+def _site_without_kubeconfig(tmp_path):
+    from tests.helpers import example_site_data, write_site
+
+    data = example_site_data()
+    data["clusters"] = [{"name": "main"}]
+    return write_site(tmp_path, data)
+
+
+def _embedded_server(result) -> str:
+    import base64
+
+    secret = next(doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "Secret")
+    config = yaml.safe_load(base64.b64decode(secret["data"]["main-config"]))
+    return config["clusters"][0]["cluster"]["server"]
+
+
+@pytest.fixture
+def kubeconfigs(tmp_path):
+    first = _kubeconfig(tmp_path / "first.yaml", "ctx-first", "https://first.example:6443")
+    second = _kubeconfig(tmp_path / "second.yaml", "ctx-second", "https://second.example:6443",
+                         current=False)
+    flag = _kubeconfig(tmp_path / "flag.yaml", "ctx-flag", "https://flag.example:6443")
+    return first, second, flag
+
+
+def test_kubeconfig_env_list_is_honoured_when_the_site_names_none(tmp_path, kubeconfigs):
+    first, second, flag = kubeconfigs
+    site = _site_without_kubeconfig(tmp_path)
+    env = {"KUBECONFIG": os.pathsep.join([str(tmp_path / "absent.yaml"), str(second), str(first)])}
+    render = ["render", "-c", str(site), "--only", "kubeconfig"]
+    # the first current-context of the list (second.yaml sets none): first.yaml's
+    assert _embedded_server(run_process(render, env=env)) == "https://first.example:6443"
+    # --context picks the file of the list that defines it
+    assert _embedded_server(run_process([*render, "--context", "ctx-second"], env=env)) == \
+        "https://second.example:6443"
+    # --kubeconfig overrides KUBECONFIG and the site, on render too
+    assert _embedded_server(run_process([*render, "--kubeconfig", str(flag)], env=env)) == \
+        "https://flag.example:6443"
+    # a site that names its kubeconfig keeps it (the example's demo file)
+    example = run_process(["render", "-c", str(EXAMPLE_SITE), "--only", "kubeconfig"], env=env)
+    assert _embedded_server(example) == "https://kubernetes.cube.example.com:6443"
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--kubeconfig", "{tmp}/absent.yaml"], {}, "--kubeconfig: cannot read kubeconfig"),
+    (["--context", "nope"], {}, "--context: context 'nope' is not in kubeconfig"),
+    (["--kubeconfig", "{tmp}/flag.yaml", "--context", "nope"], {},
+     "--context: context 'nope' is not in kubeconfig"),
+    ([], {"KUBECONFIG": "{tmp}/absent.yaml"}, "KUBECONFIG: none of its files exists"),
+    (["--context", "nope"], {"KUBECONFIG": "{tmp}/first.yaml"},
+     "--context: context 'nope' is in none of the KUBECONFIG files"),
+])
+@pytest.mark.parametrize("command", [["render"], ["plan", "--offline"]])
+def test_kubeconfig_errors_name_the_flag_not_the_site(command, args, env, words, tmp_path,
+                                                      kubeconfigs):
+    site = _site_without_kubeconfig(tmp_path) if env else EXAMPLE_SITE
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    env = {key: value.replace("{tmp}", str(tmp_path)) for key, value in env.items()}
+    result = run_process([*command, "-c", str(site), "--only", "kubeconfig", *args], env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in result.stderr and "site.yaml" not in result.stderr, result.stderr

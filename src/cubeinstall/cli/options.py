@@ -78,12 +78,15 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
 
 
 def load_context(**run_options) -> RunContext:
-    """Load and validate the site, and build the run context for a command."""
+    """Load and validate the site, and build the run context for a command. The site
+    carries the kubeconfig each cluster uses (--kubeconfig/--context, $KUBECONFIG, site.yaml),
+    so every command, render and plan --offline included, reads the same one."""
+    from cubeinstall.site.kubeconfigs import effective_site
     from cubeinstall.site.loader import load_site
 
-    site = load_site(OPTIONS.config)
-    options = RunOptions(kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context, **run_options)
-    return RunContext(site=site, out=OPTIONS.out, options=options)
+    site, origins = effective_site(load_site(OPTIONS.config), OPTIONS.kubeconfig, OPTIONS.context)
+    return RunContext(site=site, out=OPTIONS.out, options=RunOptions(**run_options),
+                      kubeconfig_origins=origins)
 
 
 # --- options several commands take ------------------------------------------------

@@ -26,6 +26,9 @@ class RunContext:
     site: "Site"
     out: "Output"
     options: RunOptions = RunOptions()
+    # cluster name -> where its kubeconfig comes from ("--kubeconfig", "KUBECONFIG",
+    # "site.yaml"), for errors that say what to fix
+    kubeconfig_origins: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

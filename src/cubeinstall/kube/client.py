@@ -32,6 +32,7 @@ from cubeinstall.core.errors import ConfigError
 from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
 from cubeinstall.kube.objects import FIELD_MANAGER
 from cubeinstall.kube.retry import unserved_message
+from cubeinstall.site.kubeconfigs import SITE_ORIGIN, hint_for
 
 REQUEST_TIMEOUT = (10, 120)  # connect, read (seconds)
 POOL_SIZE = 16
@@ -84,16 +85,19 @@ class KubeClient:
         return KubeClient(self.api, timeout=(connect, read))
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None) -> KubeClient:
+    def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None,
+                        origin: str = SITE_ORIGIN) -> KubeClient:
+        """``origin``: where the kubeconfig was named (a flag, KUBECONFIG, site.yaml)."""
         configuration = k8s_client.Configuration()
         try:
             k8s_config.load_kube_config(config_file=str(Path(kubeconfig).expanduser()),
                                         context=context, client_configuration=configuration,
                                         persist_config=False)
         except (k8s_config.ConfigException, OSError) as exc:
-            raise ConfigError(f"cannot use kubeconfig {kubeconfig}"
+            where = "" if origin == SITE_ORIGIN else f"{origin}: "
+            raise ConfigError(f"{where}cannot use kubeconfig {kubeconfig}"
                               f"{f' context {context}' if context else ''}: {exc}",
-                              hint="check clusters[].kubeconfig and context in site.yaml") from exc
+                              hint=hint_for(origin)) from exc
         return cls(k8s_client.ApiClient(configuration))
 
     # -- discovery ---------------------------------------------------------------------
@@ -281,8 +285,10 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         return target
     if isinstance(target, RunContext):
         kubeconfig, context = target.kubeconfig_for(cluster)
+        origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
+                                               SITE_ORIGIN)
         return target.cached(f"kube:{kubeconfig}:{context}",
-                             lambda: KubeClient.from_kubeconfig(kubeconfig, context))
+                             lambda: KubeClient.from_kubeconfig(kubeconfig, context, origin))
     if isinstance(target, k8s_client.ApiClient):
         return KubeClient(target)
     if isinstance(target, (str, Path)):
