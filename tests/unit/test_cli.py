@@ -264,3 +264,68 @@ def test_kubeconfig_errors_name_the_flag_not_the_site(command, args, env, words,
     result = run_process([*command, "-c", str(site), "--only", "kubeconfig", *args], env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in result.stderr and "site.yaml" not in result.stderr, result.stderr
+
+
+# --- fail fast on an API server that is not there; say so while waiting --------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # bound, then closed: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _kubeconfig_for_port(tmp_path, port: int):
+    return _kubeconfig(tmp_path / f"kubeconfig-{port}.yaml", "local", f"https://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("command, code", [
+    (["plan", "--only", "namespaces"], 1),
+    (["stage", "namespaces", "--dry-run"], 1),
+    (["all", "--dry-run", "--only", "namespaces"], 3),
+    (["upgrade-db", "--dry-run"], 1),
+])
+def test_a_refused_api_server_is_reported_within_seconds(command, code, tmp_path):
+    import time
+
+    port = _free_port()
+    kubeconfig = _kubeconfig_for_port(tmp_path, port)
+    started = time.monotonic()
+    result = run_process([*command, "-c", str(EXAMPLE_SITE), "--kubeconfig", str(kubeconfig)],
+                         timeout=60)
+    seconds = time.monotonic() - started
+    assert result.returncode == code, result.stdout + result.stderr
+    assert seconds < 15, f"{command} took {seconds:.1f} s to report a refused connection"
+    assert str(port) in result.stderr and "Connection refused" in result.stderr
+    assert "Retrying (Retry(" not in result.stderr  # no urllib3 retries of its own
+
+
+def test_a_server_that_does_not_answer_shows_retrying_on_stderr(tmp_path):
+    """Accepts TCP connections (the kernel's backlog) and never answers, not even TLS."""
+    import socket
+    import subprocess
+    import time
+
+    from tests.helpers import REPO
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        kubeconfig = _kubeconfig_for_port(tmp_path, hung.getsockname()[1])
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        started = time.monotonic()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "cubeinstall", "plan", "--only", "namespaces",
+             "-c", str(EXAMPLE_SITE), "--kubeconfig", str(kubeconfig)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            env=env)
+        try:
+            line = child.stderr.readline()
+            seconds = time.monotonic() - started
+        finally:
+            child.kill()
+            child.wait()
+    assert "retrying (1/2) ..." in line and "cannot reach the API server" in line, line
+    assert seconds < 25, f"the first word came after {seconds:.1f} s"
+    assert child.stdout.read() == ""

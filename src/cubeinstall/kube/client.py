@@ -31,10 +31,11 @@ from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import ConfigError
 from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
 from cubeinstall.kube.objects import FIELD_MANAGER
-from cubeinstall.kube.retry import unserved_message
+from cubeinstall.kube.retry import Outage, unserved_message
 from cubeinstall.site.kubeconfigs import SITE_ORIGIN, hint_for
 
 REQUEST_TIMEOUT = (10, 120)  # connect, read (seconds)
+OUTAGE_SECONDS = 300  # default of timeouts.object_seconds: see retry.Outage
 POOL_SIZE = 16
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
 AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -69,9 +70,14 @@ class KubeClient:
     """Typed requests to one cluster; safe to share between threads."""
 
     def __init__(self, api_client: Any, *, pool_size: int = POOL_SIZE,
-                 timeout: tuple[float, float] = REQUEST_TIMEOUT):
+                 timeout: tuple[float, float] = REQUEST_TIMEOUT,
+                 outage_seconds: float = OUTAGE_SECONDS):
         configuration = copy.deepcopy(api_client.configuration)
         configuration.connection_pool_maxsize = pool_size
+        # No retries inside urllib3 (it would try 4 times, logging each): kube/retry.py
+        # decides, with one budget for the cluster (``outage``).
+        configuration.retries = False
+        self.outage = Outage(outage_seconds)
         self.api = k8s_client.ApiClient(configuration)
         self.host = configuration.host
         self._pool = self.api.rest_client.pool_manager.connection_from_url(self.host)
@@ -79,14 +85,18 @@ class KubeClient:
         self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._lock = threading.RLock()
         self._dynamic: DynamicClient | None = None
+        _default_timeout(self.api.rest_client.pool_manager, self._timeout)
 
     def with_timeout(self, connect: float, read: float) -> KubeClient:
         """The same cluster with other request timeouts (its own connections)."""
-        return KubeClient(self.api, timeout=(connect, read))
+        other = KubeClient(self.api, timeout=(connect, read), outage_seconds=self.outage.budget)
+        other.outage = self.outage
+        return other
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None,
-                        origin: str = SITE_ORIGIN) -> KubeClient:
+                        origin: str = SITE_ORIGIN,
+                        outage_seconds: float = OUTAGE_SECONDS) -> KubeClient:
         """``origin``: where the kubeconfig was named (a flag, KUBECONFIG, site.yaml)."""
         configuration = k8s_client.Configuration()
         try:
@@ -98,7 +108,7 @@ class KubeClient:
             raise ConfigError(f"{where}cannot use kubeconfig {kubeconfig}"
                               f"{f' context {context}' if context else ''}: {exc}",
                               hint=hint_for(origin)) from exc
-        return cls(k8s_client.ApiClient(configuration))
+        return cls(k8s_client.ApiClient(configuration), outage_seconds=outage_seconds)
 
     # -- discovery ---------------------------------------------------------------------
 
@@ -185,12 +195,16 @@ class KubeClient:
     def _guard(self, what: str, call):
         """Run a call of the official client, turning its failures into KubeError."""
         try:
-            return call()
+            result = call()
         except ApiException as exc:
+            if exc.status:  # an HTTP answer: the server is there
+                self.outage.answered()
             raise self._api_error(exc, what) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise Unreachable(f"{what}: cannot reach the API server {self.host}: {exc}",
                               "check that the cluster is up and the kubeconfig points to it") from None
+        self.outage.answered()
+        return result
 
     @staticmethod
     def _api_error(exc: ApiException, what: str) -> KubeError:
@@ -270,6 +284,19 @@ class KubeClient:
             ("tailLines", str(tail_lines))])
 
 
+def _default_timeout(manager: Any, timeout: urllib3.Timeout) -> None:
+    """The official client passes ``timeout=None`` (no timeout at all: a server that accepts
+    the connection and never answers hangs discovery forever) unless each call names one;
+    its requests (discovery) get ours instead."""
+    request = manager.request
+
+    def with_timeout(method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any):
+        return request(method, url, *args, timeout=timeout or with_timeout.timeout, **kwargs)
+
+    with_timeout.timeout = timeout
+    manager.request = with_timeout
+
+
 def _search_terms(api_version: str, kind: str) -> dict:
     # Explicit prefix and group: a bare "v1" would search every group's v1 (knative's
     # Service would match too) and fetch discovery for all of them.
@@ -287,8 +314,8 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         kubeconfig, context = target.kubeconfig_for(cluster)
         origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
                                                SITE_ORIGIN)
-        return target.cached(f"kube:{kubeconfig}:{context}",
-                             lambda: KubeClient.from_kubeconfig(kubeconfig, context, origin))
+        return target.cached(f"kube:{kubeconfig}:{context}", lambda: KubeClient.from_kubeconfig(
+            kubeconfig, context, origin, outage_seconds=target.site.timeouts.object_seconds))
     if isinstance(target, k8s_client.ApiClient):
         return KubeClient(target)
     if isinstance(target, (str, Path)):

@@ -107,7 +107,7 @@ def _self_contained(path: Path, config: dict, name: str) -> None:
             raise ConfigError(
                 f"KUBECONFIG: context {name!r} of {path} uses {section[:-1]} {wanted!r} from "
                 "another file; cubeinstall reads one kubeconfig file per cluster",
-                hint=f"merge them (kubectl config view --flatten > FILE) and pass --kubeconfig FILE")
+                hint="merge them (kubectl config view --flatten > FILE) and pass --kubeconfig FILE")
 
 
 def _from_list(paths: list[str], name: str | None, context_origin: str) -> tuple[Path, str]:
