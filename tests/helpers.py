@@ -15,12 +15,15 @@ EXAMPLE_SITE = REPO / "examples" / "site.yaml"
 SHARED = REPO.parent / "shared"
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `cubeinstall ARGS` in this process; return (exit code, stdout, stderr)."""
+def run_cli(args: list[str], capsys, *, yes: bool = True) -> tuple[int, str, str]:
+    """Run `cubeinstall ARGS` in this process; return (exit code, stdout, stderr).
+
+    ``yes``: pass --yes, as a script must (`all`, `stage` and `uninstall` ask first on a
+    terminal and refuse without one); the confirmation itself is tested with run_process."""
     from cubeinstall.cli import main
 
     old_argv = sys.argv
-    sys.argv = ["cubeinstall", *args]
+    sys.argv = ["cubeinstall", *(["--yes"] if yes else []), *args]
     try:
         main()
         code = 0

@@ -329,3 +329,23 @@ def test_a_server_that_does_not_answer_shows_retrying_on_stderr(tmp_path):
     assert "retrying (1/2) ..." in line and "cannot reach the API server" in line, line
     assert seconds < 25, f"the first word came after {seconds:.1f} s"
     assert child.stdout.read() == ""
+
+
+# --- plan before change: ask on a terminal, refuse without one ----------------------------
+
+@pytest.mark.parametrize("command", [["all"], ["stage", "namespaces"]])
+def test_a_change_without_terminal_and_without_yes_is_refused_before_any_work(command):
+    """The demo kubeconfig names a host that does not resolve: had preflight or a plan run,
+    the output would say so. Refused first, exit 2, nothing changed."""
+    result = run_process([*command, "-c", str(EXAMPLE_SITE)])  # stdin: not a terminal
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "there is no terminal to ask; nothing was changed" in result.stderr
+    assert "--yes" in result.stderr and "cubeinstall plan" in result.stderr
+    assert "preflight" not in result.stdout + result.stderr
+    assert "kubernetes.cube.example.com" not in result.stdout + result.stderr
+
+
+def test_dry_runs_need_no_confirmation(tmp_path):
+    result = run_process(["stage", "namespaces", "--dry-run", "-c", str(EXAMPLE_SITE)])
+    assert "no terminal to ask" not in result.stderr
+    assert "kubernetes.cube.example.com" in result.stderr  # it went on to plan

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,7 +19,9 @@ from cubeinstall.cli.options import (
     PruneOption,
     SkipOption,
     TrustOption,
+    confirm,
     load_context,
+    require_confirmation_possible,
 )
 from cubeinstall.core.errors import ConfigError, CubeError
 
@@ -89,17 +92,34 @@ def plan(
     from cubeinstall.run import runner
 
     ctx = load_context(dry_run=True, prune=prune)
-    selected = runner.select(ctx.site, only or [], skip or [], start)
-    rows = []
+    _show_plan(ctx, runner.select(ctx.site, only or [], skip or [], start), offline)
+
+
+def _show_plan(ctx, selected, offline: bool = False) -> int:
+    """Each stage's planned changes and the plan table; returns how many would change."""
+    from cubeinstall.run import runner
+
+    rows, changing = [], 0
     for stage in selected:
         changes = runner.plan_stage(ctx, stage, offline=offline)
         runner.report_changes(ctx, stage.name, changes)
         counts = {action: sum(1 for c in changes if c.action == action)
                   for action in ("create", "update", "delete", "run", "unchanged")}
+        changing += sum(1 for change in changes if change.changes_something)
         rows.append((stage.name, *(counts[action] for action in counts)))
         ctx.out.event("stage-plan", stage=stage.name, **counts)
     ctx.out.table("plan" + (" (offline)" if offline else ""),
                   ("stage", "create", "update", "delete", "run", "unchanged"), rows)
+    return changing
+
+
+def _confirm_plan(ctx, selected, what: str) -> None:
+    """kapp/terraform habit: without --yes, show the plan and ask y/N on a terminal."""
+    if ctx.dry_run or OPTIONS.yes:
+        return
+    if _show_plan(dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, dry_run=True)),
+                  selected):
+        confirm("Apply the changes above?", what)
 
 
 def _run(stages_to_run, ctx) -> None:
@@ -131,8 +151,11 @@ def run_all(
 
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
     selected = runner.select(ctx.site, only or [], skip or [], start)
+    if not dry_run:
+        require_confirmation_possible("all")
     ctx.out.event("preflight-start", message="preflight checks")
     run_preflight(ctx, selected, ignore or [])
+    _confirm_plan(ctx, selected, "all")
     _run(selected, ctx)
 
 
@@ -170,6 +193,9 @@ def stage(
     if not selected.enabled(ctx.site):
         raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
                           hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
+    if not dry_run:
+        require_confirmation_possible(f"stage {name}")
+    _confirm_plan(ctx, [selected], f"stage {name}")
     _run([selected], ctx)
 
 

@@ -8,6 +8,7 @@ before or after the subcommand (``hoist_global_options`` moves them in front).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +16,7 @@ from typing import Sequence
 import typer
 
 from cubeinstall.core.context import RunContext, RunOptions
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.core.output import Output
 
 DEFAULT_CONFIG = Path("site.yaml")
@@ -87,6 +89,26 @@ def load_context(**run_options) -> RunContext:
     site, origins = effective_site(load_site(OPTIONS.config), OPTIONS.kubeconfig, OPTIONS.context)
     return RunContext(site=site, out=OPTIONS.out, options=RunOptions(**run_options),
                       kubeconfig_origins=origins)
+
+
+def require_confirmation_possible(what: str) -> None:
+    """Before any work: without --yes a change is confirmed on a terminal; with no terminal
+    to ask, refuse now (exit 2), before preflight or plans, with nothing changed."""
+    if not OPTIONS.yes and not sys.stdin.isatty():
+        raise ConfigError(f"{what} changes the site and asks first, but there is no terminal "
+                          "to ask; nothing was changed",
+                          hint="review the changes with `cubeinstall plan`, then run again "
+                               "with --yes")
+
+
+def confirm(question: str, what: str) -> None:
+    """--yes, or y on a terminal (default No); anything else stops with nothing changed."""
+    if OPTIONS.yes:
+        return
+    require_confirmation_possible(what)
+    if not typer.confirm(question, default=False, err=True):
+        raise ConfigError(f"{what}: not confirmed; nothing was changed",
+                          hint="run again and answer y, or pass --yes")
 
 
 # --- options several commands take ------------------------------------------------

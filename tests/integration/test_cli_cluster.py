@@ -1,0 +1,73 @@
+"""The command line against the real test control plane: KUBECONFIG for a live plan, and
+the y/N question of `stage` on a terminal (a pseudo-terminal), answered no."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, example_site_data, json_events, run_process, write_site
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster_site(tmp_path, kube_cluster):
+    data = example_site_data()
+    data["clusters"] = [{"name": "main", "kubeconfig": str(kube_cluster.kubeconfig)}]
+    data["gates"] = {"webhooks": "skip", "services": "skip"}
+    return write_site(tmp_path, data)
+
+
+def test_live_plan_uses_kubeconfig_from_the_environment(tmp_path, kube_cluster):
+    data = example_site_data()
+    data["clusters"] = [{"name": "main"}]  # names no kubeconfig: $KUBECONFIG decides
+    site = write_site(tmp_path, data)
+    env = {"KUBECONFIG": os.pathsep.join([str(tmp_path / "absent"), str(kube_cluster.kubeconfig)])}
+    result = run_process(["--json", "plan", "--only", "namespaces", "-c", str(site)], env=env,
+                         timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [planned] = [e for e in json_events(result.stdout) if e["event"] == "stage-plan"]
+    assert planned["stage"] == "namespaces"
+    # the same site without KUBECONFIG reads ~/.kube/config of an empty HOME: no such file
+    bare = run_process(["plan", "--only", "namespaces", "-c", str(site)],
+                       env={"KUBECONFIG": "", "HOME": str(tmp_path)}, timeout=120)
+    assert bare.returncode == 2 and ".kube/config" in bare.stderr, bare.stderr
+
+
+def _namespace(kube_cluster, name: str):
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    with kube_cluster.api_client() as api:
+        try:
+            return client.CoreV1Api(api).read_namespace(name).metadata.resource_version
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+def test_stage_shows_the_plan_and_asks_on_a_terminal(cluster_site, kube_cluster):
+    before = _namespace(kube_cluster, "infra")
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"n\n")  # typed ahead: read when the question is asked
+        child = subprocess.run(
+            [sys.executable, "-m", "cubeinstall", "--no-color", "stage", "namespaces",
+             "-c", str(cluster_site)],
+            stdin=terminal, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert child.returncode == 2, child.stdout + child.stderr
+    assert "create    Namespace infra" in child.stdout or before is not None, child.stdout
+    assert "plan" in child.stdout  # the plan table
+    assert "Apply the changes above? [y/N]" in child.stderr
+    assert "not confirmed; nothing was changed" in child.stderr
+    assert _namespace(kube_cluster, "infra") == before
