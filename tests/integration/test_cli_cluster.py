@@ -71,3 +71,26 @@ def test_stage_shows_the_plan_and_asks_on_a_terminal(cluster_site, kube_cluster)
     assert "Apply the changes above? [y/N]" in child.stderr
     assert "not confirmed; nothing was changed" in child.stderr
     assert _namespace(kube_cluster, "infra") == before
+
+
+def test_dry_run_and_status_live_show_what_they_reach_and_mark_the_rest(cluster_site, tmp_path):
+    """The cluster answers; the example's hosts (node1.cube.example.com, ...) do not resolve."""
+    env = {"CUBEINSTALL_STATE_DIR": str(tmp_path / "state")}
+    only = ["--only", "node-prep", "--only", "namespaces"]
+    dry = run_process(["--no-color", "all", "--dry-run", *only, "-c", str(cluster_site)],
+                      env=env, timeout=300)
+    assert dry.returncode == 3, dry.stdout + dry.stderr  # preflight failed: said at the end
+    rows = {line.split("│")[1].strip(): line for line in dry.stdout.splitlines()
+            if line.count("│") >= 4}
+    assert "not planned" in rows["node-prep"] and "ok" in rows["namespaces"], dry.stdout
+    assert "create    Namespace infra" in dry.stdout or "unchanged" in rows["namespaces"]
+    assert "--dry-run still plans every stage it can reach" in dry.stderr
+
+    status = run_process(["--no-color", "status", "--live", "-c", str(cluster_site)],
+                         env=env, timeout=300)
+    assert status.returncode == 1, status.stdout + status.stderr
+    rows = {line.split("│")[1].strip(): line for line in status.stdout.splitlines()
+            if line.count("│") >= 5}
+    assert "not reached" in rows["node-prep"] and "not reached" not in rows["namespaces"]
+    assert rows["namespaces"].split("│")[5].strip().isdigit(), rows["namespaces"]
+    assert "could not be compared with the live site" in status.stderr

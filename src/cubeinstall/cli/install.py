@@ -23,7 +23,7 @@ from cubeinstall.cli.options import (
     load_context,
     require_confirmation_possible,
 )
-from cubeinstall.core.errors import ConfigError, CubeError
+from cubeinstall.core.errors import ConfigError, CubeError, PreflightError
 
 
 def render(
@@ -122,17 +122,41 @@ def _confirm_plan(ctx, selected, what: str) -> None:
         confirm("Apply the changes above?", what)
 
 
-def _run(stages_to_run, ctx) -> None:
+def _run(stages_to_run, ctx) -> list:
+    """Apply the stages (stop at the first failure: later stages need what it provides), or
+    with --dry-run plan every stage, marking those it cannot plan (an unreachable cluster
+    or host) instead of stopping; returns those StageResults."""
     from cubeinstall.run import runner
     from cubeinstall.run.session import changing_run
 
+    failed = []
     if ctx.dry_run:
-        results = runner.run(ctx, stages_to_run)
+        results = []
+        for stage in stages_to_run:
+            try:
+                results += runner.run(ctx, [stage])
+            except ConfigError:
+                raise  # the site is wrong (exit 2), not a part out of reach
+            except CubeError as exc:
+                failed.append(runner.StageResult(stage.name, "not planned", message=exc.message))
+        results += failed
+        order = [stage.name for stage in stages_to_run]
+        results.sort(key=lambda result: order.index(result.stage))
     else:
         with changing_run(ctx, stages_to_run) as journal:
             results = runner.run(ctx, stages_to_run, journal)
     ctx.out.table("result", ("stage", "status", "changes", "seconds"),
-                  [(r.stage, r.status, r.changed, f"{r.seconds:.1f}") for r in results])
+                  [(r.stage, r.status, r.changed if r.status != "not planned" else "-",
+                    f"{r.seconds:.1f}") for r in results])
+    return failed
+
+
+def _raise_for(failed: list, total: int) -> None:
+    if failed:
+        raise CubeError(f"{len(failed)} of {total} stage(s) could not be planned: "
+                        + "; ".join(f"{r.stage}: {r.message}" for r in failed),
+                        hint="the result table shows what could be planned; fix the cause "
+                             "(often an unreachable cluster or host) and run again")
 
 
 def run_all(
@@ -154,9 +178,20 @@ def run_all(
     if not dry_run:
         require_confirmation_possible("all")
     ctx.out.event("preflight-start", message="preflight checks")
-    run_preflight(ctx, selected, ignore or [])
+    preflight_failed = None
+    try:
+        run_preflight(ctx, selected, ignore or [])
+    except PreflightError as exc:
+        if not dry_run:
+            raise
+        preflight_failed = exc  # a dry run goes on: it shows what it can reach
+        ctx.out.warn("preflight failed (see above); --dry-run still plans every stage it "
+                     "can reach")
     _confirm_plan(ctx, selected, "all")
-    _run(selected, ctx)
+    failed = _run(selected, ctx)
+    if preflight_failed is not None:
+        raise preflight_failed
+    _raise_for(failed, len(selected))
 
 
 def preflight(
@@ -196,7 +231,7 @@ def stage(
     if not dry_run:
         require_confirmation_possible(f"stage {name}")
     _confirm_plan(ctx, [selected], f"stage {name}")
-    _run([selected], ctx)
+    _raise_for(_run([selected], ctx), 1)
 
 
 def status(
@@ -209,7 +244,7 @@ def status(
 
     ctx = load_context(dry_run=True)
     journal = Journal.load(ctx.site.site)
-    rows = []
+    rows, unreached = [], []
     for stage in runner.select(ctx.site):
         record = journal.stages.get(stage.name)
         inputs = "never run"
@@ -218,8 +253,12 @@ def status(
             inputs = "unchanged" if current == record.fingerprint else "changed"
         pending = ""
         if live:
-            changes = runner.plan_stage(ctx, stage, offline=False)
-            pending = str(sum(1 for change in changes if change.changes_something))
+            try:
+                changes = runner.plan_stage(ctx, stage, offline=False)
+                pending = str(sum(1 for change in changes if change.changes_something))
+            except CubeError as exc:  # mark it and go on: show what can be reached
+                pending = "not reached"
+                unreached.append(f"{stage.name}: {exc.message}")
         finished = _when(record.finished) if record and record.finished else ""
         result = record.status if record else "-"
         ctx.out.event("stage-status", stage=stage.name, result=result, inputs=inputs,
@@ -229,6 +268,11 @@ def status(
     columns = ("stage", "last result", "finished", "inputs since", "pending changes")
     ctx.out.table(f"status of site {ctx.site.site} ({journal.path})", columns if live else columns[:4],
                   [row if live else row[:4] for row in rows])
+    if unreached:
+        raise CubeError(f"{len(unreached)} of {len(rows)} stage(s) could not be compared with "
+                        "the live site: " + "; ".join(unreached),
+                        hint="the table shows the others; fix the cause (often an unreachable "
+                             "cluster or host) and run again")
 
 
 def _when(timestamp: float) -> str:
