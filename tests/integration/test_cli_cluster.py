@@ -94,3 +94,27 @@ def test_dry_run_and_status_live_show_what_they_reach_and_mark_the_rest(cluster_
     assert "not reached" in rows["node-prep"] and "not reached" not in rows["namespaces"]
     assert rows["namespaces"].split("│")[5].strip().isdigit(), rows["namespaces"]
     assert "could not be compared with the live site" in status.stderr
+
+
+def test_tls_verification_failure_says_so_and_how_to_give_the_ca(tmp_path, kube_cluster):
+    import yaml
+
+    config = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    for entry in config["clusters"]:  # the real server, its CA no longer given
+        entry["cluster"].pop("certificate-authority-data", None)
+        entry["cluster"].pop("certificate-authority", None)
+    for entry in config["users"]:  # client certificate files relative to the original
+        for key in ("client-certificate", "client-key"):
+            if key in entry["user"]:
+                entry["user"][key] = str(kube_cluster.kubeconfig.parent / entry["user"][key])
+    untrusting = tmp_path / "no-ca.yaml"
+    untrusting.write_text(yaml.safe_dump(config))
+    data = example_site_data()
+    data["clusters"] = [{"name": "main", "kubeconfig": str(untrusting)}]
+    site = write_site(tmp_path, data)
+    result = run_process(["--no-color", "preflight", "--only", "namespaces", "-c", str(site)],
+                         timeout=120)
+    assert result.returncode == 3, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "TLS certificate is not signed by the CA the kubeconfig trusts" in output, output
+    assert "certificate-authority-data" in output and "cannot reach" not in output

@@ -349,3 +349,24 @@ def test_dry_runs_need_no_confirmation(tmp_path):
     result = run_process(["stage", "namespaces", "--dry-run", "-c", str(EXAMPLE_SITE)])
     assert "no terminal to ask" not in result.stderr
     assert "kubernetes.cube.example.com" in result.stderr  # it went on to plan
+
+
+# --- preflight output ---------------------------------------------------------------------
+
+def test_preflight_lists_ignored_checks_and_ends_with_a_short_summary(tmp_path):
+    kubeconfig = _kubeconfig_for_port(tmp_path, _free_port())
+    base = ["--no-color", "preflight", "--only", "namespaces", "-c", str(EXAMPLE_SITE),
+            "--kubeconfig", str(kubeconfig)]
+    failing = run_process(base)
+    assert failing.returncode == 3, failing.stdout + failing.stderr
+    [summary] = [line for line in failing.stderr.splitlines() if line.startswith("error:")]
+    assert summary == ("error: preflight: 3 problem(s) in cluster-nodes, cluster-permissions, "
+                       "cluster-version (listed above); nothing was changed")
+    assert failing.stdout.count("Connection refused") == 3  # once per check, no urllib3 echo
+
+    ignoring = run_process([*base, "--ignore", "cluster-version", "--ignore",
+                            "cluster-permissions", "--ignore", "cluster-nodes"])
+    assert ignoring.returncode == 0, ignoring.stdout + ignoring.stderr
+    rows = [line for line in ignoring.stdout.splitlines() if "│" in line]
+    for check in ("cluster-version", "cluster-permissions", "cluster-nodes"):
+        assert any(check in row and "ignored" in row for row in rows), ignoring.stdout

@@ -200,20 +200,32 @@ class KubeClient:
             if exc.status:  # an HTTP answer: the server is there
                 self.outage.answered()
             raise self._api_error(exc, what) from None
+        except AttributeError as exc:
+            # The official client raises ApiException(status=0) for a TLS failure, then
+            # fails decoding its empty body: the ApiException is the real error.
+            if isinstance(exc.__context__, ApiException):
+                raise self._api_error(exc.__context__, what) from None
+            raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if _certificate_not_verified(exc):
+                raise self._untrusted(what, _innermost(exc)) from None
             raise Unreachable(f"{what}: cannot reach the API server {self.host}: {exc}",
                               "check that the cluster is up and the kubeconfig points to it") from None
         self.outage.answered()
         return result
 
-    @staticmethod
-    def _api_error(exc: ApiException, what: str) -> KubeError:
+    def _api_error(self, exc: ApiException, what: str) -> KubeError:
         if exc.status == 0:  # TLS failure reported by the REST client
-            text = f"{what}: TLS error talking to the API server: {exc.reason}"
             if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
-                return KubeError(text, "the kubeconfig's CA does not match the server")
-            return Unreachable(text)
+                return self._untrusted(what, exc.reason)
+            return Unreachable(f"{what}: TLS error talking to the API server: {exc.reason}")
         return from_status(exc.status, exc.body, what)
+
+    def _untrusted(self, what: str, detail: Any) -> KubeError:
+        return KubeError(f"{what}: the API server {self.host}'s TLS certificate is not signed by "
+                         f"the CA the kubeconfig trusts: {detail}",
+                         "give the cluster's CA in the kubeconfig (certificate-authority-data, "
+                         "or certificate-authority: FILE) for this cluster")
 
     def request(self, method: str, path: str, *, body: Any = None, query: list | None = None,
                 content_type: str = "application/json", what: str = "",
@@ -282,6 +294,21 @@ class KubeClient:
         return self.request("GET", path, raw=True, query=[
             ("container", container), ("previous", "true" if previous else None),
             ("tailLines", str(tail_lines))])
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    seen = [exc]
+    while (exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)) not in (None, *seen):
+        following = exc.__cause__ or exc.__context__ or exc.reason
+        if not isinstance(following, BaseException):
+            break
+        exc = following
+        seen.append(exc)
+    return exc
+
+
+def _certificate_not_verified(exc: BaseException) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" in f"{exc} {_innermost(exc)}"
 
 
 def _default_timeout(manager: Any, timeout: urllib3.Timeout) -> None:
