@@ -370,3 +370,35 @@ def test_preflight_lists_ignored_checks_and_ends_with_a_short_summary(tmp_path):
     rows = [line for line in ignoring.stdout.splitlines() if "│" in line]
     for check in ("cluster-version", "cluster-permissions", "cluster-nodes"):
         assert any(check in row and "ignored" in row for row in rows), ignoring.stdout
+
+
+# --- small conventions --------------------------------------------------------------------
+
+def test_only_takes_a_comma_separated_list(capsys):
+    code, out, _ = run_cli(["--json", "plan", "--offline", "-c", str(EXAMPLE_SITE),
+                            "--only", "namespaces,pv-pvc"], capsys)
+    assert code == 0
+    assert [e["stage"] for e in json_events(out) if e["event"] == "stage-plan"] == \
+        ["namespaces", "pv-pvc"]
+
+
+def test_render_only_a_disabled_stage_says_it_is_disabled():
+    result = run_process(["render", "-c", str(EXAMPLE_SITE), "--only", "kube-batch"])
+    assert result.returncode == 0, result.stderr
+    assert "kube-batch: disabled for site demo-bj, not rendered" in result.stderr
+    assert result.stdout == ""
+
+
+def test_init_creates_the_folder(tmp_path):
+    path = tmp_path / "sub" / "dir" / "site.yaml"
+    result = run_process(["init", str(path)])
+    assert result.returncode == 0, result.stderr
+    assert path.read_text().startswith("#") and "Traceback" not in result.stderr
+
+
+def test_shell_completion_is_offered_and_completes_commands():
+    shown = run_process(["--show-completion", "bash"])
+    assert shown.returncode == 0 and "_CUBEINSTALL_COMPLETE=complete_bash" in shown.stdout
+    completed = run_process([], env={"_CUBEINSTALL_COMPLETE": "complete_bash",
+                                     "COMP_WORDS": "cubeinstall sta", "COMP_CWORD": "1"})
+    assert set(completed.stdout.split()) == {"stage", "stages", "status"}, completed.stdout

@@ -45,8 +45,14 @@ def render(
     from cubeinstall.site.stages import STAGE_NAMES
     from cubeinstall.stages.rendered import each_stage
 
+    from cubeinstall.site import stages as registry
+
     runner.check_stage_names(list(only or []), "--only")
     site = load_context().site
+    for name in only or []:
+        if not registry.get(name).enabled(site):
+            OPTIONS.out.warn(f"{name}: disabled for site {site.site}, not rendered", stage=name,
+                             hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     not_rendered = []

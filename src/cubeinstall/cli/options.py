@@ -113,8 +113,17 @@ def confirm(question: str, what: str) -> None:
 
 # --- options several commands take ------------------------------------------------
 
-OnlyOption = typer.Option(None, "--only", help="run only these stages (repeatable)")
-SkipOption = typer.Option(None, "--skip", help="skip these stages (repeatable)")
+def _stage_list(values: list[str] | None) -> list[str] | None:
+    """--only a,b means --only a --only b."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+OnlyOption = typer.Option(None, "--only", callback=_stage_list,
+                          help="run only these stages (repeatable, or a,b)")
+SkipOption = typer.Option(None, "--skip", callback=_stage_list,
+                          help="skip these stages (repeatable, or a,b)")
 FromOption = typer.Option(None, "--from", help="start at this stage")
 IgnoreOption = typer.Option(None, "--ignore", help="preflight check ID to accept failing (repeatable)")
 TrustOption = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts")
