@@ -140,6 +140,12 @@ def test_changed_host_key_is_refused_even_when_trusting_new_hosts(sandbox_nodes,
     assert fingerprint(node) in str(failure.value)
     assert (tmp_path / "known_hosts").read_text() == before
     assert node.shim_calls() == []
+    # the hint's command removes exactly that entry: it names the host as known_hosts does
+    import re
+    import shlex
+    [command] = re.findall(r"ssh-keygen -R .*", str(failure.value))
+    subprocess.run(shlex.split(command), check=True, capture_output=True)
+    assert (tmp_path / "known_hosts").read_text().strip() == ""
 
 
 def test_one_host_down_the_others_finish(sandbox_nodes, tmp_path, ssh_client_key):
