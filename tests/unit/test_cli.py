@@ -402,3 +402,14 @@ def test_shell_completion_is_offered_and_completes_commands():
     completed = run_process([], env={"_CUBEINSTALL_COMPLETE": "complete_bash",
                                      "COMP_WORDS": "cubeinstall sta", "COMP_CWORD": "1"})
     assert set(completed.stdout.split()) == {"stage", "stages", "status"}, completed.stdout
+
+
+def test_offline_plan_lines_carry_the_stage():
+    result = run_process(["--no-color", "plan", "--offline", "-c", str(EXAMPLE_SITE),
+                          "--only", "namespaces,pv-pvc"])
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines() if "create" in line
+             and "│" not in line and "┃" not in line]
+    assert any(line.startswith("namespaces:  create    Namespace infra  (") for line in lines)
+    assert any(line.startswith("pv-pvc:  create") for line in lines)
+    assert all(line.split(":")[0] in ("namespaces", "pv-pvc") for line in lines), lines

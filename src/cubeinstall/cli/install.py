@@ -108,7 +108,7 @@ def _show_plan(ctx, selected, offline: bool = False) -> int:
     rows, changing = [], 0
     for stage in selected:
         changes = runner.plan_stage(ctx, stage, offline=offline)
-        runner.report_changes(ctx, stage.name, changes)
+        runner.report_changes(ctx, stage.name, changes, name_stage=True)
         counts = {action: sum(1 for c in changes if c.action == action)
                   for action in ("create", "update", "delete", "run", "unchanged")}
         changing += sum(1 for change in changes if change.changes_something)
