@@ -164,6 +164,12 @@ def test_one_host_down_the_others_finish(sandbox_nodes, tmp_path, ssh_client_key
     [table] = [e for e in ctx.out.events if e["event"] == "table"]
     assert [row[:2] for row in table["rows"]] == [
         [nodes[0].name, "changed"], [nodes[1].name, "failed"], [nodes[2].name, "changed"]]
+    # each host's result is said when it finishes, before the table of all of them
+    done = [(i, e) for i, e in enumerate(ctx.out.events) if e["event"] == "host-done"]
+    assert {e["host"]: e["failed"] for _, e in done} == {
+        nodes[0].name: False, nodes[1].name: True, nodes[2].name: False}
+    assert max(i for i, _ in done) < ctx.out.events.index(table)
+    assert any(e["message"].startswith(f"  ✖ {nodes[1].name}: failed:") for _, e in done)
 
 
 def test_connect_timeout_on_a_silent_server(sandbox_nodes, tmp_path, ssh_client_key):
