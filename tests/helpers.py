@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,12 +17,15 @@ SHARED = REPO.parent / "shared"
 CUBE_INSTALL = SHARED / "upstream" / "cube-studio" / "v2026.03.01" / "install" / "kubernetes"
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run `cubeinstall ARGS` in this process; return (exit code, stdout, stderr)."""
+def run_cli(args: list[str], capsys, *, yes: bool = True) -> tuple[int, str, str]:
+    """Run `cubeinstall ARGS` in this process; return (exit code, stdout, stderr).
+
+    ``yes``: pass --yes, as a script must (`all`, `stage` and `uninstall` ask first on a
+    terminal and refuse without one); the confirmation itself is tested with run_process."""
     from cubeinstall.cli import main
 
     old_argv = sys.argv
-    sys.argv = ["cubeinstall", *args]
+    sys.argv = ["cubeinstall", *(["--yes"] if yes else []), *args]
     try:
         main()
         code = 0
@@ -30,6 +35,18 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         sys.argv = old_argv
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_process(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 60,
+                stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m cubeinstall ARGS` in a child process, as a user does (this checkout's
+    sources first on its path); stdin is empty (not a terminal) unless given."""
+    child_env = {**os.environ, **(env or {})}
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "src"), *filter(None, [child_env.get("PYTHONPATH")])])
+    return subprocess.run([sys.executable, "-m", "cubeinstall", *args], env=child_env,
+                          input=stdin or "", capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
 
 
 def json_events(stdout: str) -> list[dict]:

@@ -72,7 +72,8 @@ class Cli:
 
     def command(self, *args: str, config: bool = True) -> list[str]:
         site = ["-c", str(self.config)] if config else []
-        return [sys.executable, "-m", "cubeinstall", "--json", *args, *site]
+        # --yes: `all`, `stage` and `uninstall` ask on a terminal and refuse without one
+        return [sys.executable, "-m", "cubeinstall", "--json", "--yes", *args, *site]
 
     def __call__(self, *args: str, config: bool = True, timeout: float = 900) -> Run:
         process = self.start(*args, config=config)

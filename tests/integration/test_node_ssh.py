@@ -140,6 +140,12 @@ def test_changed_host_key_is_refused_even_when_trusting_new_hosts(sandbox_nodes,
     assert fingerprint(node) in str(failure.value)
     assert (tmp_path / "known_hosts").read_text() == before
     assert node.shim_calls() == []
+    # the hint's command removes exactly that entry: it names the host as known_hosts does
+    import re
+    import shlex
+    [command] = re.findall(r"ssh-keygen -R .*", str(failure.value))
+    subprocess.run(shlex.split(command), check=True, capture_output=True)
+    assert (tmp_path / "known_hosts").read_text().strip() == ""
 
 
 def test_one_host_down_the_others_finish(sandbox_nodes, tmp_path, ssh_client_key):
@@ -158,6 +164,12 @@ def test_one_host_down_the_others_finish(sandbox_nodes, tmp_path, ssh_client_key
     [table] = [e for e in ctx.out.events if e["event"] == "table"]
     assert [row[:2] for row in table["rows"]] == [
         [nodes[0].name, "changed"], [nodes[1].name, "failed"], [nodes[2].name, "changed"]]
+    # each host's result is said when it finishes, before the table of all of them
+    done = [(i, e) for i, e in enumerate(ctx.out.events) if e["event"] == "host-done"]
+    assert {e["host"]: e["failed"] for _, e in done} == {
+        nodes[0].name: False, nodes[1].name: True, nodes[2].name: False}
+    assert max(i for i, _ in done) < ctx.out.events.index(table)
+    assert any(e["message"].startswith(f"  ✖ {nodes[1].name}: failed:") for _, e in done)
 
 
 def test_connect_timeout_on_a_silent_server(sandbox_nodes, tmp_path, ssh_client_key):

@@ -97,10 +97,10 @@ def test_failed_cluster_stage_writes_a_bundle_and_prints_its_path(unplaceable_si
                    base64.b64encode(f"requirepass \"{password}\"\n".encode()).decode()):
         assert secret not in text
 
-    code, out, _ = run_cli(["--no-color", "stage", "redis", "-c", str(unplaceable_site)], capsys)
+    code, _, err = run_cli(["--no-color", "stage", "redis", "-c", str(unplaceable_site)], capsys)
     assert code == 1
-    printed = re.search(r"support bundle: (\S+)", out)
-    assert printed, out
+    printed = re.search(r"support bundle: (\S+)", err)
+    assert printed, err
     assert Path(printed.group(1)) != path and "FailedScheduling" in Path(printed.group(1)).read_text()
 
 

@@ -84,8 +84,8 @@ def test_site_file_rejects_injected_names_with_position(field, value, tmp_path):
             "nodes": [{"name": "n1", "address": "10.0.0.1",
                        "roles": ["cpu", "redis", "mysql", "istio", "kubeflow", "monitoring",
                                  "logging", "kubeflow-dashboard"]}],
-            "gateway": {"expose": "NodePort"}, "redis": {"password": "pw-123"},
-            "mysql": {"password": "pw-123", field: value}}
+            "gateway": {"expose": "NodePort"}, "redis": {"password": "redis-pw-123"},
+            "mysql": {"password": "mysql-pw-123", field: value}}
     with pytest.raises(ConfigError) as rejected:
         parse_site(yaml.safe_dump(site, sort_keys=False), Path("site.yaml"))
     assert f"mysql.{field}" in str(rejected.value)

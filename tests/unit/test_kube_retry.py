@@ -80,11 +80,20 @@ def test_retry_gives_up_at_the_deadline():
 def test_an_outage_is_one_budget_for_all_calls():
     from cubeinstall.kube.retry import Outage
     outage = Outage(budget=0.3)
-    assert outage.allows_retry(Unreachable("down"))
+    outage.answered()  # the server answered once in this run: an outage gets the budget
+    assert outage.allows_retry(unreachable=True)
+    assert outage.allows_retry(unreachable=True)
     time.sleep(0.35)
-    assert not outage.allows_retry(Unreachable("still down"))  # a later call gets no fresh budget
-    assert outage.allows_retry(status(503, "ServiceUnavailable", "starting"))  # it answered
-    assert outage.allows_retry(Unreachable("down again"))
+    assert not outage.allows_retry(unreachable=True)  # a later call gets no fresh budget
+    assert outage.allows_retry(unreachable=False)  # it answered
+    assert outage.allows_retry(unreachable=True)
+
+
+def test_a_server_never_reached_gets_few_quick_retries_whatever_the_budget():
+    from cubeinstall.kube.retry import Outage
+    outage = Outage(budget=300, first_contact_retries=2)
+    assert [outage.allows_retry(unreachable=True) for _ in range(3)] == [True, True, False]
+    assert outage.retrying() == "retrying (2/2) ..."
 
 
 def test_unserved_api_says_when_it_was_removed_and_what_to_use():

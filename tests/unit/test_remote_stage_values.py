@@ -15,7 +15,7 @@ from cubeinstall.stages import gpu_runtime, storage
 def make_site(storage_data: dict, **extra) -> Site:
     data = {"site": "t", "domain": "t.example.com",
             "nodes": [{"name": "n1", "address": "192.0.2.1", "roles": ["gpu"]}],
-            "storage": storage_data, "mysql": {"password": "p"}, "redis": {"password": "p"},
+            "storage": storage_data, "mysql": {"password": "mysql-pw-1"}, "redis": {"password": "redis-pw-1"},
             "gateway": {"expose": "NodePort"}, **extra}
     return Site.model_validate(data, context={"base_dir": "/tmp"})
 

@@ -38,7 +38,7 @@ def site(tmp_path: Path, ssh: dict, nodes: list[dict]) -> Site:
         "site": "t", "domain": "t.example.com",
         "ssh": {"config_file": str(config), "known_hosts": str(tmp_path / "kh"), **ssh},
         "nodes": [{"roles": ["cpu"], **node} for node in nodes],
-        "storage": {"type": "local"}, "mysql": {"password": "p"}, "redis": {"password": "p"},
+        "storage": {"type": "local"}, "mysql": {"password": "mysql-pw-1"}, "redis": {"password": "redis-pw-1"},
         "gateway": {"expose": "NodePort"},
     }
     return Site.model_validate(data, context={"base_dir": str(tmp_path)})

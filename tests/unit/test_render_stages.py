@@ -164,9 +164,9 @@ def test_platform_reads_full_mysql_url_from_the_secret(example, rendered):
 
 def test_external_mysql_and_redis_addresses(tmp_path):
     site = site_with(tmp_path, mysql={"mode": "external", "host": "db.example.com", "port": 3307,
-                                      "password": "pw"},
+                                      "password": "mysql-pw-1"},
                      redis={"mode": "external", "host": "cache.example.com", "port": 6380,
-                            "password": "pw2"})
+                            "password": "redis-pw-2"})
     config = cube.deploy_config(site)
     assert config["MYSQL_SERVICE"] == "mysql+pymysql://db.example.com:3307/kubeflow?charset=utf8"
     assert (config["REDIS_HOST"], config["REDIS_PORT"]) == ("cache.example.com", "6380")
@@ -394,7 +394,7 @@ def test_grafana_without_password_has_no_login(rendered):
 
 
 def test_grafana_with_password_gets_it_from_a_secret(tmp_path):
-    site = site_with(tmp_path, monitoring={"grafana_admin_password": "g-pw"})
+    site = site_with(tmp_path, monitoring={"grafana_admin_password": "grafana-pw"})
     objects = render(site, "prometheus-objects")
     assert "disable_login_form = false" in grafana_ini(objects)
     [(_, container)] = [(o, c) for o, c in containers(objects) if c["name"] == "grafana"]
@@ -420,7 +420,7 @@ def test_prometheus_data_claim_is_the_one_its_statefulset_uses(rendered):
 
 
 def test_mysql_volume_size_from_site(tmp_path):
-    site = site_with(tmp_path, mysql={"password": "pw", "storage_size": "40Gi"})
+    site = site_with(tmp_path, mysql={"password": "mysql-pw-1", "storage_size": "40Gi"})
     objects = render(site, "mysql")
     pv = next(o for o in objects if o["kind"] == "PersistentVolume")
     assert (pv["metadata"]["name"], pv["spec"]["capacity"]["storage"]) == ("infra-mysql-pv", "40Gi")
@@ -431,7 +431,7 @@ def test_mysql_volume_size_from_site(tmp_path):
 
 
 def test_mysql_in_cluster_is_root(tmp_path):
-    site = site_with(tmp_path, mysql={"password": "pw", "user": "admin"})
+    site = site_with(tmp_path, mysql={"password": "mysql-pw-1", "user": "admin"})
     with pytest.raises(ConfigError, match="mysql.user"):
         render(site, "mysql")
 

@@ -98,6 +98,28 @@ CASES = [
      "  mode: in-cluster\n  password: {file: secrets/mysql-root-password.demo}\n"
      "  databases: [{name: 'kubeflow; DROP DATABASE x'}]",
      "mysql.databases[0].name", "must match", "databases:"),
+    ("invalid-ipv4", "    address: node2.cube.example.com", "    address: 10.0.0.300",
+     "nodes[1].address", "not a valid IP address: '10.0.0.300'", "address: 10.0.0.300"),
+    ("bad-host-name", "    address: node2.cube.example.com", "    address: node 2!",
+     "nodes[1].address", "not a host name or IP address", "address: node 2!"),
+    ("monitor-port-range", "ceph-mon2.cube.example.com:6789]", "ceph-mon2.cube.example.com:99999]",
+     "storage.monitors[1]", "port out of range (1-65535) in 'ceph-mon2.cube.example.com:99999'",
+     "monitors: ["),
+    ("monitor-port-not-a-number", "ceph-mon2.cube.example.com:6789]", "ceph-mon2.cube.example.com:ceph]",
+     "storage.monitors[1]", "the port is a number", "monitors: ["),
+    ("external-mysql-bad-ip", "  mode: in-cluster", "  mode: external\n  host: 192.168.1.256",
+     "mysql.host", "not a valid IP address", "host: 192.168.1.256"),
+    ("node-without-roles", "    roles: [cpu, train, notebook, service]\n  - name: gpu1", "  - name: gpu1",
+     "nodes[1].roles", "required but missing: a node needs its kind", "name: node2"),
+    ("roles-not-a-list", "    roles: [cpu, train, notebook, service]\n  - name: gpu1",
+     "    roles: gpu\n  - name: gpu1", "nodes[1].roles", "write a list: [gpu]", "roles: gpu"),
+    ("key-file-a-list", "  key_file: ~/.ssh/id_ed25519", "  key_file: [~/.ssh/id_ed25519]",
+     "ssh.key_file", "must be one path, a string (got a list)", "key_file: ["),
+    ("kubeconfig-a-mapping", "    kubeconfig: kubeconfigs/main.demo.yaml",
+     "    kubeconfig: {path: kubeconfigs/main.demo.yaml}",
+     "clusters[0].kubeconfig", "must be one path, a string (got a mapping)", "kubeconfig: {path"),
+    ("duplicate-key", "  username: robot-cube", "  username: robot-cube\n  username: robot-two",
+     "registry.username", "given twice (first at line 18); keep one", "username: robot-two"),
     ("volume-size", "  type: cephfs", "  type: cephfs\n", None, None, None),
     ("no-nodes", None, None, None, None, None),
     ("yaml-syntax", "  naming: flatten", "  naming: [flatten", "", "not valid YAML", None),
@@ -146,20 +168,20 @@ def test_every_problem_is_reported_at_once(site_dir, capsys):
                 .replace("    address: node2.cube.example.com", "    adress: node2.cube.example.com"))
     path = site_dir / "site.yaml"
     path.write_text(text)
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
-    assert "4 problems" in out
+    assert "4 problems" in err
     for field in ("runtime", "registry.naming", "nodes[1].adress", "nodes[1].address"):
-        assert f": {field}: " in out
+        assert f": {field}: " in err
 
 
 def test_yaml_syntax_error_names_line(site_dir, capsys):
     path = site_dir / "site.yaml"
     path.write_text(BASE.replace("  naming: flatten", "  naming: [flatten"))
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
-    assert "not valid YAML" in out
-    assert re.search(r"site\.yaml:\d+:\d+", out)
+    assert "not valid YAML" in err
+    assert re.search(r"site\.yaml:\d+:\d+", err)
 
 
 def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
@@ -168,17 +190,17 @@ def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
                          "  kube-batch: {enabled: false}\n  gpu-runtime: {enabled: true}"))
     path = site_dir / "site.yaml"
     path.write_text(text)
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
     line = text.count("\n", 0, text.index("gpu-runtime: {enabled: true}")) + 1
-    assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", out), out
+    assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", err), err
 
 
 def test_site_must_be_a_mapping(site_dir, capsys):
     path = site_dir / "site.yaml"
     path.write_text("- just\n- a list\n")
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2 and "site.yaml:1:1" in out and "mapping" in out
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and "site.yaml:1:1" in err and "mapping" in err
 
 
 def test_site_without_nodes(site_dir, capsys):
@@ -186,15 +208,59 @@ def test_site_without_nodes(site_dir, capsys):
     end = BASE.index("storage:")
     path = site_dir / "site.yaml"
     path.write_text(BASE[:start] + "nodes: []\n\n" + BASE[end:])
-    code, out, _ = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2 and ": nodes: " in out and "at least 1 item" in out
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2 and ": nodes: " in err and "at least 1 item" in err
 
 
 def test_missing_site_file(tmp_path, capsys):
-    code, out, _ = run_cli(["validate", "-c", str(tmp_path / "nope.yaml")], capsys)
-    assert code == 2 and "cannot read site file" in out and "cubeinstall init" in out
+    code, _, err = run_cli(["validate", "-c", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "cannot read site file" in err and "cubeinstall init" in err
 
 
 def test_valid_example(capsys):
     code, out, _ = run_cli(["validate", "-c", str(EXAMPLE_SITE)], capsys)
     assert code == 0 and "is valid" in out
+
+
+def test_tab_says_use_spaces(site_dir, capsys):
+    text = BASE.replace("  parallel: 16", "\tparallel: 16")
+    path = site_dir / "site.yaml"
+    path.write_text(text)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    line = _line_of(text, "\tparallel")
+    assert code == 2
+    assert re.search(rf"site\.yaml:{line}:\d+: not valid YAML: a tab character", err), err
+    assert "use spaces" in err
+
+
+def test_cross_field_problems_come_with_schema_problems(site_dir, capsys):
+    """Schema problems in some sections do not hide the cross-field rules of the others."""
+    text = (BASE.replace("runtime: docker", "runtime: podman")
+                .replace("  - name: node2", "  - name: node1")
+                .replace("  mode: in-cluster", "  mode: external")
+                .replace("  kube-batch: {enabled: false}",
+                         "  kube-batch: {enabled: false}\n  volcano: {mode: existing}"))
+    path = site_dir / "site.yaml"
+    path.write_text(text)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2
+    assert "4 problems" in err, err
+    for field, words in (("runtime", "'docker' or 'containerd'"),
+                         ("nodes[1].name", "already used by nodes[0]"),
+                         ("mysql.mode", "needs mysql.host"),
+                         ("components.volcano.mode", "cannot use an existing installation")):
+        assert re.search(rf"site\.yaml:\d+:\d+: {re.escape(field)}: .*{re.escape(words)}", err), (field, err)
+
+
+def test_rules_do_not_judge_a_section_that_failed(site_dir, capsys):
+    """components fails (an unknown key): the placement rule must not judge the defaults,
+    by which mysql would be enabled with no node of role mysql."""
+    text = (BASE.replace("roles: [cpu, train, notebook, service, mysql, redis,",
+                         "roles: [cpu, train, notebook, service, redis,")
+                .replace("  kube-batch: {enabled: false}",
+                         "  kube-batch: {enabled: false}\n  mysql: {enabled: false, enabld: true}"))
+    path = site_dir / "site.yaml"
+    path.write_text(text)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2
+    assert "components.mysql.enabld: unknown key" in err and "1 problem " in err, err

@@ -238,9 +238,9 @@ def test_failed_stage_prints_the_bundle_path_and_puts_it_in_the_json_event(tmp_p
     assert "host node2: connection refused" in Path(path).read_text()
     assert events[-1]["event"] == "error" and f"support bundle: {path}" in events[-1]["message"]
 
-    code, out, _ = run_cli(["--no-color", "stage", "node-prep", "-c", str(EXAMPLE_SITE)], capsys)
+    code, _, err = run_cli(["--no-color", "stage", "node-prep", "-c", str(EXAMPLE_SITE)], capsys)
     assert code == 1
-    printed = re.search(r"support bundle: (\S+)", out)
+    printed = re.search(r"support bundle: (\S+)", err)
     assert printed and printed.group(1) != path and Path(printed.group(1)).read_text()
 
 

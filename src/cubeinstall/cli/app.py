@@ -21,7 +21,7 @@ app = typer.Typer(
     name="cubeinstall",
     help="Install the cube-studio ML platform on Kubernetes from one typed site.yaml.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion [bash|zsh|fish|powershell]
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

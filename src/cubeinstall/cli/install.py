@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,23 +19,40 @@ from cubeinstall.cli.options import (
     PruneOption,
     SkipOption,
     TrustOption,
+    confirm,
     load_context,
+    require_confirmation_possible,
 )
-from cubeinstall.core.errors import ConfigError, CubeError
+from cubeinstall.core.errors import ConfigError, CubeError, PreflightError
 
 
 def render(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout); a file holding Secret data is written mode 0600"),
     only: Optional[List[str]] = OnlyOption,
+    redact: bool = typer.Option(False, "--redact", help="write Secrets with placeholder values (REDACTED) instead of the site's secrets, e.g. to review or commit the output"),
 ) -> None:
-    """Render the Kubernetes objects of every enabled cluster stage (no cluster needed)."""
+    """Render the Kubernetes objects of every enabled cluster stage (no cluster needed).
+
+    stdout holds only the objects: YAML documents, each stage introduced by a
+    `# stage: NAME` comment; warnings go to stderr. With --json, stdout is one
+    JSON event a line: {"event": "object", "stage": NAME, "object": {...}} for
+    every object (warnings are "warning" events in the same stream).
+    """
+    from cubeinstall.core.files import write_atomically
+    from cubeinstall.render.secrets import holds_secret_data, with_placeholders
     from cubeinstall.core.yamlio import dump_documents
     from cubeinstall.run import runner
     from cubeinstall.site.stages import STAGE_NAMES
     from cubeinstall.stages.rendered import each_stage
 
+    from cubeinstall.site import stages as registry
+
     runner.check_stage_names(list(only or []), "--only")
     site = load_context().site
+    for name in only or []:
+        if not registry.get(name).enabled(site):
+            OPTIONS.out.warn(f"{name}: disabled for site {site.site}, not rendered", stage=name,
+                             hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     not_rendered = []
@@ -43,14 +61,26 @@ def render(
             not_rendered.append(name)
             OPTIONS.out.warn(f"{name}: not rendered: {objects.message}", stage=name, hint=objects.hint)
             continue
+        if redact:
+            objects = [with_placeholders(obj) for obj in objects]
+        if out is None and OPTIONS.json:
+            for obj in objects:
+                OPTIONS.out.event("object", stage=name, object=obj)
+            continue
         text = dump_documents(objects)
         if out is None:
             OPTIONS.out.text(f"# stage: {name}\n---\n{text}")
             continue
         path = out / f"{STAGE_NAMES.index(name) + 1:02d}-{name}.yaml"
-        path.write_text(text, encoding="utf-8")
+        private = not redact and holds_secret_data(objects)
+        if private:  # a new file, created 0600, replaces the old one whatever its mode
+            write_atomically(path, text)
+        else:
+            path.write_text(text, encoding="utf-8")
         OPTIONS.out.event("rendered", stage=name, objects=len(objects), path=str(path),
-                          message=f"{path}: {len(objects)} objects")
+                          secret_data=private,
+                          message=f"{path}: {len(objects)} objects"
+                                  + (" (holds Secret data: mode 0600)" if private else ""))
     if not_rendered:
         OPTIONS.out.warn(f"{len(not_rendered)} stage(s) need their pinned upstream files first: "
                          f"{', '.join(not_rendered)}; run `cubeinstall bundle fetch` "
@@ -68,30 +98,71 @@ def plan(
     from cubeinstall.run import runner
 
     ctx = load_context(dry_run=True, prune=prune)
-    selected = runner.select(ctx.site, only or [], skip or [], start)
-    rows = []
+    _show_plan(ctx, runner.select(ctx.site, only or [], skip or [], start), offline)
+
+
+def _show_plan(ctx, selected, offline: bool = False) -> int:
+    """Each stage's planned changes and the plan table; returns how many would change."""
+    from cubeinstall.run import runner
+
+    rows, changing = [], 0
     for stage in selected:
         changes = runner.plan_stage(ctx, stage, offline=offline)
-        runner.report_changes(ctx, stage.name, changes)
+        runner.report_changes(ctx, stage.name, changes, name_stage=True)
         counts = {action: sum(1 for c in changes if c.action == action)
                   for action in ("create", "update", "delete", "run", "unchanged")}
+        changing += sum(1 for change in changes if change.changes_something)
         rows.append((stage.name, *(counts[action] for action in counts)))
         ctx.out.event("stage-plan", stage=stage.name, **counts)
     ctx.out.table("plan" + (" (offline)" if offline else ""),
                   ("stage", "create", "update", "delete", "run", "unchanged"), rows)
+    return changing
 
 
-def _run(stages_to_run, ctx) -> None:
+def _confirm_plan(ctx, selected, what: str) -> None:
+    """kapp/terraform habit: without --yes, show the plan and ask y/N on a terminal."""
+    if ctx.dry_run or OPTIONS.yes:
+        return
+    if _show_plan(dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, dry_run=True)),
+                  selected):
+        confirm("Apply the changes above?", what)
+
+
+def _run(stages_to_run, ctx) -> list:
+    """Apply the stages (stop at the first failure: later stages need what it provides), or
+    with --dry-run plan every stage, marking those it cannot plan (an unreachable cluster
+    or host) instead of stopping; returns those StageResults."""
     from cubeinstall.run import runner
     from cubeinstall.run.session import changing_run
 
+    failed = []
     if ctx.dry_run:
-        results = runner.run(ctx, stages_to_run)
+        results = []
+        for stage in stages_to_run:
+            try:
+                results += runner.run(ctx, [stage])
+            except ConfigError:
+                raise  # the site is wrong (exit 2), not a part out of reach
+            except CubeError as exc:
+                failed.append(runner.StageResult(stage.name, "not planned", message=exc.message))
+        results += failed
+        order = [stage.name for stage in stages_to_run]
+        results.sort(key=lambda result: order.index(result.stage))
     else:
         with changing_run(ctx, stages_to_run) as journal:
             results = runner.run(ctx, stages_to_run, journal)
     ctx.out.table("result", ("stage", "status", "changes", "seconds"),
-                  [(r.stage, r.status, r.changed, f"{r.seconds:.1f}") for r in results])
+                  [(r.stage, r.status, r.changed if r.status != "not planned" else "-",
+                    f"{r.seconds:.1f}") for r in results])
+    return failed
+
+
+def _raise_for(failed: list, total: int) -> None:
+    if failed:
+        raise CubeError(f"{len(failed)} of {total} stage(s) could not be planned: "
+                        + "; ".join(f"{r.stage}: {r.message}" for r in failed),
+                        hint="the result table shows what could be planned; fix the cause "
+                             "(often an unreachable cluster or host) and run again")
 
 
 def run_all(
@@ -110,9 +181,23 @@ def run_all(
 
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
     selected = runner.select(ctx.site, only or [], skip or [], start)
+    if not dry_run:
+        require_confirmation_possible("all")
     ctx.out.event("preflight-start", message="preflight checks")
-    run_preflight(ctx, selected, ignore or [])
-    _run(selected, ctx)
+    preflight_failed = None
+    try:
+        run_preflight(ctx, selected, ignore or [])
+    except PreflightError as exc:
+        if not dry_run:
+            raise
+        preflight_failed = exc  # a dry run goes on: it shows what it can reach
+        ctx.out.warn("preflight failed (see above); --dry-run still plans every stage it "
+                     "can reach")
+    _confirm_plan(ctx, selected, "all")
+    failed = _run(selected, ctx)
+    if preflight_failed is not None:
+        raise preflight_failed
+    _raise_for(failed, len(selected))
 
 
 def preflight(
@@ -149,7 +234,10 @@ def stage(
     if not selected.enabled(ctx.site):
         raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
                           hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
-    _run([selected], ctx)
+    if not dry_run:
+        require_confirmation_possible(f"stage {name}")
+    _confirm_plan(ctx, [selected], f"stage {name}")
+    _raise_for(_run([selected], ctx), 1)
 
 
 def status(
@@ -162,7 +250,7 @@ def status(
 
     ctx = load_context(dry_run=True)
     journal = Journal.load(ctx.site.site)
-    rows = []
+    rows, unreached = [], []
     for stage in runner.select(ctx.site):
         record = journal.stages.get(stage.name)
         inputs = "never run"
@@ -171,8 +259,12 @@ def status(
             inputs = "unchanged" if current == record.fingerprint else "changed"
         pending = ""
         if live:
-            changes = runner.plan_stage(ctx, stage, offline=False)
-            pending = str(sum(1 for change in changes if change.changes_something))
+            try:
+                changes = runner.plan_stage(ctx, stage, offline=False)
+                pending = str(sum(1 for change in changes if change.changes_something))
+            except CubeError as exc:  # mark it and go on: show what can be reached
+                pending = "not reached"
+                unreached.append(f"{stage.name}: {exc.message}")
         finished = _when(record.finished) if record and record.finished else ""
         result = record.status if record else "-"
         ctx.out.event("stage-status", stage=stage.name, result=result, inputs=inputs,
@@ -182,6 +274,11 @@ def status(
     columns = ("stage", "last result", "finished", "inputs since", "pending changes")
     ctx.out.table(f"status of site {ctx.site.site} ({journal.path})", columns if live else columns[:4],
                   [row if live else row[:4] for row in rows])
+    if unreached:
+        raise CubeError(f"{len(unreached)} of {len(rows)} stage(s) could not be compared with "
+                        "the live site: " + "; ".join(unreached),
+                        hint="the table shows the others; fix the cause (often an unreachable "
+                             "cluster or host) and run again")
 
 
 def _when(timestamp: float) -> str:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import List, Optional
 
 import typer
 
 from cubeinstall.cli.options import (
-    OPTIONS,
     OnlyOption,
     SkipOption,
     TrustOption,
+    confirm,
     load_context,
 )
-from cubeinstall.core.errors import ConfigError
 
 
 def uninstall(
@@ -40,11 +38,7 @@ def uninstall(
                   message=f"uninstall would change {deletions} object(s)/file(s)/database(s)")
     if dry_run or deletions == 0:
         return
-    if not OPTIONS.yes:
-        if not sys.stdin.isatty():
-            raise ConfigError("uninstall needs confirmation; nothing was removed",
-                              hint="review the plan above, then run again with --yes")
-        typer.confirm("Remove all of the above?", abort=True)
+    confirm("Remove all of the above?", "uninstall")
     with changing_run(ctx, selected) as journal:
         for stage in reversed(selected):
             changes = stage_removal(ctx, stage, purge=purge, restore_node_files=restore_node_files)

@@ -8,6 +8,7 @@ before or after the subcommand (``hoist_global_options`` moves them in front).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +16,7 @@ from typing import Sequence
 import typer
 
 from cubeinstall.core.context import RunContext, RunOptions
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.core.output import Output
 
 DEFAULT_CONFIG = Path("site.yaml")
@@ -78,18 +80,50 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
 
 
 def load_context(**run_options) -> RunContext:
-    """Load and validate the site, and build the run context for a command."""
+    """Load and validate the site, and build the run context for a command. The site
+    carries the kubeconfig each cluster uses (--kubeconfig/--context, $KUBECONFIG, site.yaml),
+    so every command, render and plan --offline included, reads the same one."""
+    from cubeinstall.site.kubeconfigs import effective_site
     from cubeinstall.site.loader import load_site
 
-    site = load_site(OPTIONS.config)
-    options = RunOptions(kubeconfig=OPTIONS.kubeconfig, context=OPTIONS.context, **run_options)
-    return RunContext(site=site, out=OPTIONS.out, options=options)
+    site, origins = effective_site(load_site(OPTIONS.config), OPTIONS.kubeconfig, OPTIONS.context)
+    return RunContext(site=site, out=OPTIONS.out, options=RunOptions(**run_options),
+                      kubeconfig_origins=origins)
+
+
+def require_confirmation_possible(what: str) -> None:
+    """Before any work: without --yes a change is confirmed on a terminal; with no terminal
+    to ask, refuse now (exit 2), before preflight or plans, with nothing changed."""
+    if not OPTIONS.yes and not sys.stdin.isatty():
+        raise ConfigError(f"{what} changes the site and asks first, but there is no terminal "
+                          "to ask; nothing was changed",
+                          hint="review the changes with `cubeinstall plan`, then run again "
+                               "with --yes")
+
+
+def confirm(question: str, what: str) -> None:
+    """--yes, or y on a terminal (default No); anything else stops with nothing changed."""
+    if OPTIONS.yes:
+        return
+    require_confirmation_possible(what)
+    if not typer.confirm(question, default=False, err=True):
+        raise ConfigError(f"{what}: not confirmed; nothing was changed",
+                          hint="run again and answer y, or pass --yes")
 
 
 # --- options several commands take ------------------------------------------------
 
-OnlyOption = typer.Option(None, "--only", help="run only these stages (repeatable)")
-SkipOption = typer.Option(None, "--skip", help="skip these stages (repeatable)")
+def _stage_list(values: list[str] | None) -> list[str] | None:
+    """--only a,b means --only a --only b."""
+    if values is None:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+OnlyOption = typer.Option(None, "--only", callback=_stage_list,
+                          help="run only these stages (repeatable, or a,b)")
+SkipOption = typer.Option(None, "--skip", callback=_stage_list,
+                          help="skip these stages (repeatable, or a,b)")
 FromOption = typer.Option(None, "--from", help="start at this stage")
 IgnoreOption = typer.Option(None, "--ignore", help="preflight check ID to accept failing (repeatable)")
 TrustOption = typer.Option(False, "--trust-new-hosts", help="accept and record SSH host keys not yet in known_hosts")

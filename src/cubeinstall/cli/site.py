@@ -40,7 +40,12 @@ def init(
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; nothing was written", hint="pass --force to overwrite it")
     text = files("cubeinstall").joinpath("data/site.example.yaml").read_text(encoding="utf-8")
-    path.write_text(text, encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}",
+                          hint="pick a path in a directory you can write to") from None
     OPTIONS.out.event("written", path=str(path), message=f"wrote {path}: edit it, then run `cubeinstall validate -c {path}`")
 
 

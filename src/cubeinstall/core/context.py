@@ -37,6 +37,9 @@ class RunContext:
     out: "Output"
     options: RunOptions = RunOptions()
     planned: Planned = field(default_factory=Planned)
+    # cluster name -> where its kubeconfig comes from ("--kubeconfig", "KUBECONFIG",
+    # "site.yaml"), for errors that say what to fix
+    kubeconfig_origins: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 def write_atomically(path: Path, content: str | bytes) -> None:
-    """Temp file in the same directory, fsync, rename (text is written as UTF-8)."""
+    """Temp file in the same directory, fsync, rename (text is written as UTF-8). The file
+    is created mode 0600 (mkstemp): callers rely on it for files holding secrets."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

@@ -4,6 +4,11 @@ Everything the product says goes through an ``Output`` as an event: a kind
 plus fields. In a terminal events become rich lines and tables; with
 ``--json`` each event is one JSON line on stdout. Tests read events, not
 text. Every string passes through ``redaction.redact`` on the way out.
+
+stdout is for data, stderr for messages: without ``--json``, warnings, errors
+and debug lines go to ``messages`` (stderr), so that ``cubeinstall render >
+all.yaml`` or ``render | kubectl apply -f -`` get nothing but YAML. With
+``--json`` stdout is the event stream, every event on it, one a line.
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ class Output:
     json_mode: bool = False
     verbose: bool = False
     color: bool = True
-    stream: Any = None
+    stream: Any = None  # data: text, tables, JSON events
+    messages: Any = None  # warnings, errors, debug lines (human mode); default stderr
     events: list[dict] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _console: Any = field(default=None, repr=False)
+    _message_console: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.messages is None:  # an explicit stream alone (tests) takes both
+            self.messages = sys.stderr if self.stream is None else self.stream
         if self.stream is None:
             self.stream = sys.stdout
 
@@ -46,7 +55,7 @@ class Output:
             elif kind != "debug" or self.verbose:
                 message = record.get("message")
                 if message:
-                    self._print(self._style(kind, message))
+                    self._print(self._style(kind, message), to_messages=kind in _MESSAGE_KINDS)
 
     def info(self, message: str, **fields: Any) -> None:
         self.event("info", message=message, **fields)
@@ -90,10 +99,10 @@ class Output:
         """Yield ``advance(n)``: a rich progress bar in a terminal, ``progress`` events always."""
         done = 0
         bar = None
-        if not self.json_mode and getattr(self.stream, "isatty", lambda: False)():
+        if not self.json_mode and getattr(self.messages, "isatty", lambda: False)():
             from rich.progress import Progress
 
-            bar = Progress(console=self._rich(), transient=True)
+            bar = Progress(console=self._messages_rich(), transient=True)
             task = bar.add_task(redact(label), total=total)
             bar.start()
 
@@ -117,13 +126,27 @@ class Output:
 
         return prefix + escape(message)
 
-    def _print(self, markup: str) -> None:
-        self._rich().print(markup, highlight=False, soft_wrap=True)
+    def _print(self, markup: str, to_messages: bool = False) -> None:
+        console = self._messages_rich() if to_messages else self._rich()
+        console.print(markup, highlight=False, soft_wrap=True)
 
     def _rich(self):
         if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(file=self.stream, no_color=not self.color,
-                                    highlight=False, soft_wrap=True)
+            self._console = self._new_console(self.stream)
         return self._console
+
+    def _messages_rich(self):
+        if self.messages is self.stream:
+            return self._rich()
+        if self._message_console is None:
+            self._message_console = self._new_console(self.messages)
+        return self._message_console
+
+    def _new_console(self, stream):
+        from rich.console import Console
+
+        return Console(file=stream, no_color=not self.color, highlight=False, soft_wrap=True)
+
+
+# Event kinds that are messages about the run, not its product: stderr in human mode.
+_MESSAGE_KINDS = frozenset({"warning", "error", "debug"})

@@ -3,6 +3,11 @@
 Every Secret registers its value here on creation; the output module passes
 every line it writes through ``redact``. That covers the cases where a
 library quotes a password back in an exception or a command line.
+
+Only whole values of at least ``MIN_SECRET_LENGTH`` characters are masked: a
+short secret (``admin``, ``cube``) would mask ordinary words in names, tables
+and hints (``cluster-****``). The site loader refuses shorter secrets, so
+every secret a site holds is masked.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ from __future__ import annotations
 import threading
 
 MASK = "****"
-_MIN_LENGTH = 3  # masking "a" or "" would garble every line
+MIN_SECRET_LENGTH = 8
 _values: set[str] = set()
 _lock = threading.Lock()
 
 
 def register(value: str) -> None:
-    if value and len(value) >= _MIN_LENGTH:
+    if value and len(value) >= MIN_SECRET_LENGTH:
         with _lock:
             _values.add(value)
 

@@ -72,11 +72,21 @@ class Position:
 Path = tuple[Any, ...]
 
 
-def load_with_positions(text: str) -> tuple[Any, dict[Path, Position]]:
+@dataclass(frozen=True)
+class DuplicateKey:
+    path: Path  # of the repeated key
+    position: Position  # of its second (later) occurrence: that value is the one kept
+    first: Position
+
+
+def load_with_positions(text: str, duplicates: list[DuplicateKey] | None = None
+                        ) -> tuple[Any, dict[Path, Position]]:
     """Parse one YAML document; return the data and where each path starts.
 
     Keys of mappings map to the position of the key itself (that is where a
     user looks for an unknown or misspelt key); list items to their value.
+    A key repeated in one mapping (YAML keeps the last silently) is appended to
+    ``duplicates`` when given.
     """
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     positions: dict[Path, Position] = {}
@@ -90,9 +100,10 @@ def load_with_positions(text: str) -> tuple[Any, dict[Path, Position]]:
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 key = constructor.construct_object(key_node, deep=True)
-                positions[path + (key,)] = Position(
-                    key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                )
+                here = Position(key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in result and duplicates is not None:
+                    duplicates.append(DuplicateKey(path + (key,), here, positions[path + (key,)]))
+                positions[path + (key,)] = here
                 result[key] = build(value_node, path + (key,))
             return result
         if isinstance(node, yaml.SequenceNode):

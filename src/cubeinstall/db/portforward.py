@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import select
 import socket
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cubeinstall.core.errors import CubeError
+from cubeinstall.core.outage import Outage
 
 _CHUNK = 65536
 
@@ -188,6 +190,9 @@ class ServiceTarget:
 
     def __init__(self, core: Any, namespace: str, service: str, port: int):
         self.core, self.namespace, self.service, self.port = core, namespace, service, port
+        # The connection's deadline bounds a long outage; an API server never reached in
+        # this run is given up after a few tries (core.outage), not after the deadline.
+        self.outage = Outage(budget=math.inf)
 
     @property
     def name(self) -> str:
@@ -221,15 +226,20 @@ class ServiceTarget:
         from kubernetes.client.rest import ApiException
 
         try:
-            return request()
+            result = request()
         except ApiException as exc:
+            if exc.status:
+                self.outage.answered()
             if exc.status == 404:
                 raise ServiceMissing(f"{self.name} not found", permanent=True,
                                      hint="run the stage that deploys it first") from None
             raise ForwardError(f"cannot {what}: {_api_message(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - urllib3/TLS errors reaching the API server
             raise ForwardError(f"cannot {what}: the Kubernetes API is unreachable ({exc})",
+                               permanent=not self.outage.allows_retry(unreachable=True),
                                hint="check the kubeconfig and that the cluster is up") from None
+        self.outage.answered()
+        return result
 
 
 def _container_port(pod: Any, target: Any) -> int:
@@ -256,10 +266,14 @@ def _open_forward(core: Any, target: ServiceTarget) -> Upstream:
 
 
 def api_client(kubeconfig: Path, context: str | None) -> Any:
-    from kubernetes import config
+    from kubernetes import client, config
 
+    configuration = client.Configuration()
     try:
-        return config.new_client_from_config(config_file=str(kubeconfig), context=context)
+        config.load_kube_config(config_file=str(kubeconfig), context=context,
+                                client_configuration=configuration, persist_config=False)
+        configuration.retries = False  # no hidden urllib3 retries: core.outage decides
+        return client.ApiClient(configuration)
     except Exception as exc:  # noqa: BLE001 - missing file, bad context, bad YAML
         raise ForwardError(f"cannot load kubeconfig {kubeconfig}"
                            f"{f' (context {context})' if context else ''}: {exc}", permanent=True,

@@ -31,9 +31,11 @@ from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import ConfigError
 from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
 from cubeinstall.kube.objects import FIELD_MANAGER
-from cubeinstall.kube.retry import unserved_message
+from cubeinstall.kube.retry import Outage, unserved_message
+from cubeinstall.site.kubeconfigs import SITE_ORIGIN, hint_for
 
 REQUEST_TIMEOUT = (10, 120)  # connect, read (seconds)
+OUTAGE_SECONDS = 300  # default of timeouts.object_seconds: see retry.Outage
 POOL_SIZE = 16
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
 AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -68,9 +70,14 @@ class KubeClient:
     """Typed requests to one cluster; safe to share between threads."""
 
     def __init__(self, api_client: Any, *, pool_size: int = POOL_SIZE,
-                 timeout: tuple[float, float] = REQUEST_TIMEOUT):
+                 timeout: tuple[float, float] = REQUEST_TIMEOUT,
+                 outage_seconds: float = OUTAGE_SECONDS):
         configuration = copy.deepcopy(api_client.configuration)
         configuration.connection_pool_maxsize = pool_size
+        # No retries inside urllib3 (it would try 4 times, logging each): kube/retry.py
+        # decides, with one budget for the cluster (``outage``).
+        configuration.retries = False
+        self.outage = Outage(outage_seconds)
         self.api = k8s_client.ApiClient(configuration)
         self.host = configuration.host
         self._pool = self.api.rest_client.pool_manager.connection_from_url(self.host)
@@ -78,23 +85,30 @@ class KubeClient:
         self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._lock = threading.RLock()
         self._dynamic: DynamicClient | None = None
+        _default_timeout(self.api.rest_client.pool_manager, self._timeout)
 
     def with_timeout(self, connect: float, read: float) -> KubeClient:
         """The same cluster with other request timeouts (its own connections)."""
-        return KubeClient(self.api, timeout=(connect, read))
+        other = KubeClient(self.api, timeout=(connect, read), outage_seconds=self.outage.budget)
+        other.outage = self.outage
+        return other
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None) -> KubeClient:
+    def from_kubeconfig(cls, kubeconfig: Path | str, context: str | None = None,
+                        origin: str = SITE_ORIGIN,
+                        outage_seconds: float = OUTAGE_SECONDS) -> KubeClient:
+        """``origin``: where the kubeconfig was named (a flag, KUBECONFIG, site.yaml)."""
         configuration = k8s_client.Configuration()
         try:
             k8s_config.load_kube_config(config_file=str(Path(kubeconfig).expanduser()),
                                         context=context, client_configuration=configuration,
                                         persist_config=False)
         except (k8s_config.ConfigException, OSError) as exc:
-            raise ConfigError(f"cannot use kubeconfig {kubeconfig}"
+            where = "" if origin == SITE_ORIGIN else f"{origin}: "
+            raise ConfigError(f"{where}cannot use kubeconfig {kubeconfig}"
                               f"{f' context {context}' if context else ''}: {exc}",
-                              hint="check clusters[].kubeconfig and context in site.yaml") from exc
-        return cls(k8s_client.ApiClient(configuration))
+                              hint=hint_for(origin)) from exc
+        return cls(k8s_client.ApiClient(configuration), outage_seconds=outage_seconds)
 
     # -- discovery ---------------------------------------------------------------------
 
@@ -181,21 +195,37 @@ class KubeClient:
     def _guard(self, what: str, call):
         """Run a call of the official client, turning its failures into KubeError."""
         try:
-            return call()
+            result = call()
         except ApiException as exc:
+            if exc.status:  # an HTTP answer: the server is there
+                self.outage.answered()
             raise self._api_error(exc, what) from None
+        except AttributeError as exc:
+            # The official client raises ApiException(status=0) for a TLS failure, then
+            # fails decoding its empty body: the ApiException is the real error.
+            if isinstance(exc.__context__, ApiException):
+                raise self._api_error(exc.__context__, what) from None
+            raise
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if _certificate_not_verified(exc):
+                raise self._untrusted(what, _innermost(exc)) from None
             raise Unreachable(f"{what}: cannot reach the API server {self.host}: {exc}",
                               "check that the cluster is up and the kubeconfig points to it") from None
+        self.outage.answered()
+        return result
 
-    @staticmethod
-    def _api_error(exc: ApiException, what: str) -> KubeError:
+    def _api_error(self, exc: ApiException, what: str) -> KubeError:
         if exc.status == 0:  # TLS failure reported by the REST client
-            text = f"{what}: TLS error talking to the API server: {exc.reason}"
             if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
-                return KubeError(text, "the kubeconfig's CA does not match the server")
-            return Unreachable(text)
+                return self._untrusted(what, exc.reason)
+            return Unreachable(f"{what}: TLS error talking to the API server: {exc.reason}")
         return from_status(exc.status, exc.body, what)
+
+    def _untrusted(self, what: str, detail: Any) -> KubeError:
+        return KubeError(f"{what}: the API server {self.host}'s TLS certificate is not signed by "
+                         f"the CA the kubeconfig trusts: {detail}",
+                         "give the cluster's CA in the kubeconfig (certificate-authority-data, "
+                         "or certificate-authority: FILE) for this cluster")
 
     def request(self, method: str, path: str, *, body: Any = None, query: list | None = None,
                 content_type: str = "application/json", what: str = "",
@@ -266,6 +296,34 @@ class KubeClient:
             ("tailLines", str(tail_lines))])
 
 
+def _innermost(exc: BaseException) -> BaseException:
+    seen = [exc]
+    while (exc.__cause__ or exc.__context__ or getattr(exc, "reason", None)) not in (None, *seen):
+        following = exc.__cause__ or exc.__context__ or exc.reason
+        if not isinstance(following, BaseException):
+            break
+        exc = following
+        seen.append(exc)
+    return exc
+
+
+def _certificate_not_verified(exc: BaseException) -> bool:
+    return "CERTIFICATE_VERIFY_FAILED" in f"{exc} {_innermost(exc)}"
+
+
+def _default_timeout(manager: Any, timeout: urllib3.Timeout) -> None:
+    """The official client passes ``timeout=None`` (no timeout at all: a server that accepts
+    the connection and never answers hangs discovery forever) unless each call names one;
+    its requests (discovery) get ours instead."""
+    request = manager.request
+
+    def with_timeout(method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any):
+        return request(method, url, *args, timeout=timeout or with_timeout.timeout, **kwargs)
+
+    with_timeout.timeout = timeout
+    manager.request = with_timeout
+
+
 def _search_terms(api_version: str, kind: str) -> dict:
     # Explicit prefix and group: a bare "v1" would search every group's v1 (knative's
     # Service would match too) and fetch discovery for all of them.
@@ -281,8 +339,10 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         return target
     if isinstance(target, RunContext):
         kubeconfig, context = target.kubeconfig_for(cluster)
-        return target.cached(f"kube:{kubeconfig}:{context}",
-                             lambda: KubeClient.from_kubeconfig(kubeconfig, context))
+        origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
+                                               SITE_ORIGIN)
+        return target.cached(f"kube:{kubeconfig}:{context}", lambda: KubeClient.from_kubeconfig(
+            kubeconfig, context, origin, outage_seconds=target.site.timeouts.object_seconds))
     if isinstance(target, k8s_client.ApiClient):
         return KubeClient(target)
     if isinstance(target, (str, Path)):

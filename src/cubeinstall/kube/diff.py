@@ -15,6 +15,7 @@ import difflib
 from cubeinstall.core.redaction import MASK, redact
 from cubeinstall.core.yamlio import dump_documents
 from cubeinstall.kube.objects import DIGEST_ANNOTATION, SERVER_METADATA
+from cubeinstall.render.secrets import SECRET_FIELDS, is_secret
 
 BOOKKEEPING_ANNOTATIONS = frozenset({
     DIGEST_ANNOTATION,
@@ -28,7 +29,6 @@ BOOKKEEPING_ANNOTATIONS = frozenset({
     "volume.kubernetes.io/storage-provisioner",
     "volume.kubernetes.io/selected-node",
 })
-SECRET_FIELDS = ("data", "stringData")
 DIFF_CONTEXT = 2
 
 
@@ -51,7 +51,7 @@ def normalized(obj: dict | None) -> dict | None:
 
 def masked(obj: dict | None, other: dict | None = None) -> dict | None:
     """A Secret with its values hidden; a value that differs from ``other`` says so."""
-    if obj is None or obj.get("kind") != "Secret" or obj.get("apiVersion") != "v1":
+    if not is_secret(obj):
         return obj
     result = dict(obj)
     for field in SECRET_FIELDS:

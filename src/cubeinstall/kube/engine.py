@@ -26,7 +26,7 @@ from cubeinstall.core.change import Change
 from cubeinstall.kube import prune, volumes, wait, webhooks
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.diff import compact_diff, contained_in, same
-from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
+from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound, Unreachable
 from cubeinstall.kube.failures import merge_failures, object_failure
 from cubeinstall.kube.objects import (
     DIGEST_ANNOTATION,
@@ -46,7 +46,6 @@ from cubeinstall.kube.resolution import (
     resolve_deferred,
 )
 from cubeinstall.kube.retry import (
-    Outage,
     call_with_retry,
     is_transient,
     namespace_not_yet,
@@ -75,7 +74,7 @@ class Engine:
     def __init__(self, client: KubeClient, stage: str, options: Options, out: Any = None):
         self.client, self.stage, self.options, self.out = client, stage, options, out
         self.deadline = time.monotonic() + options.stage_seconds
-        self.outage = Outage(options.object_seconds)
+        self.outage = client.outage  # one budget for every call to this cluster in the run
         self.pool = ThreadPoolExecutor(max_workers=options.workers,
                                        thread_name_prefix=f"apply-{stage}")
 
@@ -103,13 +102,22 @@ class Engine:
         """``request()`` retried by error class within the object's deadline and the outage budget."""
         def transient(error: Exception) -> bool:
             return ((is_transient(error) or (also is not None and also(error)))
-                    and self.outage.allows_retry(error))
+                    and self.outage.allows_retry(isinstance(error, Unreachable)))
 
         def answered() -> T:
             result = request()
             self.outage.answered()
             return result
-        return call_with_retry(answered, self.object_deadline(), transient=transient)
+        return call_with_retry(answered, self.object_deadline(), transient=transient,
+                               on_retry=self.retrying)
+
+    def retrying(self, error: Exception, delay: float) -> None:
+        """Say on stderr that an unreachable server is being waited for (not silent minutes)."""
+        if not isinstance(error, Unreachable) or self.out is None:
+            return
+        note = self.outage.retrying()
+        if note:
+            self.out.warn(f"{error.message}; {note}", stage=self.stage)
 
     # -- the run ----------------------------------------------------------------------------
 

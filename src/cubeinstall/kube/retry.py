@@ -10,11 +10,11 @@ message, because waiting cannot fix a wrong object.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from cubeinstall.core.outage import Outage
 from cubeinstall.kube.errors import (
     Conflict,
     Forbidden,
@@ -25,6 +25,8 @@ from cubeinstall.kube.errors import (
 )
 
 T = TypeVar("T")
+
+__all__ = ["Outage", "call_with_retry", "is_transient", "namespace_not_yet", "unserved_message"]
 
 WEBHOOK_NOT_SERVING = "failed calling webhook"
 
@@ -48,32 +50,6 @@ def namespace_not_yet(error: Exception) -> bool:
     the namespace itself just means it does not exist.
     """
     return isinstance(error, NotFound) and error.details.get("kind") == "namespaces"
-
-
-class Outage:
-    """How long the API server has been unreachable, shared by every call of a run.
-
-    Each object has its own deadline, so without this a run of 600 objects
-    against a dead server would wait 600 deadlines; with it, once the server
-    has been silent for ``budget`` seconds every call gives up.
-    """
-
-    def __init__(self, budget: float):
-        self.budget = budget
-        self.since: float | None = None
-        self._lock = threading.Lock()
-
-    def allows_retry(self, error: Exception) -> bool:
-        if not isinstance(error, Unreachable):
-            self.answered()  # any HTTP answer means the server is back
-            return True
-        with self._lock:
-            if self.since is None:
-                self.since = time.monotonic()
-            return time.monotonic() - self.since < self.budget
-
-    def answered(self) -> None:
-        self.since = None
 
 
 def backoff_delays(first: float = 0.2, cap: float = 5.0):

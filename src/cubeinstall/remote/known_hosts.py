@@ -51,7 +51,7 @@ class KnownHosts:
     def prepare(self, client: paramiko.SSHClient, hostname: str, port: int) -> None:
         """Give ``client`` the recorded keys of this host (first line per key type, as
         paramiko) and the policy for a host that has none."""
-        name = hostname if port == 22 else f"[{hostname}]:{port}"
+        name = entry_name(hostname, port)
         host_keys, types = client.get_host_keys(), set()
         for key in self._keys_for(name):
             if key.get_name() not in types:
@@ -115,15 +115,22 @@ class KnownHosts:
                  "on its console), then run again with --trust-new-hosts to record it",
         )
 
-    def changed_error(self, label: str, exc: paramiko.BadHostKeyException) -> HostError:
+    def changed_error(self, label: str, exc: paramiko.BadHostKeyException,
+                      port: int = 22) -> HostError:
+        name = entry_name(exc.hostname, port)  # paramiko names the host without its port
         return HostError(
             label,
-            f"HOST KEY CHANGED for {exc.hostname}: known_hosts {self.path} has "
+            f"HOST KEY CHANGED for {name}: known_hosts {self.path} has "
             f"{fingerprint(exc.expected_key)}, the server offered {fingerprint(exc.key)}; "
             "refusing to connect (someone may be intercepting the connection)",
             hint=f"if the host was reinstalled, verify the new key and remove the old entry: "
-                 f"ssh-keygen -R '{exc.hostname}' -f {self.path}",
+                 f"ssh-keygen -R '{name}' -f {self.path}",
         )
+
+
+def entry_name(hostname: str, port: int) -> str:
+    """How known_hosts names a host: ``host``, or ``[host]:port`` off port 22."""
+    return hostname if port == 22 else f"[{hostname}]:{port}"
 
 
 def _matches(name: str, pattern: str) -> bool:

@@ -44,7 +44,8 @@ def run_on_nodes(ctx: RunContext, stage: str, nodes: Sequence[Node], work: HostW
     connections = pool_for(ctx)
     workers = min(ctx.site.ssh.parallel, len(nodes))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ssh-{stage}") as threads:
-        reports = list(threads.map(lambda node: _run_one(node, connections, work, write), nodes))
+        reports = list(threads.map(
+            lambda node: _finished(ctx, stage, _run_one(node, connections, work, write)), nodes))
     for report in reports:
         for warning in report.warnings:
             ctx.out.warn(f"{report.name}: {warning}", stage=stage, host=report.name)
@@ -79,6 +80,19 @@ def _run_one(node: Node, connections, work: HostWork, write: bool) -> HostReport
     if host is not None:
         report.changes, report.warnings = host.changes, host.warnings
     report.seconds = time.monotonic() - started
+    return report
+
+
+def _finished(ctx: RunContext, stage: str, report: HostReport) -> HostReport:
+    """Say a host's result as soon as it is known (the table waits for the slowest host)."""
+    if report.error:
+        message = f"  ✖ {report.name}: failed: {report.error.splitlines()[0]}"
+    else:
+        message = (f"  ✔ {report.name}: "
+                   + (f"{report.changed} changed" if report.changed else "unchanged")
+                   + f" ({report.seconds:.1f}s)")
+    ctx.out.event("host-done", stage=stage, host=report.name, changed=report.changed,
+                  failed=bool(report.error), seconds=round(report.seconds, 2), message=message)
     return report
 
 

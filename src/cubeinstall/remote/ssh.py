@@ -72,7 +72,7 @@ class Connection:
             raise self.known_hosts.unknown_error(label, exc) from None
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise self.known_hosts.changed_error(label, exc) from None
+            raise self.known_hosts.changed_error(label, exc, endpoint.port) from None
         except paramiko.AuthenticationException as exc:
             client.close()
             tried = ", ".join(filter(None, [

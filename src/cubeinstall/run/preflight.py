@@ -10,7 +10,7 @@ registry through GET /v2/, MySQL through a login.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 from cubeinstall.core.context import RunContext
@@ -24,7 +24,7 @@ TESTED_KUBERNETES = ((1, 28), (1, 36))
 @dataclass(frozen=True)
 class Finding:
     check: str
-    grade: str  # ok | warning | error
+    grade: str  # ok | warning | error | ignored (an error --ignore accepts)
     message: str
     hint: str = ""
 
@@ -172,15 +172,21 @@ def storage_mounted(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     from cubeinstall.remote.probe import unmounted_nodes
 
     will_mount = any(stage.name == "storage" for stage in stages)
-    for node, problem in unmounted_nodes(ctx):
-        grade = "warning" if will_mount else "error"
-        yield Finding("storage-mounted", grade,
-                      f"node {node}: {problem}"
-                      + (" (the storage stage of this run will mount it)" if will_mount else ""),
-                      "run the storage stage, or mount the shared file system by hand")
-        if not will_mount:
-            return
-    yield Finding("storage-mounted", "ok", f"{ctx.site.storage.mount_point} checked on every node")
+    unmounted = f"{ctx.site.storage.mount_point} is not mounted"
+    problems = unmounted_nodes(ctx)
+    for node, problem in problems:
+        if problem != unmounted:  # the host could not be asked: never "ok", never "will mount"
+            yield Finding("storage-mounted", "error", f"node {node}: cannot check: {problem}",
+                          "check the address, SSH credentials and sudo rights in site.yaml")
+        elif will_mount:
+            yield Finding("storage-mounted", "warning", f"node {node}: {problem} (the storage "
+                          "stage of this run will mount it)")
+        else:
+            yield Finding("storage-mounted", "error", f"node {node}: {problem}",
+                          "run the storage stage, or mount the shared file system by hand")
+    if not problems:
+        yield Finding("storage-mounted", "ok",
+                      f"{ctx.site.storage.mount_point} is mounted on every node")
 
 
 def registry_login(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
@@ -230,20 +236,24 @@ def run_preflight(ctx: RunContext, stages: list[Stage], ignore: Iterable[str] = 
                           hint=f"checks are: {', '.join(CHECK_IDS)}")
     findings: list[Finding] = []
     for check_id, check, applies in CHECKS:
-        if check_id in ignored or not applies(ctx, stages):
+        if not applies(ctx, stages):
             continue
         try:
-            findings.extend(check(ctx, stages))
+            found = list(check(ctx, stages))
         except CubeError as exc:  # the check could not even ask: that is its finding
-            findings.append(Finding(check_id, "error", exc.message, exc.hint or ""))
+            found = [Finding(check_id, "error", exc.message, exc.hint or "")]
+        if check_id in ignored:  # still run and listed, so the user sees what is accepted
+            found = [replace(f, grade="ignored") if f.grade != "ok" else f for f in found]
+        findings.extend(found)
     for finding in findings:
         ctx.out.event("preflight", check=finding.check, grade=finding.grade,
                       message=f"  {finding.grade:7} {finding.check}: {finding.message}"
                               + (f" — {finding.hint}" if finding.grade != "ok" and finding.hint else ""))
     errors = [f for f in findings if f.grade == "error"]
     if errors:
+        failed = sorted({f.check for f in errors})
         raise PreflightError(
-            f"preflight: {len(errors)} check(s) failed, nothing was changed: "
-            + "; ".join(f"{f.check}: {f.message}" for f in errors),
+            f"preflight: {len(errors)} problem(s) in {', '.join(failed)} (listed above); "
+            "nothing was changed",
             hint="fix them, or pass --ignore ID for a check you accept to fail")
     return findings

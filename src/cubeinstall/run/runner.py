@@ -168,12 +168,16 @@ def _run_stage(ctx: RunContext, attempt: Attempt, journal: "Journal | None") -> 
     return StageResult(stage.name, "ok", changes)
 
 
-def report_changes(ctx: RunContext, stage: str, changes: list[Change]) -> None:
+def report_changes(ctx: RunContext, stage: str, changes: list[Change], *,
+                   name_stage: bool = False) -> None:
+    """One line per change; ``name_stage``: each line starts with the stage (a plan, whose
+    lines have no stage heading above them)."""
     for change in changes:
         fields = change.as_event()
         message = None
         if change.changes_something or ctx.out.verbose:
-            message = f"  {change.action:9} {change.target}" + (f"  ({change.detail})" if change.detail else "")
+            message = (f"  {stage + ':  ' if name_stage else ''}{change.action:9} {change.target}"
+                       + (f"  ({change.detail})" if change.detail else ""))
         ctx.out.event("change", stage=stage, message=message, **fields)
         if change.diff and (change.changes_something or ctx.out.verbose) and not ctx.out.json_mode:
             ctx.out.text(_indent(change.diff))

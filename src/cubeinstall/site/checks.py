@@ -15,11 +15,16 @@ Problem = tuple[tuple, str]
 
 
 def check_site(site: Site) -> list[Problem]:
+    """Every rule's problems. ``site`` may be partial (built by the loader from the sections
+    that validated while others did not): a rule that reads a missing section is skipped."""
     problems: list[Problem] = []
     for rule in (_unique_nodes, _components_known, _component_options_supported,
                  _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters,
                  _cube_environment):
-        problems.extend(rule(site))
+        try:
+            problems.extend(list(rule(site)))
+        except AttributeError:  # a section this rule reads did not validate
+            continue
     return problems
 
 

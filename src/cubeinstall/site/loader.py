@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cubeinstall.core.errors import ConfigError
-from cubeinstall.core.yamlio import Position, load_with_positions
+from cubeinstall.core.yamlio import DuplicateKey, Position, load_with_positions
 from cubeinstall.site.checks import check_site
 from cubeinstall.site.model import DNS_LABEL_PATTERN, NFS, CephFS, LocalStorage, Site
 
@@ -32,36 +32,66 @@ def load_site(path: str | Path) -> Site:
 
 
 def parse_site(text: str, path: Path) -> Site:
+    duplicates: list[DuplicateKey] = []
     try:
-        data, positions = load_with_positions(text)
+        data, positions = load_with_positions(text, duplicates)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}",
-                          hint="fix the syntax at that line (indentation, quotes, colons)") from None
+        raise _yaml_error(exc, text, path) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1:1: a site file is a mapping (site:, domain:, nodes:, ...)",
                           hint="start from `cubeinstall init`")
 
+    problems = [_format(path, item.position, item.path,
+                        f"given twice (first at line {item.first.line}); keep one")
+                for item in duplicates]
     context = {"base_dir": str(path.parent.resolve())}
     try:
         site = Site.model_validate(data, context=context)
     except ValidationError as exc:
         errors = exc.errors()
-        problems = [
+        problems += [
             _describe(error, path, positions)
             for error in errors
             if not _is_consequence(error, errors)
         ]
-        raise _config_error(path, problems) from None
-
-    problems = [
+        site = _valid_sections(data, context, {error["loc"][0] for error in errors if error["loc"]})
+    problems += [
         _format(path, _position_of(loc, positions), loc, message)
         for loc, message in check_site(site)
     ]
     if problems:
         raise _config_error(path, problems)
+    return site
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, path: Path) -> ConfigError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+    if "\t" in problem or "\t" in line[: mark.column + 1 if mark else 0]:
+        return ConfigError(f"{where}: not valid YAML: a tab character; YAML indents with spaces",
+                           hint="use spaces, not tabs, in the site file")
+    return ConfigError(f"{where}: not valid YAML: {problem}",
+                       hint="fix the syntax at that line (indentation, quotes, colons)")
+
+
+def _valid_sections(data: dict, context: dict, failed: set) -> Site:
+    """A Site of the top-level sections that validated on their own (the others left out),
+    so that the cross-field rules still run: every problem is reported in one run. A rule
+    that reads a section left out raises AttributeError and is skipped by check_site."""
+    sections = {}
+    for name, field in Site.model_fields.items():
+        if name in failed or name not in data:
+            continue
+        try:
+            sections[name] = TypeAdapter(Annotated[field.annotation, field]).validate_python(
+                data[name], context=context)
+        except ValidationError:
+            continue
+    site = Site.model_construct(**sections)
+    for name in failed:  # absent, not defaulted: a rule must not judge the default
+        site.__dict__.pop(name, None)
     return site
 
 
@@ -83,7 +113,9 @@ def _describe(error: dict, path: Path, positions: dict) -> str:
     if kind == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}" + _suggestion(raw_loc)
     elif kind == "missing":
-        message = "required but missing"
+        message = "required but missing" + _MISSING_HINTS.get(loc[-1], "")
+    elif kind in ("tuple_type", "list_type") and isinstance(error.get("input"), (str, int, float)):
+        message = f"write a list: [{error['input']}]"
     elif kind == "string_pattern_mismatch":
         message = _PATTERN_MEANING.get(error["ctx"]["pattern"], f"must match {error['ctx']['pattern']}")
         if not _names_a_secret(loc):
@@ -104,6 +136,10 @@ def _is_consequence(error: dict, errors: list[dict]) -> bool:
     loc = tuple(error["loc"])
     return any(tuple(other["loc"])[: len(loc)] == loc and other is not error for other in errors)
 
+
+_MISSING_HINTS = {
+    "roles": ": a node needs its kind and workloads, e.g. roles: [cpu, train, notebook, service]",
+}
 
 _PATTERN_MEANING = {
     DNS_LABEL_PATTERN: "must be a DNS label: lower-case letters, digits and '-', at most 63",

@@ -29,7 +29,7 @@ from cubeinstall.site.secrets import Secret
 
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 _DNS_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([-A-Za-z0-9_]{0,62})?(\.[A-Za-z0-9_]([-A-Za-z0-9_]{0,62})?)*\.?$")
 
 DNS_LABEL_PATTERN = rf"^{_DNS_LABEL}$"
 Name = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, max_length=63)]
@@ -39,6 +39,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 def _expand_path(value: str | None, info: ValidationInfo) -> Path | None:
     if value is None:
         return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"must be one path, a string (got a {_yaml_type(value)})")
     path = Path(os.path.expanduser(str(value)))
     if not path.is_absolute():
         path = Path((info.context or {}).get("base_dir", ".")) / path
@@ -53,6 +55,44 @@ def _absolute_posix(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
+def _yaml_type(value: object) -> str:
+    return {list: "list", tuple: "list", dict: "mapping", bool: "boolean", int: "number",
+            float: "number"}.get(type(value), type(value).__name__)
+
+
+def _host(value: str) -> str:
+    """An IP address or a host name; all digits and dots must be a valid IPv4 address."""
+    if ":" in value or re.fullmatch(r"[0-9.]+", value):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"not a valid IP address: {value!r}") from None
+    elif not _HOST_NAME.match(value) or len(value) > 253:
+        raise ValueError(f"not a host name or IP address: {value!r}")
+    return value
+
+
+def _host_port(value: str) -> str:
+    """host[:port], [IPv6][:port]; the port in 1-65535."""
+    host, port = value, None
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"not a host[:port]: {value!r}")
+        port = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if port is not None:
+        if not port.isdigit():
+            raise ValueError(f"not a host[:port]: {value!r} (the port is a number)")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"port out of range (1-65535) in {value!r}")
+    _host(host)
+    return value
+
+
+Host = Annotated[str, AfterValidator(_host)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
 LocalPath = Annotated[Path, Field(description="a local file path, relative to site.yaml")]
 NodePath = Annotated[str, AfterValidator(_absolute_posix)]
 
@@ -97,11 +137,7 @@ class Registry(Model):
             raise ValueError(
                 f"registry host must not have a scheme: write {value.split('://', 1)[1].rstrip('/')!r}"
             )
-        if not _HOST_PORT.match(value):
-            raise ValueError(f"not a host[:port]: {value!r}")
-        if ":" in value and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
-            raise ValueError(f"port out of range in {value!r}")
-        return value
+        return _host_port(value)
 
     @property
     def prefix(self) -> str:
@@ -144,7 +180,7 @@ class SSH(Model):
 
 class Node(Model):
     name: Name
-    address: str = Field(description="IP or host name the installer connects to")
+    address: Host = Field(description="IP or host name the installer connects to")
     ssh_alias: str | None = Field(
         default=None, description="a Host entry of ~/.ssh/config to use instead of address"
     )
@@ -154,7 +190,7 @@ class Node(Model):
     password: Secret | None = None
     sudo: bool | None = Field(default=None, description="default: true when the user is not root")
     sudo_password: Secret | None = None
-    roles: tuple[Role, ...] = ()
+    roles: tuple[Role, ...] = Field(description="required: its kind (cpu or gpu) and more")
     org: Name = "public"
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -191,23 +227,15 @@ class _StorageBase(Model):
 
 class CephFS(_StorageBase):
     type: Literal["cephfs"]
-    monitors: tuple[str, ...] = Field(min_length=1)
+    monitors: tuple[HostPort, ...] = Field(min_length=1)
     path: NodePath = "/"
     user: str = "admin"
     secret: Secret
 
-    @field_validator("monitors")
-    @classmethod
-    def _monitor_addresses(cls, monitors: tuple[str, ...]) -> tuple[str, ...]:
-        for monitor in monitors:
-            if not _HOST_PORT.match(monitor):
-                raise ValueError(f"monitor must be host[:port], got {monitor!r}")
-        return monitors
-
 
 class NFS(_StorageBase):
     type: Literal["nfs"]
-    server: str
+    server: Host
     export: NodePath
 
 
@@ -248,7 +276,7 @@ class MySQLTLS(Model):
 
 class MySQL(Model):
     mode: Literal["in-cluster", "external"] = "in-cluster"
-    host: str | None = Field(default=None, description="external MySQL host")
+    host: Host | None = Field(default=None, description="external MySQL host")
     port: Port = 3306
     user: str = "root"
     password: Secret = Field(description="password of `user` (in-cluster: the root password)")
@@ -260,7 +288,7 @@ class MySQL(Model):
 
 class Redis(Model):
     mode: Literal["in-cluster", "external"] = "in-cluster"
-    host: str | None = None
+    host: Host | None = None
     port: Port = 6379
     password: Secret
 

@@ -6,7 +6,9 @@ throwaway demos; it is still held and masked as a secret.)
 
 A ``Secret`` never shows its value in str/repr/JSON; every value resolved is
 also registered with ``output.redact`` so that no printed text can carry it,
-even when a library embeds it in an exception message.
+even when a library embeds it in an exception message. A value shorter than
+``redaction.MIN_SECRET_LENGTH`` cannot be masked without garbling ordinary
+words, so the site refuses it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ class Secret:
 def _validate_secret(value: Any, info: core_schema.ValidationInfo) -> Secret:
     if isinstance(value, Secret):
         return value
+    return _long_enough(_resolve(value, info))
+
+
+def _long_enough(secret: Secret) -> Secret:
+    if len(secret.reveal()) < redaction.MIN_SECRET_LENGTH:
+        raise PydanticCustomError(
+            "secret_too_short",
+            "the secret ({source}) is shorter than {minimum} characters: too short to be masked "
+            "safely in output; use a longer value",
+            {"source": secret.source, "minimum": redaction.MIN_SECRET_LENGTH},
+        )
+    return secret
+
+
+def _resolve(value: Any, info: core_schema.ValidationInfo) -> Secret:
     base_dir = Path((info.context or {}).get("base_dir", "."))
     if isinstance(value, dict):
         if set(value) != {"file"} or not isinstance(value["file"], str):
