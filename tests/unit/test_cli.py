@@ -415,3 +415,23 @@ def test_offline_plan_lines_carry_the_stage():
     assert any(line.startswith("namespaces:  create    Namespace infra  (") for line in lines)
     assert any(line.startswith("pv-pvc:  create") for line in lines)
     assert all(line.split(":")[0] in ("namespaces", "pv-pvc") for line in lines), lines
+
+
+def test_a_site_mistake_found_inside_a_stage_exits_2_not_1(monkeypatch, capsys):
+    """A ConfigError raised while a stage runs means nothing was changed and the site file is
+    wrong: exit 2 with its hint, never wrapped into a failed stage (exit 1)."""
+    from cubeinstall.core.errors import ConfigError
+    from cubeinstall.stages.contract import StageCode
+
+    def site_mistake(code, ctx, objects=None):
+        raise ConfigError("node_prep.firewall: a value the stage cannot use",
+                          hint="fix it in site.yaml")
+
+    monkeypatch.setattr(StageCode, "plan", site_mistake)
+    monkeypatch.setattr(StageCode, "apply", site_mistake)
+    code, out, _ = run_cli(["--json", "--yes", "stage", "node-prep", "-c", str(EXAMPLE_SITE)],
+                           capsys)
+    assert code == 2, out
+    events = json_events(out)
+    assert not [e for e in events if e["event"] == "stage-failed"]
+    assert events[-1]["event"] == "error" and events[-1]["hint"] == "fix it in site.yaml"

@@ -10,8 +10,11 @@ backwards. Kinds not in the table (custom resources) come last.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Callable, TypeVar
 
 from cubeinstall.kube.objects import api_group
+
+T = TypeVar("T")
 
 PHASES = ("namespaces", "crds", "cluster-rbac", "config", "volumes", "storage", "services",
           "workloads", "webhooks", "custom-resources")
@@ -80,14 +83,16 @@ def phase_of(obj: dict) -> int:
     return phase_index(api_group(obj.get("apiVersion", "")), obj.get("kind", ""))
 
 
-def by_phase(objects: Iterable[dict]) -> list[tuple[str, list[dict]]]:
-    """Objects grouped by phase, in apply order; input order kept inside a phase."""
-    buckets: dict[int, list[dict]] = {}
+def by_phase(objects: Iterable[T], phase: Callable[[T], int] = phase_of) -> list[tuple[str, list[T]]]:
+    """Objects (or anything ``phase`` ranks) grouped by phase, in apply order; input order
+    kept inside a phase."""
+    buckets: dict[int, list[T]] = {}
     for obj in objects:
-        buckets.setdefault(phase_of(obj), []).append(obj)
+        buckets.setdefault(phase(obj), []).append(obj)
     return [(PHASES[index], buckets[index]) for index in sorted(buckets)]
 
 
-def deletion_order(objects: Iterable[dict]) -> list[tuple[str, list[dict]]]:
+def deletion_order(objects: Iterable[T], phase: Callable[[T], int] = phase_of
+                   ) -> list[tuple[str, list[T]]]:
     """The reverse: custom resources first, namespaces last."""
-    return list(reversed(by_phase(objects)))
+    return list(reversed(by_phase(objects, phase)))

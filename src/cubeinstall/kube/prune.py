@@ -35,7 +35,7 @@ from cubeinstall.kube.objects import (
     stage_selector,
     unmanaged_labels_patch,
 )
-from cubeinstall.kube.order import phase_index
+from cubeinstall.kube.order import deletion_order, phase_index
 from cubeinstall.kube.retry import call_with_retry
 
 # Made by controllers, never by us (a Service's labels are copied onto its endpoints).
@@ -134,13 +134,10 @@ def delete_found(client: KubeClient, found: list[Found], *, stage: str, purge: b
                  pool: ThreadPoolExecutor, report: Report, why: str) -> list[Change]:
     """Delete in reverse phase order, waiting for each phase to be gone."""
     changes: list[Change] = []
-    phases: dict[int, list[Found]] = {}
-    for item in found:
-        phases.setdefault(phase_index(item.key.group, item.key.kind), []).append(item)
     stuck: list[str] = []
-    for index in sorted(phases, reverse=True):
+    for _, phase in deletion_order(found, lambda item: phase_index(item.key.group, item.key.kind)):
         doomed = []
-        for item in sorted(phases[index], key=lambda f: f.key):
+        for item in sorted(phase, key=lambda f: f.key):
             if (item.key.group, item.key.kind) in RELEASE_ONLY:
                 if not dry_run:
                     _release(client, item, stage_deadline)
