@@ -244,3 +244,31 @@ def test_stop_undoes_every_host_change(tmp_path, real_node_cluster: KubeCluster,
     after = host_state(session_node)
     assert {k: v for k, v in after.items() if v != before[k]} == {}, \
         {k: (before[k], after[k]) for k in after if after[k] != before[k]}
+
+
+def test_a_node_that_cannot_start_fails_with_the_log_tail_and_leaves_nothing(
+        tmp_path, real_node_cluster: KubeCluster):
+    """containerd replaced by a program that fails at once: start() raises naming it,
+    quoting its log, and has already undone the namespaces, veth and cgroups."""
+    tools = build.toolset()
+    broken = build.Toolset(tools.version, tmp_path / "tools")
+    broken.bin_dir.mkdir(parents=True)
+    for binary in tools.bin_dir.iterdir():
+        (broken.bin_dir / binary.name).symlink_to(binary)
+    (broken.bin_dir / "containerd").unlink()
+    (broken.bin_dir / "containerd").write_text(
+        "#!/bin/sh\necho 'containerd stand-in: cannot start (on purpose)' >&2\nexit 3\n")
+    (broken.bin_dir / "containerd").chmod(0o755)
+    broken.images_dir.mkdir()
+    (broken.images_dir / "pause.oci.tar").symlink_to(tools.pause_archive)
+    control_plane = real_node_cluster.control_plane
+    node = realnode.RealNode(tmp_path / "node", realnode.RealNodeSpec("broken1"), tools=broken,
+                             server=control_plane.server,
+                             ca_cert=control_plane.workdir / "pki" / "ca.crt",
+                             ca_key=control_plane.workdir / "pki" / "ca.key")
+    with pytest.raises(realnode.RealNodeError) as failure:
+        node.start(timeout=30)
+    message = str(failure.value)
+    assert "broken1-containerd" in message and "exited with code 3" in message, message
+    assert "containerd stand-in: cannot start (on purpose)" in message, message
+    assert node.leftovers() == []
