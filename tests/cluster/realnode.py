@@ -45,6 +45,7 @@ kubelet needs ``failCgroupV1: false`` and ``failSwapOn: false``.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -198,6 +199,58 @@ def _pids_in_namespace(ns: str, kind: str) -> list[int]:
     return pids
 
 
+CGROUP_NAME = re.compile(r"cubeinstall-.+-(\d+)-\d+")
+
+
+def sweep_stale_nodes() -> list[str]:
+    """Remove what real nodes of dead test runs left (a run killed with SIGKILL: its
+    children die with it, but the runc shims, their containers, the node's namespaces
+    that they hold and the cgroups stay).  Returns what was removed.
+
+    Stale: a shim whose mount namespace has no holder (``sleep infinity``) left; a
+    cgroup ``cubeinstall-<node>-<pid>-<n>`` whose creating process is gone.
+    """
+    removed = []
+    by_ns: dict[str, list[tuple[int, str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            ns = os.readlink(entry / "ns" / "mnt")
+        except OSError:
+            continue
+        by_ns.setdefault(ns, []).append((int(entry.name), cmdline[0].decode(errors="replace")))
+    for ns, procs in by_ns.items():
+        shims = [pid for pid, exe in procs if exe.endswith("containerd-shim-runc-v2")]
+        holders = [pid for pid, exe in procs if exe in ("sleep", "/usr/bin/sleep", "/bin/sleep")]
+        if shims and not holders and ns != _ns_inode(os.getpid(), "mnt"):
+            for pid in shims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            removed.append(f"shims {shims} of a node whose namespaces were abandoned")
+    for hierarchy in _hierarchies():
+        stale = [Path(d) for d, _, _ in os.walk(hierarchy)
+                 if (m := CGROUP_NAME.fullmatch(Path(d).name)) and not pid_alive(int(m.group(1)))]
+        for top in stale:
+            for directory in sorted((Path(d) for d, _, _ in os.walk(top)),
+                                    key=lambda p: len(p.parts), reverse=True):
+                for _ in range(50):
+                    with contextlib.suppress(OSError):
+                        for pid in (directory / "cgroup.procs").read_text().split():
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(int(pid), signal.SIGKILL)
+                    try:
+                        directory.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+            removed.append(f"cgroup {top}")
+    return removed
+
+
 def _attachable(state: dict) -> dict:
     """A process state whose argv[0] is what runs (nsenter execs the command after --),
     so ManagedProcess.running() of a re-attached process recognises it."""
@@ -294,6 +347,7 @@ class RealNode:
 
     def _start(self, timeout: float) -> None:
         require_host()
+        sweep_stale_nodes()
         self.workdir.mkdir(parents=True, exist_ok=True)
         for sub in ("root", "state", "containerd", "logs"):
             (self.workdir / sub).mkdir(exist_ok=True)
@@ -354,12 +408,12 @@ class RealNode:
     def _ctr(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(self._in_node(str(self.tools.binary("ctr")), "--address",
                                             CONTAINERD_SOCKET, *args),
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, check=False)
 
     def run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """A command inside the node's namespaces (e.g. ``ip addr``, ``ctr``)."""
         return subprocess.run(self._in_node(*argv), capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
 
     def relay(self, address: str) -> None:
         """Make the host's ``127.0.0.1:PORT`` reachable from the node at the same address."""
@@ -438,8 +492,8 @@ class RealNode:
             f"mount -t overlay overlay -o lowerdir=/,upperdir={s}/upper,workdir={s}/work {r}",
             *(f"mount --rbind /{d} {r}/{d}" for d in ("proc", "sys", "dev")),
             f"mount -t tmpfs -o size=1g,mode=0755 tmpfs {r}/run",
-            f"mkdir -p {r}/var/lib/containerd {r}/etc/containerd {r}/etc/cni/net.d "
-            f"{r}/var/lib/kubelet {r}/var/log/pods {r}/data {r}/.oldroot",
+            (f"mkdir -p {r}/var/lib/containerd {r}/etc/containerd {r}/etc/cni/net.d "
+             f"{r}/var/lib/kubelet {r}/var/log/pods {r}/data {r}/.oldroot"),
             f"mount --bind {q(str(w / 'containerd'))} {r}/var/lib/containerd",
             f"cp {q(str(f / 'containerd.toml'))} {r}/etc/containerd/config.toml",
             f"cp {q(str(f / 'cni.conflist'))} {r}/etc/cni/net.d/10-cubeinstall.conflist",
@@ -474,7 +528,7 @@ class RealNode:
             ["nsenter", "-t", holder, "-n", "ip", "link", "set", "eth0", "up"],
         ]
         for argv in steps:
-            result = subprocess.run(argv, capture_output=True, text=True)
+            result = subprocess.run(argv, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 raise RealNodeError(f"real node {self.name}: {' '.join(argv)} failed: "
                                     f"{result.stderr.strip()}")
@@ -610,7 +664,8 @@ state = "/run/containerd"
             while self._interface_exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             if self._interface_exists():
-                subprocess.run(["ip", "link", "del", self.host_interface], capture_output=True)
+                subprocess.run(["ip", "link", "del", self.host_interface], capture_output=True,
+                               check=False)
                 if self._interface_exists():
                     errors.append(f"interface {self.host_interface} is still there")
         shutil.rmtree(self.workdir / "containerd", ignore_errors=True)

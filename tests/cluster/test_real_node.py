@@ -11,21 +11,21 @@ server's own last log lines, and stopping a node undoes every host change.
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import subprocess
+import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.cluster import build, realnode, testimages
-from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import REAL_NODE_PIN, KubeCluster, start_control_plane
 from tests.cluster.nodes import DEFAULT_NODES
 from tests.servers.registry import RegistryServer, start_registry
 
 pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parents[2]
 
 PASSWORD = "real-Node pw"
 
@@ -272,3 +272,45 @@ def test_a_node_that_cannot_start_fails_with_the_log_tail_and_leaves_nothing(
     assert "broken1-containerd" in message and "exited with code 3" in message, message
     assert "containerd stand-in: cannot start (on purpose)" in message, message
     assert node.leftovers() == []
+
+
+KILLED_RUN = r"""
+import sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/src"]
+from kubernetes import client
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.realnode import RealNodeSpec
+cp = ControlPlane(sys.argv[2], nodes=(), real_node=RealNodeSpec("killed1", taints=())).start()
+api = client.CoreV1Api(cp.api_client())
+api.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {"containers": [
+    {"name": "c", "image": "127.0.0.1:9/nothing/here:1"}]}})
+while not api.read_namespaced_pod("p", "default").status.pod_ip:  # its sandbox runs
+    time.sleep(0.2)
+print("running", flush=True)
+time.sleep(600)
+"""
+
+
+def test_what_a_killed_run_leaves_is_swept_by_the_next_start(tmp_path,
+                                                             real_node_cluster: KubeCluster):
+    """A test run killed with SIGKILL: its children die with it, but a pod sandbox's shim
+    holds the node's namespaces and the cgroups stay. The next node start sweeps them."""
+    session_node = real_node_cluster.control_plane.real_node
+    before = host_state(session_node)
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(REPO), str(tmp_path / "cp")],
+                           stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert run.stdout.readline().strip() == "running"
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    left = host_state(session_node)
+    assert left["cgroups"] > before["cgroups"] and left["links"] != before["links"]
+    assert left["node processes"], "no shim outlived the killed run: nothing to sweep"
+
+    removed = realnode.sweep_stale_nodes()
+    assert removed, "the sweep found nothing"
+    wait_for(lambda: host_state(session_node)["links"] == before["links"],
+             "the killed node's veth to go with its namespaces", timeout=30)
+    after = host_state(session_node)
+    assert {k: (before[k], v) for k, v in after.items() if v != before[k]} == {}

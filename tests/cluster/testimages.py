@@ -140,7 +140,7 @@ class TestImageError(RuntimeError):
 
 
 def _run(argv: list[str]) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise TestImageError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result.stdout
@@ -182,7 +182,7 @@ def _libraries(paths: list[str]) -> set[str]:
         with open(path, "rb") as handle:
             if handle.read(4) != b"\x7fELF":
                 continue
-        result = subprocess.run(["ldd", path], capture_output=True, text=True)
+        result = subprocess.run(["ldd", path], capture_output=True, text=True, check=False)
         for line in result.stdout.splitlines():
             match = _LDD_PATH.search(line)
             if match:

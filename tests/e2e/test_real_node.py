@@ -42,7 +42,12 @@ from tests.cluster.nodes import DEFAULT_NODES, FakeNode
 from tests.cluster.realnode import RealNodeSpec
 from tests.e2e.conftest import SITE, cli_environment
 from tests.e2e.harness import Cli, Run
-from tests.servers.registry import TARGET_PASSWORD, TARGET_USER, RegistryServer, start_registry
+from tests.servers.registry import (
+    TARGET_PASSWORD,
+    TARGET_USER,
+    RegistryServer,
+    start_registry,
+)
 
 pytestmark = pytest.mark.e2e
 
