@@ -202,7 +202,7 @@ def _pids_in_namespace(ns: str, kind: str) -> list[int]:
 CGROUP_NAME = re.compile(r"cubeinstall-.+-(\d+)-\d+")
 
 
-def sweep_stale_nodes() -> list[str]:
+def sweep_stale_nodes(bin_dir: Path) -> list[str]:
     """Remove what real nodes of dead test runs left (a run killed with SIGKILL: its
     children die with it, but the runc shims, their containers, the node's namespaces
     that they hold and the cgroups stay).  Returns what was removed.
@@ -218,12 +218,15 @@ def sweep_stale_nodes() -> list[str]:
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             ns = os.readlink(entry / "ns" / "mnt")
+            exe = os.readlink(entry / "exe")
         except OSError:
             continue
-        by_ns.setdefault(ns, []).append((int(entry.name), cmdline[0].decode(errors="replace")))
+        by_ns.setdefault(ns, []).append(
+            (int(entry.name), cmdline[0].decode(errors="replace"), exe))
     for ns, procs in by_ns.items():
-        shims = [pid for pid, exe in procs if exe.endswith("containerd-shim-runc-v2")]
-        holders = [pid for pid, exe in procs if exe in ("sleep", "/usr/bin/sleep", "/bin/sleep")]
+        # Only the shims built here (a machine's own containerd is never touched).
+        shims = [pid for pid, _, exe in procs if exe == str(bin_dir / "containerd-shim-runc-v2")]
+        holders = [pid for pid, argv0, _ in procs if argv0 == HOLDER_ARGV[0]]
         if shims and not holders and ns != _ns_inode(os.getpid(), "mnt"):
             for pid in shims:
                 with contextlib.suppress(ProcessLookupError):
@@ -347,7 +350,7 @@ class RealNode:
 
     def _start(self, timeout: float) -> None:
         require_host()
-        sweep_stale_nodes()
+        sweep_stale_nodes(self.tools.bin_dir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         for sub in ("root", "state", "containerd", "logs"):
             (self.workdir / sub).mkdir(exist_ok=True)

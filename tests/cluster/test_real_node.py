@@ -308,7 +308,7 @@ def test_what_a_killed_run_leaves_is_swept_by_the_next_start(tmp_path,
     assert left["cgroups"] > before["cgroups"] and left["links"] != before["links"]
     assert left["node processes"], "no shim outlived the killed run: nothing to sweep"
 
-    removed = realnode.sweep_stale_nodes()
+    removed = realnode.sweep_stale_nodes(build.toolset().bin_dir)
     assert removed, "the sweep found nothing"
     wait_for(lambda: host_state(session_node)["links"] == before["links"],
              "the killed node's veth to go with its namespaces", timeout=30)
