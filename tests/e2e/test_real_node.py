@@ -68,7 +68,9 @@ def cluster(tmp_path_factory) -> KubeCluster:
     control_plane = start_control_plane(
         tmp_path_factory.mktemp("real-e2e-cluster"), "the e2e control plane with a real node",
         nodes=KWOK_NODES, real_node=RealNodeSpec("real1", taints=()))
-    yield KubeCluster(control_plane.kubeconfig, control_plane)
+    CLUSTER.append(KubeCluster(control_plane.kubeconfig, control_plane))
+    yield CLUSTER[0]
+    CLUSTER.clear()
     control_plane.stop()
 
 
@@ -111,9 +113,38 @@ def cli(tmp_path_factory, cluster: KubeCluster, registry: RegistryServer,
     return Cli(site, cli_environment(workdir, ROOT_PASSWORD), workdir)
 
 
+CLUSTER: list[KubeCluster] = []  # this module's cluster, for what failures print
+
+
 def _ok(run: Run) -> Run:
-    assert run.code == 0, run.explain()
+    assert run.code == 0, run.explain() + (infra_state(CLUSTER[0]) if CLUSTER else "")
     return run
+
+
+def infra_state(cluster: KubeCluster) -> str:
+    """The infra pods (restarts, last state), their log tails and the namespace's events."""
+    from kubernetes import client
+
+    lines = ["", "--- infra namespace on the real node ---"]
+    with cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        for pod in core.list_namespaced_pod("infra").items:
+            for status in pod.status.container_statuses or []:
+                lines.append(f"pod {pod.metadata.name} on {pod.spec.node_name}: ready "
+                             f"{status.ready}, restarts {status.restart_count}, state "
+                             f"{status.state}, last {status.last_state}")
+            for previous in (False, True):
+                try:
+                    log = core.read_namespaced_pod_log(pod.metadata.name, "infra",
+                                                       previous=previous, tail_lines=15)
+                except Exception as exc:  # noqa: BLE001 - no previous container, say so
+                    log = f"({exc.__class__.__name__})"
+                lines.append(f"  log{' (previous)' if previous else ''}:\n    "
+                             + log.replace("\n", "\n    "))
+        for event in core.list_namespaced_event("infra").items[-25:]:
+            lines.append(f"event {event.type} {event.reason} {event.involved_object.name}: "
+                         f"{event.message}")
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
