@@ -227,6 +227,11 @@ def test_mysql_and_redis_run_on_the_real_node(cluster: KubeCluster, registry: Re
 
 
 def test_a_second_run_changes_nothing(cli: Cli, installed: Run):
+    """Forced, the databases stage checks the app user's password on a second connection
+    while its root connection is open: two nested port-forward connections. Known to
+    stall now and then in cubeinstall's python port-forward bridge (the app user's
+    handshake never reaches mysqld, which closes it after connect_timeout: 'connection
+    reset by peer'); two kubectl port-forward sessions do not. Fails until that is fixed."""
     _ok(installed)
     forced = _ok(cli("all", "--force", *ONLY, *IGNORE))
     assert forced.started == list(STAGES)
