@@ -90,7 +90,7 @@ def registry(tmp_path_factory, registry_tls, cluster: KubeCluster) -> RegistrySe
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory, cluster: KubeCluster, registry: RegistryServer,
-        ssh_client_key: Path) -> Cli:
+        ssh_client_key: Path, upstream_server) -> Cli:
     workdir = tmp_path_factory.mktemp("real-e2e")
     data = yaml.safe_load(SITE.read_text())
     data["clusters"][0]["kubeconfig"] = str(cluster.kubeconfig)
@@ -108,9 +108,12 @@ def cli(tmp_path_factory, cluster: KubeCluster, registry: RegistryServer,
                      "app_user": data["mysql"]["app_user"]}
     data["gates"]["services"] = "probe"  # the Redis gate, through a real port-forward
     data["timeouts"]["object_seconds"] = 120
+    data["upstream"]["base_url"] = upstream_server.url  # the loopback mirror
     site = workdir / "site.yaml"
     site.write_text(yaml.safe_dump(data, sort_keys=False))
-    return Cli(site, cli_environment(workdir, ROOT_PASSWORD), workdir)
+    cli = Cli(site, cli_environment(workdir, ROOT_PASSWORD), workdir)
+    _ok(cli("bundle", "fetch"))  # what any stage renders from upstream files, into the empty cache
+    return cli
 
 
 CLUSTER: list[KubeCluster] = []  # this module's cluster, for what failures print
