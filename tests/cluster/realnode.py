@@ -648,13 +648,15 @@ state = "/run/containerd"
         if self._mnt_ns is None and self.processes and self.holder.running():
             self._mnt_ns = _ns_inode(self.holder.pid, "mnt")
             self._net_ns = _ns_inode(self.holder.pid, "net")
+        deadline = time.monotonic() + 10
         for ns, kind in ((self._mnt_ns, "mnt"), (self._net_ns, "net")):
-            if ns:
-                for pid in _pids_in_namespace(ns, kind):
-                    try:
+            while ns and (pids := [p for p in _pids_in_namespace(ns, kind) if pid_alive(p)]):
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                if time.monotonic() > deadline:
+                    break  # reported by leftovers() below
+                time.sleep(0.05)
         for proc in reversed(self.processes):
             try:
                 proc.stop(timeout=5)
@@ -744,7 +746,7 @@ state = "/run/containerd"
         for ns, kind in ((self._mnt_ns, "mnt"), (self._net_ns, "net")):
             if ns:
                 left += [f"pid {pid} in the node's {kind} namespace"
-                         for pid in _pids_in_namespace(ns, kind)]
+                         for pid in _pids_in_namespace(ns, kind) if pid_alive(pid)]
         left += [f"cgroup {d}" for d in self._cgroup_dirs()]
         left += [f"cgroup {d}" for d in self.created_cgroups if Path(d).exists()]
         if self.index is not None and self._interface_exists():
