@@ -11,7 +11,12 @@ site for Kubernetes server binaries, only the Go module proxy.  So the
 control plane is compiled from the ``k8s.io/kubernetes`` module through
 the wrapper module in ``tests/cluster/k8s`` (its go.mod pins the version
 and replaces every staging module; see gomod.py), etcd 3.6 from the wrapper
-module in ``tests/cluster/etcd`` and kwok is ``go install``ed.
+module in ``tests/cluster/etcd`` and kwok is ``go install``ed.  The optional
+real node (realnode.py) adds the kubelet (in the same ``go build`` as the
+control plane), containerd 2.x with its runc shim and ctr (wrapper module
+``tests/cluster/containerd``) and the pause binary every pod sandbox runs,
+compiled with ``gcc -static`` from the kubernetes module's
+``build/pause/linux/pause.c`` and packed as an OCI image archive.
 
 Why not Debian's etcd-server 3.4: the cluster starts with it, but 3.4 has
 no watch progress requests, so the apiserver refuses the WatchList streams
@@ -49,8 +54,20 @@ HERE = Path(__file__).resolve().parent
 K8S_MODULE = HERE / "k8s"
 ETCD_MODULE = HERE / "etcd"
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
+CONTAINERD_MODULE = HERE / "containerd"
+CONTAINERD_COMMANDS = ("containerd", "containerd-shim-runc-v2", "ctr")
+#: No btrfs/devmapper/zfs snapshotters: they need C headers and are never used here.
+CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs"
+#: The pause image every pod sandbox of the real node runs (containerd pins it).
+PAUSE_TAG = "3.10.2"
+PAUSE_IMAGE = f"registry.k8s.io/pause:{PAUSE_TAG}"
+PAUSE_CFLAGS = ("-Os", "-Wall", "-Werror", "-static", f"-DVERSION=v{PAUSE_TAG}-cubeinstall")
 
-K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+                "kubelet")
+#: Parts, in build order; the control plane needs the first three, a real node all.
+PARTS = ("kubernetes", "etcd", "kwok", "containerd", "pause")
+CONTROL_PLANE_PARTS = ("kubernetes", "etcd", "kwok")
 KWOK_VERSION = "v0.8.0"
 KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
 #: Stage files copied out of the kwok module: target name -> path under
@@ -129,6 +146,15 @@ class Toolset:
     def stage_files(self) -> list[Path]:
         return [self.stages_dir / name for name in KWOK_STAGES]
 
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def pause_archive(self) -> Path:
+        """OCI image archive of PAUSE_IMAGE (``ctr images import`` reads it)."""
+        return self.images_dir / "pause.oci.tar"
+
 
 def etcd_override() -> Path | None:
     """An etcd binary named by CUBEINSTALL_ETCD (then none is built)."""
@@ -180,6 +206,35 @@ def _etcd_inputs() -> str:
     )
 
 
+def containerd_version() -> str:
+    """The containerd version the wrapper module requires (e.g. v2.4.2)."""
+    gomod = (CONTAINERD_MODULE / "go.mod").read_text()
+    match = re.search(r"^\s*github\.com/containerd/containerd/v2\s+(v\S+)", gomod, re.M)
+    if not match:
+        raise BuildError(f"{CONTAINERD_MODULE / 'go.mod'} does not require containerd/v2")
+    return match.group(1)
+
+
+def _containerd_ldflags() -> str:
+    # Else `containerd --version` (and the node's containerRuntimeVersion) says 2.x+unknown.
+    return f"-s -w -X github.com/containerd/containerd/v2/version.Version={containerd_version()}"
+
+
+def _containerd_inputs() -> str:
+    return _digest(
+        (CONTAINERD_MODULE / "go.mod").read_bytes(),
+        (CONTAINERD_MODULE / "go.sum").read_bytes(),
+        CONTAINERD_TAGS.encode(),
+        " ".join(CONTAINERD_COMMANDS).encode(),
+        _containerd_ldflags().encode(),
+    )
+
+
+def _pause_inputs(version: str) -> str:
+    return _digest(version.encode(), " ".join(PAUSE_CFLAGS).encode(), PAUSE_IMAGE.encode(),
+                   (HERE / "oci.py").read_bytes())
+
+
 def _kwok_inputs() -> str:
     return _digest(KWOK_VERSION.encode(), json.dumps(KWOK_STAGES, sort_keys=True).encode())
 
@@ -226,6 +281,15 @@ def stale_parts(tools: Toolset) -> dict[str, str]:
         stale["kwok"] = "missing " + ", ".join(kwok_missing)
     elif stamp.get("kwok") != _kwok_inputs():
         stale["kwok"] = f"kwok version or stage list changed (want {KWOK_VERSION})"
+    containerd_missing = [c for c in CONTAINERD_COMMANDS if not (tools.bin_dir / c).is_file()]
+    if containerd_missing:
+        stale["containerd"] = "missing " + ", ".join(containerd_missing)
+    elif stamp.get("containerd") != _containerd_inputs():
+        stale["containerd"] = "tests/cluster/containerd/go.mod, go.sum or build tags changed"
+    if not (tools.bin_dir / "pause").is_file() or not tools.pause_archive.is_file():
+        stale["pause"] = "missing pause or its image archive"
+    elif stamp.get("pause") != _pause_inputs(tools.version):
+        stale["pause"] = "pause build flags, image name or oci.py changed"
     return stale
 
 
@@ -320,6 +384,39 @@ def build_kwok(tools: Toolset) -> None:
     _write_stamp(tools, "kwok", _kwok_inputs())
 
 
+def build_containerd(tools: Toolset) -> None:
+    """containerd 2.x, its runc shim and ctr: one `go build`, like Kubernetes."""
+    _write_stamp(tools, "containerd", None)
+    tools.bin_dir.mkdir(parents=True, exist_ok=True)
+    argv = _go_build(_containerd_ldflags(), str(tools.bin_dir) + os.sep,
+                     [f"github.com/containerd/containerd/v2/cmd/{c}" for c in CONTAINERD_COMMANDS])
+    argv[2:2] = ["-tags", CONTAINERD_TAGS]
+    _run(argv, cwd=CONTAINERD_MODULE, env=_go_env(), what="build containerd")
+    _write_stamp(tools, "containerd", _containerd_inputs())
+
+
+def build_pause(tools: Toolset) -> None:
+    """The pause binary from the pinned kubernetes module's source, and its image."""
+    _write_stamp(tools, "pause", None)
+    if shutil.which("gcc") is None:
+        raise BuildError("gcc is not on PATH (apt-get install gcc libc6-dev): it compiles pause.c")
+    source = _module_dir("k8s.io/kubernetes", tools.version, _go_env()) / "build/pause/linux/pause.c"
+    if not source.is_file():
+        raise BuildError(f"k8s.io/kubernetes@{tools.version} has no {source}")
+    tools.bin_dir.mkdir(parents=True, exist_ok=True)
+    binary = tools.bin_dir / "pause"
+    _run(["gcc", *PAUSE_CFLAGS, "-o", str(binary), str(source)], cwd=tools_tmp_cwd(),
+         env=dict(os.environ), what="compile pause")
+    sys.path.insert(0, str(HERE))
+    import oci  # noqa: PLC0415 - sibling module (this file runs as a script too)
+
+    tools.images_dir.mkdir(parents=True, exist_ok=True)
+    oci.write_archive(tools.pause_archive, PAUSE_IMAGE,
+                      files={"/pause": (binary.read_bytes(), 0o755)},
+                      config={"Entrypoint": ["/pause"], "User": "65535:65535"})
+    _write_stamp(tools, "pause", _pause_inputs(tools.version))
+
+
 def check_etcd_override(tools: Toolset) -> None:
     """A CUBEINSTALL_ETCD binary must exist and be etcd >= 3.4."""
     if tools.etcd is None:
@@ -331,8 +428,9 @@ def check_etcd_override(tools: Toolset) -> None:
         raise BuildError(f"{tools.etcd} is etcd {'.'.join(map(str, version))}; need >= 3.4")
 
 
-def ensure(*, build: bool = True, force: bool = False) -> Toolset:
-    """Return a complete Toolset, building stale parts if ``build``.
+def ensure(*, build: bool = True, force: bool = False,
+           parts: tuple[str, ...] = PARTS) -> Toolset:
+    """Return a Toolset whose ``parts`` are complete, building stale ones if ``build``.
 
     With ``build=False`` (what the pytest fixture uses) a stale or missing
     part is an error telling the user which command to run: a cold build
@@ -340,18 +438,19 @@ def ensure(*, build: bool = True, force: bool = False) -> Toolset:
     """
     tools = toolset()
     check_etcd_override(tools)
-    stale = stale_parts(tools)
+    stale = {part: why for part, why in stale_parts(tools).items() if part in parts}
     if force:
-        stale = {part: "--force" for part in ("kubernetes", "etcd", "kwok")}
+        stale = {part: "--force" for part in parts}
         if tools.etcd is not None:
-            del stale["etcd"]
+            stale.pop("etcd", None)
     if stale and not build:
         reasons = "; ".join(f"{part}: {why}" for part, why in stale.items())
         raise BuildError(
             f"test cluster binaries for Kubernetes {tools.version} are not built ({reasons}). "
             f"Run: python tests/cluster/build.py   (cache: {tools.root})"
         )
-    builders = {"kubernetes": build_kubernetes, "etcd": build_etcd, "kwok": build_kwok}
+    builders = {"kubernetes": build_kubernetes, "etcd": build_etcd, "kwok": build_kwok,
+                "containerd": build_containerd, "pause": build_pause}
     for part, why in stale.items():
         print(f"[testcluster-build] {part} needs a build: {why}", flush=True)
         started = time.monotonic()

@@ -1,6 +1,8 @@
 """`scripts/testcluster`: the test cluster as a long-lived local service.
 
     scripts/testcluster up       # build if needed, start, print KUBECONFIG
+    scripts/testcluster up --real-node [--real-node-label mysql=true ...]
+                                 # plus a real kubelet + containerd node (realnode.py)
     eval "$(scripts/testcluster env)"
     kubectl get nodes            # or: pytest (reuses it through CUBEINSTALL_TEST_KUBECONFIG)
     scripts/testcluster status
@@ -24,6 +26,7 @@ from pathlib import Path
 from . import build
 from .controlplane import STATE_FILE, ControlPlane, ControlPlaneError
 from .processes import ProcessError
+from .realnode import RealNodeSpec
 
 
 def run_dir() -> Path:
@@ -37,7 +40,7 @@ def _attached(directory: Path) -> ControlPlane | None:
     return ControlPlane.attach(directory)
 
 
-def cmd_up(directory: Path) -> int:
+def cmd_up(directory: Path, args: argparse.Namespace) -> int:
     existing = _attached(directory)
     if existing is not None:
         if all(existing.running().values()):
@@ -48,8 +51,15 @@ def cmd_up(directory: Path) -> int:
             return 0
         print("cleaning up a test cluster that is no longer complete", file=sys.stderr)
         existing.stop(remove_logs=False)
-    tools = build.ensure(build=True)
-    control_plane = ControlPlane(directory, tools=tools, detached=True).start()
+    tools = build.ensure(build=True, parts=build.PARTS if args.real_node
+                         else build.CONTROL_PLANE_PARTS)
+    real_node: RealNodeSpec | bool = False
+    if args.real_node:
+        labels = dict(label.split("=", 1) for label in args.real_node_label)
+        real_node = RealNodeSpec(args.real_node_name, labels=labels,
+                                 taints=() if args.real_node_untainted else RealNodeSpec().taints)
+    control_plane = ControlPlane(directory, tools=tools, detached=True,
+                                 real_node=real_node).start()
     print(
         f"test cluster up in {control_plane.timings['total']:.1f}s "
         f"(logs: {directory / 'logs'}); use it with:\n"
@@ -60,7 +70,7 @@ def cmd_up(directory: Path) -> int:
     return 0
 
 
-def cmd_down(directory: Path) -> int:
+def cmd_down(directory: Path, args: argparse.Namespace) -> int:
     existing = _attached(directory)
     if existing is None:
         print(f"no test cluster running (no {directory / STATE_FILE})", file=sys.stderr)
@@ -70,7 +80,7 @@ def cmd_down(directory: Path) -> int:
     return 0
 
 
-def cmd_env(directory: Path) -> int:
+def cmd_env(directory: Path, args: argparse.Namespace) -> int:
     existing = _attached(directory)
     if existing is None:
         print("no test cluster running; run: scripts/testcluster up", file=sys.stderr)
@@ -81,13 +91,14 @@ def cmd_env(directory: Path) -> int:
     return 0
 
 
-def cmd_status(directory: Path) -> int:
+def cmd_status(directory: Path, args: argparse.Namespace) -> int:
     existing = _attached(directory)
     if existing is None:
         print("test cluster: down")
         return 1
     healthy = True
-    for proc in existing.processes:
+    real = existing.real_node.processes if existing.real_node else []
+    for proc in [*existing.processes, *real]:
         alive = proc.running()
         healthy &= alive
         state = "running" if alive else "NOT RUNNING"
@@ -121,9 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         prog="testcluster", description="Run the local Kubernetes test cluster in the background."
     )
     parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--real-node", action="store_true",
+                        help="up: add a real kubelet + containerd node (needs root)")
+    parser.add_argument("--real-node-name", default=RealNodeSpec().name)
+    parser.add_argument("--real-node-label", action="append", default=[], metavar="KEY=VALUE",
+                        help="up: a label of the real node (repeatable)")
+    parser.add_argument("--real-node-untainted", action="store_true",
+                        help="up: no NoSchedule taint (any pod may land on the real node)")
     args = parser.parse_args(argv)
+    if any("=" not in label for label in args.real_node_label):
+        parser.error("--real-node-label takes KEY=VALUE")
     try:
-        return COMMANDS[args.command](run_dir())
+        return COMMANDS[args.command](run_dir(), args)
     except (build.BuildError, ControlPlaneError, ProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -45,6 +45,7 @@ from .nodes import (
 )
 from .pki import FRONT_PROXY_CN, Pki, write_kubeconfig, write_pki
 from .processes import ManagedProcess, ProcessError, format_tail, free_port, wait_until
+from .realnode import RealNode, RealNodeSpec
 from .simulate import write_stages as write_simulation_stages
 
 # Loopback ranges on purpose: the API server dials Service IPs (admission
@@ -137,6 +138,7 @@ class ControlPlane:
         tools: build.Toolset | None = None,
         timeout: float = 120.0,
         detached: bool = False,
+        real_node: bool | RealNodeSpec = False,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = (
@@ -154,6 +156,10 @@ class ControlPlane:
         self.processes: list[ManagedProcess] = []
         self.timings: dict[str, float] = {}
         self._etcd_dir: Path | None = None
+        #: A real kubelet + containerd node (realnode.py) when asked for, besides kwok's.
+        self.real_node_spec: RealNodeSpec | None = (
+            RealNodeSpec() if real_node is True else real_node or None)
+        self.real_node: RealNode | None = None
 
     # --- public API -----------------------------------------------------
 
@@ -185,6 +191,11 @@ class ControlPlane:
         temp workdir made when none was given is removed with them.
         """
         errors = []
+        if self.real_node is not None:
+            try:
+                self.real_node.stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the others
+                errors.append(str(exc))
         for proc in reversed(self.processes):
             try:
                 proc.stop()
@@ -222,7 +233,8 @@ class ControlPlane:
         self.nodes += tuple(nodes)
 
     def running(self) -> dict[str, bool]:
-        return {p.name: p.running() for p in self.processes}
+        processes = [*self.processes, *(self.real_node.processes if self.real_node else ())]
+        return {p.name: p.running() for p in processes}
 
     # --- detached clusters (scripts/testcluster) -------------------------
 
@@ -238,6 +250,8 @@ class ControlPlane:
         cp.server = state.get("server")
         cp._etcd_dir = Path(state["etcd_dir"]) if state.get("etcd_dir") else None
         cp.processes = [ManagedProcess.from_state(p) for p in state["processes"]]
+        if state.get("real_node"):
+            cp.real_node = RealNode.from_state(state["real_node"], build.toolset())
         return cp
 
     def _save_state(self) -> None:
@@ -246,6 +260,7 @@ class ControlPlane:
             "kubeconfig": str(self.kubeconfig),
             "etcd_dir": str(self._etcd_dir) if self._etcd_dir else None,
             "processes": [p.to_state() for p in self.processes],
+            "real_node": self.real_node.to_state() if self.real_node else None,
         }
         tmp = self.workdir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
@@ -254,7 +269,8 @@ class ControlPlane:
     # --- start-up steps --------------------------------------------------
 
     def _start(self) -> None:
-        tools = self.tools = self.tools or build.ensure(build=False)
+        parts = build.PARTS if self.real_node_spec else build.CONTROL_PLANE_PARTS
+        tools = self.tools = self.tools or build.ensure(build=False, parts=parts)
         self.workdir.mkdir(parents=True, exist_ok=True)
         t = time.monotonic()
         pki = write_pki(self.workdir / "pki", SERVICE_IP)
@@ -321,6 +337,21 @@ class ControlPlane:
             self._wait_nodes(api, [n.name for n in self.nodes], self.timeout)
             self._wait_default_service_account(api, kcm)
         self.timings["nodes"] = time.monotonic() - t
+        if self.real_node_spec is not None:
+            self._start_real_node(tools, pki)
+
+    def _start_real_node(self, tools: build.Toolset, pki: Pki) -> None:
+        t = time.monotonic()
+        self.real_node = RealNode(self.workdir / "real-node", self.real_node_spec, tools=tools,
+                                  server=self.server, ca_cert=pki.ca_cert, ca_key=pki.ca_key,
+                                  detached=self.detached)
+        try:
+            self.real_node.start(timeout=self.timeout)
+        finally:
+            self._save_state()
+        with self.api_client() as api:
+            self.real_node.wait_ready(api, self.timeout, self.processes)
+        self.timings["real-node"] = time.monotonic() - t
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
@@ -429,6 +460,9 @@ class ControlPlane:
             # Logs are fetched from the node's InternalIP (a loopback address), never
             # from its Hostname (the node's name: a DNS lookup).
             "--kubelet-preferred-address-types=InternalIP",
+            # A real node's kubelet authenticates the API server by this certificate.
+            f"--kubelet-client-certificate={pki.client_files('kubelet-client')[0]}",
+            f"--kubelet-client-key={pki.client_files('kubelet-client')[1]}",
         ]
 
     def _component_common(self, pki: Pki, port: int, kubeconfig: Path) -> list[str]:

@@ -9,6 +9,11 @@ Load it from the root conftest (``pytest_plugins = ["tests.cluster.fixtures"]``)
   use that existing cluster instead (kind, k3d, a `scripts/testcluster up`
   cluster...) and nothing is started or stopped.
 - ``test_namespace`` (function): a fresh namespace, deleted afterwards.
+- ``real_node_cluster`` (session): a local control plane of its own with the kwok
+  nodes AND a real kubelet + containerd node (realnode.py, node ``real1``,
+  tainted: a pod runs there only when pinned with REAL_NODE_PIN).  It ignores
+  CUBEINSTALL_TEST_KUBECONFIG: its pods pull from the tests' loopback
+  registries, which only the local real node can reach.
 
 If the local control plane cannot start, the fixture FAILS with the
 reason and the failing component's log tail.  It never skips: a silently
@@ -28,6 +33,14 @@ import pytest
 
 from .controlplane import ControlPlane
 from .nodes import FakeNode
+from .realnode import NODE_LABEL, REAL_NODE_TAINT, RealNodeSpec
+
+#: Pod spec fields that put a pod on the real node of ``real_node_cluster`` (and only there).
+REAL_NODE_PIN = {
+    "nodeSelector": {NODE_LABEL: "true"},
+    "tolerations": [{"key": REAL_NODE_TAINT["key"], "operator": "Equal",
+                     "value": REAL_NODE_TAINT["value"], "effect": REAL_NODE_TAINT["effect"]}],
+}
 
 KUBECONFIG_ENV = "CUBEINSTALL_TEST_KUBECONFIG"
 
@@ -92,6 +105,30 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         control_plane.stop()
 
 
+def start_control_plane(workdir: Path, what: str, **kwargs: Any) -> ControlPlane:
+    """A started ControlPlane, or pytest.fail with the reason and log tails (never a skip)."""
+    control_plane = ControlPlane(workdir, **kwargs)
+    failure = None
+    try:
+        control_plane.start()
+    except Exception as exc:  # noqa: BLE001 - any failure must fail, never skip
+        failure = str(exc)
+    if failure is not None:  # outside `except`: no chained traceback noise
+        pytest.fail(f"{what} did not start:\n{failure}", pytrace=False)
+    return control_plane
+
+
+@pytest.fixture(scope="session")
+def real_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    spec = RealNodeSpec("real1", labels={"cubeinstall.test/role": "real"})
+    control_plane = start_control_plane(tmp_path_factory.mktemp("real-node-cluster"),
+                                        "the control plane with a real node", real_node=spec)
+    try:
+        yield KubeCluster(control_plane.kubeconfig, control_plane)
+    finally:
+        control_plane.stop()
+
+
 def _namespace_name(test_name: str) -> str:
     base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
     return f"{base or 'test'}-{uuid.uuid4().hex[:6]}"
@@ -100,11 +137,22 @@ def _namespace_name(test_name: str) -> str:
 @pytest.fixture
 def test_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """The name of a new, empty namespace; deleted (not awaited) after the test."""
+    yield from _namespace(kube_cluster, request)
+
+
+@pytest.fixture
+def real_node_namespace(real_node_cluster: KubeCluster,
+                        request: pytest.FixtureRequest) -> Iterator[str]:
+    """Like ``test_namespace``, in ``real_node_cluster``."""
+    yield from _namespace(real_node_cluster, request)
+
+
+def _namespace(cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
     name = _namespace_name(request.node.name)
-    with kube_cluster.api_client() as api:
+    with cluster.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespace(
             {"metadata": {"name": name, "labels": {"cubeinstall.io/test": "true"}}}

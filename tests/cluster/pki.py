@@ -93,6 +93,14 @@ class CertificateAuthority:
             .sign(self._key, hashes.SHA256())
         )
 
+    @classmethod
+    def load(cls, cert_pem: bytes, key_pem: bytes) -> CertificateAuthority:
+        """The CA of an existing cluster (its ca.crt and ca.key), to sign more certs."""
+        ca = cls.__new__(cls)
+        ca._cert = x509.load_pem_x509_certificate(cert_pem)
+        ca._key = serialization.load_pem_private_key(key_pem, password=None)
+        return ca
+
     @property
     def cert_pem(self) -> bytes:
         return self._cert.public_bytes(serialization.Encoding.PEM)
@@ -188,6 +196,8 @@ CLIENT_IDENTITIES = {
     "kwok": ("kwok-controller", ("system:masters",)),
     # The apiserver's identity towards aggregated API servers.
     "front-proxy": ("front-proxy-client", ()),
+    # The apiserver's identity towards kubelets (logs, exec, port-forward of a real node).
+    "kubelet-client": ("kube-apiserver-kubelet-client", ("system:masters",)),
 }
 FRONT_PROXY_CN = CLIENT_IDENTITIES["front-proxy"][0]
 
