@@ -148,7 +148,8 @@ def database_actions(site: "Site", existing: dict[str, ExistingDatabase]) -> lis
     return actions
 
 
-def app_user_actions(site: "Site", cursor: Any, endpoint: Endpoint) -> list[Action]:
+def app_user_actions(site: "Site", cursor: Any, password_works: bool) -> list[Action]:
+    """``password_works``: whether the app user could log in with the site's password."""
     user = site.mysql.app_user
     if user is None:
         return []
@@ -158,7 +159,7 @@ def app_user_actions(site: "Site", cursor: Any, endpoint: Endpoint) -> list[Acti
         return [_new_user(user, platform)]
     statements: list[Statement] = []
     reasons: list[str] = []
-    if not _password_works(endpoint, user):
+    if not password_works:
         statements.append(set_password(user))
         reasons.append("password no longer works")
     granted, others = _grants(cursor, user.name)
@@ -195,9 +196,9 @@ def _joined(statements: Iterable[Statement]) -> str:
     return "; ".join(s.display() for s in statements)
 
 
-def plan_actions(cursor: Any, endpoint: Endpoint, site: "Site") -> list[Action]:
+def plan_actions(cursor: Any, site: "Site", password_works: bool) -> list[Action]:
     existing = existing_databases(cursor, [db.name for db in site.mysql.databases])
-    return database_actions(site, existing) + app_user_actions(site, cursor, endpoint)
+    return database_actions(site, existing) + app_user_actions(site, cursor, password_works)
 
 
 def execute(cursor: Any, endpoint: Endpoint, actions: Iterable[Action], out) -> None:
@@ -226,11 +227,15 @@ def reconcile(ctx: "RunContext", *, write: bool, deadline_seconds: float) -> lis
     import pymysql
 
     with mysql_endpoint(ctx) as endpoint:
+        # The app user's login is tried first, on its own: one connection at a time (two at
+        # once through the port-forward bridge can stall; see db/portforward.py).
+        user = ctx.site.mysql.app_user
+        password_works = user is not None and _password_works(endpoint, user)
         conn = connect(endpoint, deadline_seconds=deadline_seconds)
         try:
             with conn.cursor() as cursor:
                 try:
-                    actions = plan_actions(cursor, endpoint, ctx.site)
+                    actions = plan_actions(cursor, ctx.site, password_works)
                 except pymysql.err.MySQLError as exc:
                     raise sql_error(exc, endpoint, "reading databases, users and grants") from None
                 if write:

@@ -12,6 +12,11 @@ restarted pod is picked up by the next connection. What went wrong on the
 Kubernetes side (no Service, no ready pod, the API server could not reach
 the kubelet) is kept in ``last_failure`` for the caller's error message,
 since the client only sees a closed connection.
+
+Known limitation (seen on the real-node e2e): with two streams open at once, the
+second one sometimes never delivers its first bytes to the server (kubectl
+port-forward does not stall on the same pod), so callers keep to one connection at
+a time (db/databases.py tries the app user's login before the root connection).
 """
 
 from __future__ import annotations
