@@ -91,14 +91,8 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         yield KubeCluster(path)
         return
 
-    control_plane = ControlPlane(tmp_path_factory.mktemp("kube-cluster"))
-    failure = None
-    try:
-        control_plane.start()
-    except Exception as exc:  # noqa: BLE001 - any failure must fail, never skip
-        failure = str(exc)
-    if failure is not None:  # outside `except`: no chained traceback noise
-        pytest.fail(f"the local Kubernetes control plane did not start:\n{failure}", pytrace=False)
+    control_plane = start_control_plane(tmp_path_factory.mktemp("kube-cluster"),
+                                        "the local Kubernetes control plane")
     try:
         yield KubeCluster(control_plane.kubeconfig, control_plane)
     finally:
