@@ -129,8 +129,6 @@ def test_what_the_platform_reads_is_live_as_rendered(e2e: Platform, first_run: R
     start.sh creates that this site renders is there, and for its workloads what the
     containers run and read (commands, args, ports, mounts and their sources, service
     account, node labels) survived the API server as rendered."""
-    from kubernetes import config, dynamic
-
     from cubeinstall.site.loader import load_site
     from cubeinstall.stages.rendered import all_objects
     from tests.unit.test_parity import workload_facts
@@ -147,8 +145,8 @@ def test_what_the_platform_reads_is_live_as_rendered(e2e: Platform, first_run: R
             rendered[f"{obj['kind']} {where}{meta['name']}"] = obj
     checked = sorted(set(rendered) & upstream)
     assert len(checked) > 150, len(checked)
-    with config.new_client_from_config(config_file=str(e2e.cluster.kubeconfig)) as api:
-        client = dynamic.DynamicClient(api)
+    with e2e.cluster.api_client() as api:
+        client = e2e.cluster.dynamic_client(api)  # a discovery cache of this cluster's own
         for key in checked:
             obj = rendered[key]
             resource = client.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
