@@ -10,6 +10,7 @@ this list with what cubeinstall renders.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -44,16 +45,21 @@ def start_sh_objects(root: Path = INSTALL) -> list[Created]:
     for command in _commands((root / "start.sh").read_text()):
         words = shlex.split(command)
         if words[0] == "cd":
-            cwd = (cwd / words[1]).resolve()
+            cwd = _normal(cwd / words[1])
         elif words[:2] == ["sh", "create_ns_secret.sh"]:
             created += _namespaces_and_secrets(root / "create_ns_secret.sh")
         elif words[0] == "kubectl" and words[1] in ("apply", "create") and "-f" in words:
-            created += _from_file(cwd / words[words.index("-f") + 1], root)
+            created += _from_file(_normal(cwd / words[words.index("-f") + 1]), root)
         elif words[0] == "kubectl" and words[1] == "apply" and "-k" in words:
-            created += _kustomize(cwd / words[words.index("-k") + 1], root)
+            created += _kustomize(_normal(cwd / words[words.index("-k") + 1]), root)
         elif words[:3] == ["kubectl", "create", "configmap"]:
             created.append(Created("ConfigMap", _namespace_flag(words), words[3], "start.sh"))
     return created
+
+
+def _normal(path: Path) -> Path:
+    """``..`` folded without following symlinks (the test data may be reached through one)."""
+    return Path(os.path.normpath(path))
 
 
 def _commands(script: str) -> list[str]:
@@ -101,7 +107,7 @@ def _kustomize(directory: Path, root: Path) -> list[Created]:
     namespace = spec.get("namespace")
     result: list[Created] = []
     for resource in spec.get("resources") or []:
-        target = directory / resource
+        target = _normal(directory / resource)
         items = _kustomize(target, root) if target.is_dir() else _from_file(target, root)
         result += [_in_namespace(item, namespace) for item in items]
     for generator in spec.get("configMapGenerator") or []:
