@@ -91,11 +91,16 @@ def test_golden(name, rendered):
     assert_golden(name, [without_upstream_copies(o) for o in rendered[name]])
 
 
+# ConfigMaps holding whole upstream files: the grafana dashboards, and the platform's
+# config.py / entrypoint.sh / project.py (their text is compared with the pinned files by
+# test_grafana_dashboards_are_the_pinned_files and test_cube_parity.py).
+UPSTREAM_FILE_CONFIGMAPS = ("all-grafana-dashboards", "kubeflow-dashboard-config")
+
+
 def without_upstream_copies(obj: dict) -> dict:
-    """The dashboards ConfigMap with each pinned file's sha256 in place of its text: golden
-    files hold no copies of upstream files (test_grafana_dashboards_are_the_pinned_files
-    compares the text)."""
-    if obj["kind"] != "ConfigMap" or obj["metadata"]["name"] != "all-grafana-dashboards":
+    """Those ConfigMaps with each file's sha256 in place of its text: golden files hold no
+    copies of upstream files."""
+    if obj["kind"] != "ConfigMap" or obj["metadata"]["name"] not in UPSTREAM_FILE_CONFIGMAPS:
         return obj
     digests = {key: "sha256:" + hashlib.sha256(text.encode()).hexdigest()
                for key, text in obj["data"].items()}
