@@ -105,13 +105,10 @@ def _missing_namespaces(engine: Engine, items: list[Item]) -> list[str]:
         namespace = item.key.namespace
         if namespace and namespace not in ours:
             needed.setdefault(namespace, str(item.key))
-    if not needed:
-        return []
-    resource = engine.client.resolve("v1", "Namespace")
-    present = {key_of(ns).name for ns in engine.call(lambda: engine.client.list(resource))}
+    absent = absent_namespaces(engine, frozenset(needed))
     return [f"{user}: namespace {name} does not exist (create it in stage namespaces or "
             f"namespaces.extra in site.yaml)" for name, user in needed.items()
-            if name not in present]
+            if name in absent]
 
 
 def resolve_deferred(engine: Engine, items: list[Item], dry_run: bool) -> None:
