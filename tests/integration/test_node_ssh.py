@@ -186,11 +186,16 @@ def test_connect_timeout_on_a_silent_server(sandbox_nodes, tmp_path, ssh_client_
         assert time.monotonic() - started < 10
 
 
-def test_command_timeout(sandbox_nodes, tmp_path, ssh_client_key):
+def one_node_pool(sandbox_nodes, tmp_path, ssh_client_key, **ssh) -> tuple:
+    """(site, pool) for one trusted sandbox node."""
     [node] = sandbox_nodes.start(1)
     trust([node], tmp_path / "known_hosts")
-    site = make_site([node], tmp_path, ssh_client_key, ssh={"command_timeout": 1})
-    pool = ConnectionPool(site, trust_new_hosts=False)
+    site = make_site([node], tmp_path, ssh_client_key, ssh=ssh)
+    return site, ConnectionPool(site, trust_new_hosts=False)
+
+
+def test_command_timeout(sandbox_nodes, tmp_path, ssh_client_key):
+    site, pool = one_node_pool(sandbox_nodes, tmp_path, ssh_client_key, command_timeout=1)
     try:
         connection = pool.get(site.nodes[0])
         started = time.monotonic()
@@ -227,10 +232,7 @@ def test_a_background_child_writing_late_never_leaks_into_the_next_script(
     next script reads exactly its own output, at once (the late lines stand before its
     begin marker). A child still writing WHILE another script runs shares its stream: that
     cannot be told apart, and no node stage leaves such a child."""
-    [node] = sandbox_nodes.start(1)
-    trust([node], tmp_path / "known_hosts")
-    site = make_site([node], tmp_path, ssh_client_key, ssh={"command_timeout": 5})
-    pool = ConnectionPool(site, trust_new_hosts=False)
+    site, pool = one_node_pool(sandbox_nodes, tmp_path, ssh_client_key, command_timeout=5)
     try:
         connection = pool.get(site.nodes[0])
         first = connection.run("( for i in 1 2 3; do sleep 0.1; echo late-out; echo late-err >&2;"
