@@ -157,10 +157,14 @@ def _run(stages_to_run, ctx) -> list:
     return failed
 
 
+def _not_planned(failed: list, total: int) -> str:
+    return (f"{len(failed)} of {total} stage(s) could not be planned: "
+            + "; ".join(f"{r.stage}: {r.message}" for r in failed))
+
+
 def _raise_for(failed: list, total: int) -> None:
     if failed:
-        raise CubeError(f"{len(failed)} of {total} stage(s) could not be planned: "
-                        + "; ".join(f"{r.stage}: {r.message}" for r in failed),
+        raise CubeError(_not_planned(failed, total),
                         hint="the result table shows what could be planned; fix the cause "
                              "(often an unreachable cluster or host) and run again")
 
@@ -196,6 +200,8 @@ def run_all(
     _confirm_plan(ctx, selected, "all")
     failed = _run(selected, ctx)
     if preflight_failed is not None:
+        if failed:  # said, not lost behind preflight's exit code
+            ctx.out.warn(_not_planned(failed, len(selected)))
         raise preflight_failed
     _raise_for(failed, len(selected))
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator
 
 from cubeinstall.core.errors import CubeError
+from cubeinstall.core.outage import outage_of
 from cubeinstall.db.portforward import describe_address
 from cubeinstall.db.retry import until_deadline
 from cubeinstall.site.secrets import Secret
@@ -95,8 +96,9 @@ def mysql_endpoint(ctx: "RunContext") -> Iterator[Endpoint]:
     from cubeinstall.db.portforward import forward_service
 
     kubeconfig, context = ctx.kubeconfig_for()
+    outage = outage_of(ctx, kubeconfig, context, ctx.site.timeouts.object_seconds)
     with forward_service(kubeconfig, context, IN_CLUSTER_NAMESPACE, IN_CLUSTER_SERVICE,
-                         IN_CLUSTER_PORT) as bridge:
+                         IN_CLUSTER_PORT, outage) as bridge:
         yield Endpoint(bridge.host, bridge.port, mysql.user, mysql.password, mysql.tls, bridge)
 
 

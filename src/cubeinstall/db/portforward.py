@@ -35,6 +35,9 @@ from cubeinstall.core.errors import CubeError
 from cubeinstall.core.outage import Outage
 
 _CHUNK = 65536
+# Connect, read (seconds) of the two small lookups: the official client waits forever
+# without one (a server that accepts and never answers, not even TLS, hangs the run).
+LOOKUP_TIMEOUT = (10, 10)
 
 
 class ForwardError(CubeError):
@@ -193,11 +196,13 @@ def _ready(pod: Any) -> bool:
 class ServiceTarget:
     """Which pod and container port stand behind ``namespace/service:port`` right now."""
 
-    def __init__(self, core: Any, namespace: str, service: str, port: int):
+    def __init__(self, core: Any, namespace: str, service: str, port: int,
+                 outage: Outage | None = None):
         self.core, self.namespace, self.service, self.port = core, namespace, service, port
-        # The connection's deadline bounds a long outage; an API server never reached in
-        # this run is given up after a few tries (core.outage), not after the deadline.
-        self.outage = Outage(budget=math.inf)
+        # The API server's one budget in the run (core.outage.outage_of), or without one
+        # the connection's deadline bounds a long outage; an API server never reached in
+        # this run is given up after a few tries, not after the deadline.
+        self.outage = outage or Outage(budget=math.inf)
 
     @property
     def name(self) -> str:
@@ -205,7 +210,8 @@ class ServiceTarget:
 
     def resolve(self) -> tuple[str, int]:
         svc = self._call(f"read {self.name}",
-                         lambda: self.core.read_namespaced_service(self.service, self.namespace))
+                         lambda: self.core.read_namespaced_service(
+                             self.service, self.namespace, _request_timeout=LOOKUP_TIMEOUT))
         selector = svc.spec.selector or {}
         if not selector:
             raise ForwardError(f"{self.name} has no pod selector; cannot port-forward to it",
@@ -217,7 +223,8 @@ class ServiceTarget:
                 target = svc_port.target_port or self.port
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         pods = self._call(f"list the pods of {self.name}", lambda: self.core.list_namespaced_pod(
-            self.namespace, label_selector=label_selector)).items
+            self.namespace, label_selector=label_selector,
+            _request_timeout=LOOKUP_TIMEOUT)).items
         ready = sorted((p for p in pods if _ready(p)), key=lambda p: p.metadata.name)
         if not ready:
             seen = ", ".join(f"{p.metadata.name} ({p.status.phase})" for p in pods) or "none"
@@ -230,6 +237,10 @@ class ServiceTarget:
     def _call(self, what: str, request: Callable[[], Any]) -> Any:
         from kubernetes.client.rest import ApiException
 
+        if self.outage.given_up:
+            raise ForwardError(f"cannot {what}: the Kubernetes API gave no answer earlier in "
+                               "this run; not asked again", permanent=True,
+                               hint="check the kubeconfig and that the cluster is up")
         try:
             result = request()
         except ApiException as exc:
@@ -288,13 +299,14 @@ def api_client(kubeconfig: Path, context: str | None) -> Any:
 
 @contextlib.contextmanager
 def forward_service(kubeconfig: Path, context: str | None, namespace: str, service: str,
-                    port: int) -> Iterator[LoopbackBridge]:
-    """A loopback bridge to ``service.namespace:port`` for the duration of the block."""
+                    port: int, outage: Outage | None = None) -> Iterator[LoopbackBridge]:
+    """A loopback bridge to ``service.namespace:port`` for the duration of the block;
+    ``outage``: the API server's budget in this run, shared with its other clients."""
     from kubernetes import client
 
     api = api_client(kubeconfig, context)
     core = client.CoreV1Api(api)
-    target = ServiceTarget(core, namespace, service, port)
+    target = ServiceTarget(core, namespace, service, port, outage)
     label = f"{service}.{namespace}:{port}"
     try:
         with LoopbackBridge(lambda: _open_forward(core, target), label) as bridge:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cubeinstall.core.change import Change
 from cubeinstall.core.errors import CubeError
+from cubeinstall.core.outage import outage_of
 from cubeinstall.db.portforward import describe_address
 from cubeinstall.db.retry import until_deadline
 
@@ -167,8 +168,9 @@ def check_redis(ctx: "RunContext") -> Change:
         from cubeinstall.db.portforward import forward_service
 
         kubeconfig, context = ctx.kubeconfig_for()
+        outage = outage_of(ctx, kubeconfig, context, ctx.site.timeouts.object_seconds)
         with forward_service(kubeconfig, context, IN_CLUSTER_NAMESPACE, IN_CLUSTER_SERVICE,
-                             redis.port) as bridge:
+                             redis.port, outage) as bridge:
             target = RedisTarget(bridge.host, bridge.port, redis.password, bridge)
             check(target, deadline_seconds=deadline)
     return Change(f"redis {target.address}", "unchanged", "AUTH with the site password, PING: PONG")

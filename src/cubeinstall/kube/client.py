@@ -17,6 +17,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -29,6 +30,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniq
 
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import ConfigError
+from cubeinstall.core.outage import outage_of
 from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
 from cubeinstall.kube.objects import FIELD_MANAGER
 from cubeinstall.kube.retry import Outage, unserved_message
@@ -37,6 +39,7 @@ from cubeinstall.site.kubeconfigs import SITE_ORIGIN, hint_for
 REQUEST_TIMEOUT = (10, 120)  # connect, read (seconds)
 OUTAGE_SECONDS = 300  # default of timeouts.object_seconds: see retry.Outage
 POOL_SIZE = 16
+UNREACHABLE_HINT = "check that the cluster is up and the kubeconfig points to it"
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json"
 AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
@@ -83,9 +86,17 @@ class KubeClient:
         self._pool = self.api.rest_client.pool_manager.connection_from_url(self.host)
         self._base_path = urlsplit(self.host).path.rstrip("/")
         self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        # Until the server has answered once in this run a read waits no longer than a
+        # connect: one that accepts connections and never answers (not even TLS) is given up
+        # after the first-contact tries, not after minutes. The first requests (discovery)
+        # are small.
+        self._first_timeout = urllib3.Timeout(connect=timeout[0], read=timeout[0])
         self._lock = threading.RLock()
         self._dynamic: DynamicClient | None = None
-        _default_timeout(self.api.rest_client.pool_manager, self._timeout)
+        _default_timeout(self.api.rest_client.pool_manager, self._current_timeout)
+
+    def _current_timeout(self) -> urllib3.Timeout:
+        return self._timeout if self.outage.reached else self._first_timeout
 
     def with_timeout(self, connect: float, read: float) -> KubeClient:
         """The same cluster with other request timeouts (its own connections)."""
@@ -194,6 +205,10 @@ class KubeClient:
 
     def _guard(self, what: str, call):
         """Run a call of the official client, turning its failures into KubeError."""
+        if self.outage.given_up:
+            raise Unreachable(f"{what}: not asked: the API server {self.host} gave no answer "
+                              f"earlier in this run ({self.outage.last_failure})",
+                              UNREACHABLE_HINT)
         try:
             result = call()
         except ApiException as exc:
@@ -209,16 +224,23 @@ class KubeClient:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if _certificate_not_verified(exc):
                 raise self._untrusted(what, _innermost(exc)) from None
-            raise Unreachable(f"{what}: cannot reach the API server {self.host}: {exc}",
-                              "check that the cluster is up and the kubeconfig points to it") from None
+            raise self._unanswered(f"{what}: cannot reach the API server {self.host}: {exc}") \
+                from None
         self.outage.answered()
         return result
+
+    def _unanswered(self, message: str) -> Unreachable:
+        """Every call the server did not answer counts against the run's one budget, retried
+        or not (preflight's checks, status --live): spent, the server is given up."""
+        self.outage.allows_retry(unreachable=True, failure=message)
+        return Unreachable(message, UNREACHABLE_HINT)
 
     def _api_error(self, exc: ApiException, what: str) -> KubeError:
         if exc.status == 0:  # TLS failure reported by the REST client
             if "CERTIFICATE_VERIFY_FAILED" in str(exc.reason):
                 return self._untrusted(what, exc.reason)
-            return Unreachable(f"{what}: TLS error talking to the API server: {exc.reason}")
+            return self._unanswered(f"{what}: TLS error talking to the API server "
+                                    f"{self.host}: {exc.reason}")
         return from_status(exc.status, exc.body, what)
 
     def _untrusted(self, what: str, detail: Any) -> KubeError:
@@ -241,7 +263,8 @@ class KubeClient:
         # certificate, proxy): its PoolManager would parse the whole URL again on every
         # request, and this process's CPU is on the critical path of a big apply.
         response = self._guard(what, lambda: self._pool.urlopen(
-            method, url, body=payload, headers=headers, timeout=self._timeout, retries=False,
+            method, url, body=payload, headers=headers, timeout=self._current_timeout(),
+            retries=False,
             redirect=False, preload_content=True))
         data = response.data
         if not 200 <= response.status < 300:
@@ -311,14 +334,14 @@ def _certificate_not_verified(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in f"{exc} {_innermost(exc)}"
 
 
-def _default_timeout(manager: Any, timeout: urllib3.Timeout) -> None:
+def _default_timeout(manager: Any, timeout: Callable[[], urllib3.Timeout]) -> None:
     """The official client passes ``timeout=None`` (no timeout at all: a server that accepts
     the connection and never answers hangs discovery forever) unless each call names one;
     its requests (discovery) get ours instead."""
     request = manager.request
 
     def with_timeout(method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any):
-        return request(method, url, *args, timeout=timeout or with_timeout.timeout, **kwargs)
+        return request(method, url, *args, timeout=timeout or with_timeout.timeout(), **kwargs)
 
     with_timeout.timeout = timeout
     manager.request = with_timeout
@@ -341,8 +364,13 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         kubeconfig, context = target.kubeconfig_for(cluster)
         origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
                                                SITE_ORIGIN)
-        return target.cached(f"kube:{kubeconfig}:{context}", lambda: KubeClient.from_kubeconfig(
-            kubeconfig, context, origin, outage_seconds=target.site.timeouts.object_seconds))
+        budget = target.site.timeouts.object_seconds
+
+        def made() -> KubeClient:
+            client = KubeClient.from_kubeconfig(kubeconfig, context, origin, budget)
+            client.outage = outage_of(target, kubeconfig, context, budget)
+            return client
+        return target.cached(f"kube:{kubeconfig}:{context}", made)
     if isinstance(target, k8s_client.ApiClient):
         return KubeClient(target)
     if isinstance(target, (str, Path)):

@@ -101,8 +101,9 @@ class Engine:
     def call(self, request: Callable[[], T], *, also: Callable[[Exception], bool] | None = None) -> T:
         """``request()`` retried by error class within the object's deadline and the outage budget."""
         def transient(error: Exception) -> bool:
+            # the client counted an unanswered call against the outage budget already
             return ((is_transient(error) or (also is not None and also(error)))
-                    and self.outage.allows_retry(isinstance(error, Unreachable)))
+                    and not (isinstance(error, Unreachable) and self.outage.given_up))
 
         def answered() -> T:
             result = request()

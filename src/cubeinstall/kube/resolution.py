@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from cubeinstall.kube.client import ApiResource, KubeClient
-from cubeinstall.kube.errors import ApplyFailed, KubeError, Unsupported
+from cubeinstall.kube.errors import ApplyFailed, KubeError, Unreachable, Unsupported
 from cubeinstall.kube.objects import (
     ObjectKey,
     api_group,
@@ -66,6 +66,8 @@ def prepare(engine: Engine, objects: list[dict]) -> list[Item]:
         try:
             item.resource = engine.call(
                 partial(engine.client.resolve, obj["apiVersion"], obj["kind"]))
+        except Unreachable:
+            raise  # the server, not this object: one error, not one per object
         except (Unsupported, KubeError) as error:
             problems.append(f"{target(obj)}: {error.message}")
             hint = hint or error.hint
