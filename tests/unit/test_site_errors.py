@@ -264,3 +264,43 @@ def test_rules_do_not_judge_a_section_that_failed(site_dir, capsys):
     code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
     assert "components.mysql.enabld: unknown key" in err and "1 problem " in err, err
+
+
+def test_a_section_that_failed_gets_only_its_own_problems(site_dir, capsys):
+    """nodes fails (an invalid address): the rules reading nodes are not run; the others are."""
+    text = BASE.replace("  mode: in-cluster", "  mode: external", 1)
+    text = text.replace("address: node1.cube.example.com", "address: 10.0.0.300")
+    path = site_dir / "site.yaml"
+    path.write_text(text)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2
+    assert "2 problems" in err and "10.0.0.300" in err and "needs mysql.host" in err, err
+
+
+def test_every_rule_runs_with_only_the_sections_it_declares():
+    """What `reads` declares is all a rule reads: on a site holding nothing else it runs."""
+    from cubeinstall.site.checks import RULES
+    from cubeinstall.site.loader import load_site
+
+    site = load_site(EXAMPLE_SITE)
+    for rule in RULES:
+        partial = site.model_copy()
+        for name in list(partial.__dict__):
+            if name not in rule.sections:
+                partial.__dict__.pop(name)
+        list(rule(partial))  # an undeclared section would raise AttributeError here
+
+
+def test_a_rule_with_a_bug_raises_instead_of_being_skipped(monkeypatch):
+    """An AttributeError inside a rule is its own bug, not a missing section."""
+    from cubeinstall.site import checks
+    from cubeinstall.site.loader import load_site
+
+    monkeypatch.setattr(checks, "RULES", list(checks.RULES))  # registered for this test only
+
+    @checks.reads("nodes")
+    def buggy(site):
+        yield (("nodes",), site.nodes[0].no_such_field)
+
+    with pytest.raises(AttributeError, match="no_such_field"):
+        checks.check_site(load_site(EXAMPLE_SITE))

@@ -6,28 +6,42 @@ They run together so that a user sees every problem in one run.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
 
 Problem = tuple[tuple, str]
+Rule = Callable[[Site], Iterator[Problem]]
+
+RULES: list[Rule] = []
+
+
+def reads(*sections: str) -> Callable[[Rule], Rule]:
+    """Register a rule with the top-level sections it reads: it runs only when they all
+    validated (their own problems are reported already); whatever else goes wrong in it,
+    an AttributeError included, is a bug of the rule and is raised."""
+    def register(rule: Rule) -> Rule:
+        rule.sections = sections  # type: ignore[attr-defined]
+        RULES.append(rule)
+        return rule
+    return register
+
+
+def missing_sections(site: Site, rule: Rule) -> list[str]:
+    """The sections ``rule`` reads that ``site`` lacks (the loader leaves out a section that
+    did not validate, rather than judging its default)."""
+    return [name for name in rule.sections if name not in site.__dict__]  # type: ignore[attr-defined]
 
 
 def check_site(site: Site) -> list[Problem]:
     """Every rule's problems. ``site`` may be partial (built by the loader from the sections
-    that validated while others did not): a rule that reads a missing section is skipped."""
-    problems: list[Problem] = []
-    for rule in (_unique_nodes, _components_known, _component_options_supported,
-                 _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters,
-                 _cube_environment):
-        try:
-            problems.extend(list(rule(site)))
-        except AttributeError:  # a section this rule reads did not validate
-            continue
-    return problems
+    that validated while others did not): a rule that reads a missing section is not run."""
+    return [problem for rule in RULES if not missing_sections(site, rule)
+            for problem in rule(site)]
 
 
+@reads("nodes")
 def _unique_nodes(site: Site) -> Iterator[Problem]:
     seen_names: dict[str, int] = {}
     seen_addresses: dict[str, int] = {}
@@ -43,6 +57,7 @@ def _unique_nodes(site: Site) -> Iterator[Problem]:
         seen_addresses.setdefault(node.address, index)
 
 
+@reads("clusters")
 def _unique_clusters(site: Site) -> Iterator[Problem]:
     names = [cluster.name for cluster in site.clusters]
     for index, name in enumerate(names):
@@ -50,6 +65,7 @@ def _unique_clusters(site: Site) -> Iterator[Problem]:
             yield (("clusters", index, "name"), f"cluster name {name!r} is used twice")
 
 
+@reads("cube", "clusters")
 def _cube_environment(site: Site) -> Iterator[Problem]:
     environment = site.cube.environment
     home = site.platform_cluster.name
@@ -61,6 +77,7 @@ def _cube_environment(site: Site) -> Iterator[Problem]:
                f"or name the first cluster {environment.lower()!r}")
 
 
+@reads("components")
 def _components_known(site: Site) -> Iterator[Problem]:
     import difflib
 
@@ -73,6 +90,7 @@ def _components_known(site: Site) -> Iterator[Problem]:
                    "run `cubeinstall stages`)")
 
 
+@reads("components")
 def _component_options_supported(site: Site) -> Iterator[Problem]:
     """A per-component setting the stage does not honour is refused, never ignored."""
     for name, component in site.components.items():
@@ -91,6 +109,7 @@ def _component_options_supported(site: Site) -> Iterator[Problem]:
                    f"components: {{{name}: {{enabled: false}}}}")
 
 
+@reads("nodes", "components", "mysql", "redis", "registry")
 def _placement_covered(site: Site) -> Iterator[Problem]:
     labelled: set[str] = set()
     for node in site.nodes:
@@ -106,6 +125,7 @@ def _placement_covered(site: Site) -> Iterator[Problem]:
                    f"or disable the stage with components: {{{stage.name}: {{enabled: false}}}}")
 
 
+@reads("components", "nodes")
 def _gpu_runtime(site: Site) -> Iterator[Problem]:
     setting = site.component("gpu-runtime").enabled
     if setting and not any(node.is_gpu for node in site.nodes):
@@ -113,6 +133,7 @@ def _gpu_runtime(site: Site) -> Iterator[Problem]:
                "gpu-runtime is enabled but no node has role gpu")
 
 
+@reads("mysql", "redis")
 def _external_services(site: Site) -> Iterator[Problem]:
     if site.mysql.mode == "external" and not site.mysql.host:
         yield (("mysql", "mode"), "mysql mode external needs mysql.host")
@@ -123,6 +144,7 @@ def _external_services(site: Site) -> Iterator[Problem]:
                "the application user must differ from the administrative user")
 
 
+@reads("gateway")
 def _gateway(site: Site) -> Iterator[Problem]:
     if site.gateway.expose == "externalIPs" and not site.gateway.addresses:
         yield (("gateway", "addresses"),

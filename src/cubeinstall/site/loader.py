@@ -79,7 +79,7 @@ def _yaml_error(exc: yaml.YAMLError, text: str, path: Path) -> ConfigError:
 def _valid_sections(data: dict, context: dict, failed: set) -> Site:
     """A Site of the top-level sections that validated on their own (the others left out),
     so that the cross-field rules still run: every problem is reported in one run. A rule
-    that reads a section left out raises AttributeError and is skipped by check_site."""
+    that reads a section left out is not run (checks.reads declares what each reads)."""
     sections = {}
     for name, field in Site.model_fields.items():
         if name in failed or name not in data:
