@@ -109,7 +109,8 @@ def _show_plan(ctx, selected, offline: bool = False) -> int:
     for stage in selected:
         changes = runner.plan_stage(ctx, stage, offline=offline)
         runner.report_changes(ctx, stage.name, changes, name_stage=True)
-        counts = {action: sum(1 for c in changes if c.action == action)
+        columns = [{"label": "update"}.get(c.action, c.action) for c in changes]  # a Node's
+        counts = {action: columns.count(action)  # labels written update it
                   for action in ("create", "update", "delete", "run", "unchanged")}
         changing += sum(1 for change in changes if change.changes_something)
         rows.append((stage.name, *(counts[action] for action in counts)))

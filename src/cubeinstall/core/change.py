@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Action = Literal["create", "update", "delete", "unchanged", "run", "skip"]
-CHANGING_ACTIONS = ("create", "update", "delete", "run")
+# "label": a Node's labels written (Nodes are never created, only labelled)
+Action = Literal["create", "update", "label", "delete", "unchanged", "run", "skip"]
+CHANGING_ACTIONS = ("create", "update", "label", "delete", "run")
 
 
 @dataclass(frozen=True)

@@ -103,3 +103,13 @@ def contained_in(desired, live) -> bool:
         return desired is live
     return type(desired) is type(live) and desired == live or (
         isinstance(desired, (int, float)) and isinstance(live, (int, float)) and desired == live)
+
+
+def label_changes(live: dict | None, desired: dict) -> str:
+    """The labels ``desired`` adds, changes or removes compared with ``live``, as
+    "+key=value, -key" (a Node's label change, said in one line)."""
+    before = ((live or {}).get("metadata") or {}).get("labels") or {}
+    after = (desired.get("metadata") or {}).get("labels") or {}
+    return ", ".join([f"+{key}={value}" for key, value in sorted(after.items())
+                      if before.get(key) != value]
+                     + [f"-{key}" for key in sorted(before) if key not in after])

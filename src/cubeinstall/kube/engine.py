@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from cubeinstall.core.change import Change
 from cubeinstall.kube import prune, volumes, wait, webhooks
 from cubeinstall.kube.client import ApiResource, KubeClient
-from cubeinstall.kube.diff import compact_diff, contained_in, same
+from cubeinstall.kube.diff import compact_diff, contained_in, label_changes, same
 from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound, Unreachable
 from cubeinstall.kube.failures import merge_failures, object_failure
 from cubeinstall.kube.objects import (
@@ -203,10 +203,14 @@ class Engine:
             if live is not None and same(live, result):
                 return Change(name, "unchanged")
             action = "create" if live is None else "update"
+            if item.key.kind == "Node" and not item.key.group:
+                action = "label"  # the node-labels stage writes labels of existing Nodes only
             adopted = live is not None and not is_owned(live, self.stage)
             kept = live is not None and is_kept(live)
             detail = ("adopted: it existed without this stage's labels"
                       + (" (kept by an earlier uninstall)" if kept else "")) if adopted else ""
+            if action == "label":
+                detail = "; ".join(filter(None, [label_changes(live, result), detail]))
             diff = compact_diff(live, result, name)
             if dry_run:
                 return Change(name, action, f"would {action}" + (f"; {detail}" if detail else ""),

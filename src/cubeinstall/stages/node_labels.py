@@ -24,6 +24,13 @@ def render(site: Site) -> list[dict]:
     return render_stage(STAGE, nodes=nodes)
 
 
+def describe(site: Site) -> list[Change]:
+    """Offline plan: the labels each node gets (Nodes are labelled, never created)."""
+    return [Change(f"Node {node.name}", "label", "offline plan: " + ", ".join(
+        f"{key}={value}" for key, value in platform.node_labels(node).items()))
+        for node in site.nodes]
+
+
 def check(ctx: RunContext) -> list[Change]:
     """Nodes are never created: every node of site.yaml must be in the cluster."""
     kube = cluster.client(ctx)
