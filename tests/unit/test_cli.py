@@ -435,3 +435,20 @@ def test_a_site_mistake_found_inside_a_stage_exits_2_not_1(monkeypatch, capsys):
     events = json_events(out)
     assert not [e for e in events if e["event"] == "stage-failed"]
     assert events[-1]["event"] == "error" and events[-1]["hint"] == "fix it in site.yaml"
+
+
+def test_images_list_lists_what_it_knows_and_names_what_needs_bundle_fetch(tmp_path):
+    empty = run_process(["--json", "images", "list", "-c", str(EXAMPLE_SITE)],
+                        env={"CUBEINSTALL_CACHE": str(tmp_path / "empty-cache")})
+    assert empty.returncode == 0, empty.stderr
+    listed = {e["source"] for e in json_events(empty.stdout) if e["event"] == "image"}
+    warning = next(e for e in json_events(empty.stdout) if e["event"] == "warning")
+    # mysql renders from cubeinstall's own template; istio needs its upstream files
+    assert any("mysql" in image for image in listed) and len(listed) > 20, listed
+    assert "istio" in warning["message"] and "cubeinstall bundle fetch" in warning["message"]
+    assert "mysql" not in warning["message"].split(":")[1], warning
+    # with the upstream files cached (the tests' seeded cache) everything is listed, no warning
+    full = run_process(["--json", "images", "list", "-c", str(EXAMPLE_SITE)])
+    assert full.returncode == 0, full.stderr
+    assert not [e for e in json_events(full.stdout) if e["event"] == "warning"]
+    assert listed < {e["source"] for e in json_events(full.stdout) if e["event"] == "image"}

@@ -36,15 +36,20 @@ def _settings(parallel: int, attempts: int, insecure: Optional[List[str]]):
 
 @app.command("list")
 def list_images() -> None:
-    """Every image of the enabled stages and of the platform's run time, with its private name."""
-    from cubeinstall.stages.images import site_inventory
+    """Every image of the enabled stages and of the platform's run time, with its private name;
+    the stages whose images need `cubeinstall bundle fetch` first are named."""
+    from cubeinstall.stages.images import known_inventory
+    from cubeinstall.upstream.cache import FETCH_HINT
 
     ctx = load_context()
-    uses = site_inventory(ctx.site)
+    uses, unknown = known_inventory(ctx.site)
     for use in uses:
         ctx.out.event("image", **use.as_dict())
     ctx.out.table(f"{len(uses)} images", ("image", "private name", "used by"),
                   [(u.source, u.target or "-", ", ".join(u.used_by)) for u in uses])
+    if unknown:
+        ctx.out.warn(f"not listed: the images of stage(s) {', '.join(unknown)}: their upstream "
+                     f"files are not in the local cache; to list them, {FETCH_HINT}")
 
 
 @app.command()

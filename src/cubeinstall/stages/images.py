@@ -28,7 +28,17 @@ _PLAN_ACTIONS = {"missing": "create", "outdated": "update", "present": "unchange
 
 def site_inventory(site: "Site") -> list["ImageUse"]:
     """Every image the site needs: the rendered objects of the enabled stages (with the
-    registry rewrite off, so they carry the upstream names) + the platform's run-time images."""
+    registry rewrite off, so they carry the upstream names) + the platform's run-time images.
+    A stage whose upstream files are not fetched fails it (NotFetched says what to do)."""
+    uses, unknown = known_inventory(site)
+    if unknown:
+        raise next(iter(unknown.values()))
+    return uses
+
+
+def known_inventory(site: "Site") -> tuple[list["ImageUse"], dict[str, CubeError]]:
+    """The inventory of every stage that renders here, and stage -> why the others cannot
+    (their upstream files not in the local cache: `cubeinstall bundle fetch`)."""
     from cubeinstall.images.inventory import (
         RUNTIME_PREFIX,
         build_inventory,
@@ -36,14 +46,18 @@ def site_inventory(site: "Site") -> list["ImageUse"]:
         source_site,
     )
     from cubeinstall.render.walk import images_in_objects
-    from cubeinstall.stages.rendered import all_objects
+    from cubeinstall.stages.rendered import each_stage
 
-    images: dict[str, set[str]] = {
-        stage: images_in_objects(objects) for stage, objects in all_objects(source_site(site)).items()
-    }
+    images: dict[str, set[str]] = {}
+    unknown: dict[str, CubeError] = {}
+    for stage, objects in each_stage(source_site(site)):
+        if isinstance(objects, CubeError):
+            unknown[stage] = objects
+        else:
+            images[stage] = images_in_objects(objects)
     for group, runtime in runtime_images().items():
         images[RUNTIME_PREFIX + group] = set(runtime)
-    return build_inventory(images, site.registry)
+    return build_inventory(images, site.registry), unknown
 
 
 def describe(site: "Site") -> list[Change]:
