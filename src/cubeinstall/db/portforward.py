@@ -238,8 +238,8 @@ class ServiceTarget:
         from kubernetes.client.rest import ApiException
 
         if self.outage.given_up:
-            raise ForwardError(f"cannot {what}: the Kubernetes API gave no answer earlier in "
-                               "this run; not asked again", permanent=True,
+            raise ForwardError(f"cannot {what}: not asked: the Kubernetes API gave no answer "
+                               f"earlier in this run ({self.outage.last_failure})", permanent=True,
                                hint="check the kubeconfig and that the cluster is up")
         try:
             result = request()
@@ -252,7 +252,7 @@ class ServiceTarget:
             raise ForwardError(f"cannot {what}: {_api_message(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - urllib3/TLS errors reaching the API server
             raise ForwardError(f"cannot {what}: the Kubernetes API is unreachable ({exc})",
-                               permanent=not self.outage.allows_retry(unreachable=True),
+                               permanent=not self.outage.allows_retry(True, failure=str(exc)),
                                hint="check the kubeconfig and that the cluster is up") from None
         self.outage.answered()
         return result

@@ -15,9 +15,9 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
