@@ -16,7 +16,14 @@ from cubeinstall.run import preflight
 from cubeinstall.site.stages import get
 from cubeinstall.stages import gpu_runtime, registry_trust
 from tests.integration.test_node_gpu import GPU, restarts
-from tests.servers.sshd import SHIM_STATE, NodeSpec, make_site, snapshot, stage_context, trust
+from tests.servers.sshd import (
+    SHIM_STATE,
+    NodeSpec,
+    make_site,
+    snapshot,
+    stage_context,
+    trust,
+)
 
 pytestmark = pytest.mark.ssh
 

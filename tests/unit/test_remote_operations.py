@@ -246,8 +246,8 @@ V2 = 'version = 2\n\n# ours\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_im
 
 
 @pytest.mark.parametrize("old, expected", [
-    (None, 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-           '  config_path = "/etc/containerd/certs.d"\n'),
+    (None, ('version = 2\n\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+           '  config_path = "/etc/containerd/certs.d"\n')),
     (V2, V2 + '\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
               '  config_path = "/etc/containerd/certs.d"\n'),
     # the key replaced in its own table, the next table untouched
@@ -258,8 +258,8 @@ V2 = 'version = 2\n\n# ours\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_im
           '  [plugins."io.containerd.grpc.v1.cri".containerd]\n    snapshotter = "overlayfs"\n'),
     # a table header in single quotes is the same table: the key is added under it
     ("version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry] # mine\n  [x]\n",
-     "version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry] # mine\n"
-     '  config_path = "/etc/containerd/certs.d"\n  [x]\n'),
+     ("version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry] # mine\n"
+     '  config_path = "/etc/containerd/certs.d"\n  [x]\n')),
 ])
 def test_toml_values_set_every_other_line_kept(old, expected):
     outcome = CONFIG_PATH.decide(text_facts("/c.toml", old))

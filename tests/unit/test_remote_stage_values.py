@@ -85,10 +85,10 @@ def test_containerd_2_defaults_need_no_config_file():
 
 
 @pytest.mark.parametrize("text, message", [
-    ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
-     '  endpoint = ["https://m"]\n', "refuses beside config_path"),
-    ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs."r".tls]\n'
-     '  insecure_skip_verify = true\n', "refuses beside config_path"),
+    (('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
+     '  endpoint = ["https://m"]\n'), "refuses beside config_path"),
+    (('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs."r".tls]\n'
+     '  insecure_skip_verify = true\n'), "refuses beside config_path"),
     ("version = 7\n", "config version 7"),
     ("version = \n", "not valid TOML"),
 ])

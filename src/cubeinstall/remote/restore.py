@@ -12,7 +12,11 @@ from cubeinstall.core.context import RunContext
 from cubeinstall.remote.host import Host
 from cubeinstall.remote.operations import backup_dest
 from cubeinstall.remote.probe import ask_nodes
-from cubeinstall.remote.runtime_paths import CONTAINERD_TOML, DAEMON_JSON, registry_files
+from cubeinstall.remote.runtime_paths import (
+    CONTAINERD_TOML,
+    DAEMON_JSON,
+    registry_files,
+)
 from cubeinstall.remote.shell import q
 from cubeinstall.site.model import Site
 

@@ -32,7 +32,12 @@ from cubeinstall.remote.edits import (
     toml_value,
 )
 from cubeinstall.remote.errors import HostError, Refused
-from cubeinstall.remote.facts import ContainerdConfig, DockerInsecureRegistries, FileText
+from cubeinstall.remote.facts import (
+    ContainerdConfig,
+    DockerInsecureRegistries,
+    FileText,
+    PathInfo,
+)
 from cubeinstall.remote.host import facts_of
 from cubeinstall.remote.operations import EnsureDir, EnsureFile, Run
 from cubeinstall.remote.runtime_paths import (
@@ -129,8 +134,8 @@ def _host_files(site: Site) -> list:
 
 def _containerd(host, site: Site) -> None:
     host_files = _host_files(site)
-    facts = host.facts([FileText(CONTAINERD_TOML), ContainerdConfig(),
-                        *facts_of([EnsureTomlValues(CONTAINERD_TOML)]), *facts_of(host_files)])
+    facts = host.facts([PathInfo(CONTAINERD_TOML), FileText(CONTAINERD_TOML), ContainerdConfig(),
+                        *facts_of(host_files)])
     text, running = facts[FileText(CONTAINERD_TOML)], facts[ContainerdConfig()]
     if running is None:
         raise host.fail("containerd config dump does not answer: is containerd installed?",
@@ -155,17 +160,17 @@ def _config_edit(text: str | None, running: str) -> EnsureTomlValues | None:
     """config_path in the registry table of the file's config version (of the running
     containerd's, for a new file), keeping any directory it names already. None: no file,
     and containerd's defaults already read the directory (containerd 2.x)."""
-    source = text if text and text.strip() else running
-    if source is running and _runs_with_certs_dir(running):
+    new_file = not (text and text.strip())
+    if new_file and _runs_with_certs_dir(running):
         return None
-    document = load_toml(CONTAINERD_TOML, source)
+    document = load_toml(CONTAINERD_TOML, running if new_file else text)
     version = document.get("version", 1)
     table = REGISTRY_TABLE.get(version)
     if table is None:
         raise Refused(f"{CONTAINERD_TOML}: config version {version!r} is not one containerd "
                       f"1.x or 2.x reads ({', '.join(map(str, REGISTRY_TABLE))})",
                       hint="fix the version line of the file, then run again")
-    if source is not text:
+    if new_file:  # nothing of the running config is written into the new file
         document = {}
     registry = toml_value(document, table) or {}
     if registry.get("mirrors") or any("tls" in entry for entry in (registry.get("configs") or {}).values()
