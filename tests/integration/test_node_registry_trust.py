@@ -128,6 +128,18 @@ def test_plan_shows_the_diff_and_writes_nothing(sandbox_nodes, tmp_path):
     assert snapshot(node, "/etc/docker") == before and restarts(node, "docker") == 0
 
 
+def test_failed_docker_restart_names_the_host_and_keeps_the_old_daemon_json(sandbox_nodes, tmp_path):
+    original = json.dumps(DAEMON).encode()
+    [node], site = start(sandbox_nodes, tmp_path, NodeSpec(files={"/etc/docker/daemon.json": original}),
+                         registry=INSECURE)
+    node.write(f"{SHIM_STATE}/fail-docker", b"")
+    with pytest.raises(StageFailed, match=rf"{node.name}.*Job for docker.service failed") as failure:
+        registry_trust.apply(stage_context(site))
+    assert "daemon.json.cubeinstall-<UTC time>.bak" in str(failure.value)
+    [backup] = node.path("/etc/docker").glob("daemon.json.cubeinstall-*.bak")
+    assert backup.read_bytes() == original
+
+
 def test_invalid_daemon_json_is_refused_naming_the_host(sandbox_nodes, tmp_path):
     broken = b'{"debug": true,}\n'
     [node], site = start(sandbox_nodes, tmp_path, NodeSpec(files={"/etc/docker/daemon.json": broken}),

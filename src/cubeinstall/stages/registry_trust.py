@@ -106,7 +106,8 @@ def _docker(host, site: Site) -> None:
     if changed or registry not in (facts[DockerInsecureRegistries()] or ()):
         reason = "daemon.json changed" if changed else f"not running with {registry} insecure yet"
         operations.append(Run("docker", "systemctl restart docker", f"restart docker ({reason})"))
-    _converge_restarting(host, operations, [DockerInsecureRegistries()], DAEMON_JSON, "docker")
+    _converge_restarting(host, operations, [DockerInsecureRegistries()], DAEMON_JSON, "docker",
+                         changed)
     if host.write and registry not in (host.fact(DockerInsecureRegistries()) or ()):
         raise host.fail(f"docker info does not list {registry} as an insecure registry",
                         hint="check `journalctl -u docker` on the host")
@@ -150,7 +151,8 @@ def _containerd(host, site: Site) -> None:
         reason = "config.toml changed" if changed else f"not running with {CONTAINERD_CERTS} yet"
         operations.append(Run("containerd", "systemctl restart containerd",
                               f"restart containerd ({reason})"))
-    _converge_restarting(host, operations, [ContainerdConfig()], CONTAINERD_TOML, "containerd")
+    _converge_restarting(host, operations, [ContainerdConfig()], CONTAINERD_TOML, "containerd",
+                         changed)
     if host.write and not _runs_with_certs_dir(host.fact(ContainerdConfig())):
         raise host.fail(f"containerd config dump does not show config_path {CONTAINERD_CERTS}",
                         hint=f"check {CONTAINERD_TOML} and `journalctl -u containerd` on the host")
@@ -172,7 +174,8 @@ def _config_edit(text: str | None, running: str) -> EnsureTomlValues | None:
                       hint="fix the version line of the file, then run again")
     if new_file:  # nothing of the running config is written into the new file
         document = {}
-    registry = toml_value(document, table) or {}
+    registry = toml_value(document, table)
+    registry = registry if isinstance(registry, dict) else {}
     if registry.get("mirrors") or any("tls" in entry for entry in (registry.get("configs") or {}).values()
                                       if isinstance(entry, dict)):
         raise Refused(f"{CONTAINERD_TOML} configures registries in {'.'.join(table)}.mirrors/"
@@ -180,7 +183,7 @@ def _config_edit(text: str | None, running: str) -> EnsureTomlValues | None:
                       "it was left unchanged",
                       hint=f"move those settings into {CONTAINERD_CERTS}/<host>/hosts.toml "
                            "files, then run again")
-    current = registry.get("config_path") or ""
+    current = str(registry.get("config_path") or "")
     directories = [d for d in current.split(":") if d]
     wanted = current if CONTAINERD_CERTS in directories else ":".join([CONTAINERD_CERTS, *directories])
     return EnsureTomlValues(CONTAINERD_TOML, (((*table, "config_path"), wanted),),
@@ -201,15 +204,18 @@ def _runs_with_certs_dir(running: str | None) -> bool:
 # -- both ----------------------------------------------------------------------------------
 
 
-def _converge_restarting(host, operations: list, then: list, path: str, unit: str) -> None:
-    """Converge; a failed restart says where the file it was restarted for was kept."""
+def _converge_restarting(host, operations: list, then: list, path: str, unit: str,
+                         file_changed: bool) -> None:
+    """Converge; a failed restart (the Run targeted at ``unit``, last in its round trip)
+    says where the file it was restarted for was kept."""
     try:
         host.converge(operations, then=then)
     except HostError as exc:
-        if any(isinstance(op, Run) for op in operations) and exc.hint is None:
-            exc.hint = (f"the previous {path} is kept as {path}.cubeinstall-<UTC time>.bak "
-                        "(`cubeinstall uninstall --restore-node-files` gives it back); "
-                        f"check `journalctl -u {unit}` on the host")
+        if f"run {unit} failed" in exc.message:
+            kept = (f"{path} was just written; the file it replaced (if any) is kept as "
+                    f"{path}.cubeinstall-<UTC time>.bak (`cubeinstall uninstall "
+                    "--restore-node-files` gives it back); " if file_changed else "")
+            exc.hint = f"{kept}check `journalctl -u {unit}` on the host"
         raise
 
 
