@@ -19,6 +19,7 @@ class RunOptions:
     force: bool = False
     kubeconfig: Path | None = None  # overrides the platform cluster's kubeconfig
     context: str | None = None
+    jobs: int = 1  # stages run at once (apply only; a plan runs them one by one)
 
 
 @dataclass
