@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
@@ -108,3 +109,26 @@ def test_an_interrupt_is_not_a_units_failure():
 def test_an_order_that_points_forward_is_refused():
     with pytest.raises(ValueError, match="not before it"):
         run_units([Unit("a", frozenset({"b"})), Unit("b")], Recorder(), limit=2)
+
+
+def test_the_runs_error_names_the_failed_stages_and_what_they_kept_from_running():
+    from cubeinstall.core.context import RunContext
+    from cubeinstall.core.errors import ConfigError, StageFailed
+    from cubeinstall.core.output import Output
+    from cubeinstall.run.runner import _run_failed
+    from cubeinstall.run.schedule import Outcome
+    from cubeinstall.site.loader import load_site
+    from tests.helpers import EXAMPLE_SITE
+
+    ctx = RunContext(site=load_site(EXAMPLE_SITE), out=Output(json_mode=True, stream=io.StringIO()))
+    one = Outcome(failed={"istio": StageFailed("istio", "no CRDs")}, blocked={"gateway": "istio"})
+    error = _run_failed(ctx, one, name_not_run=True)
+    assert error.message == "stage istio: no CRDs (not run, as they need it: gateway)"
+    assert ctx.out.events[-1]["stages"] == ["gateway"]
+    two = Outcome(failed={"istio": StageFailed("istio", "no CRDs"),
+                          "volcano": StageFailed("volcano", "conflict")})
+    assert _run_failed(ctx, two, name_not_run=True).message == (
+        "2 stages failed: stage istio: no CRDs; stage volcano: conflict")
+    site_error = ConfigError("components.volcano.namespace: not honoured")
+    assert _run_failed(ctx, Outcome(failed={"istio": StageFailed("istio", "x"),
+                                            "volcano": site_error}), True) is site_error

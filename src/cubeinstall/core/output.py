@@ -102,7 +102,8 @@ class Output:
         """Yield ``advance(n)``: a rich progress bar in a terminal, ``progress`` events always."""
         done = 0
         bar = None
-        if not self.json_mode and _is_terminal(self.messages):
+        # one live display per terminal: while stages run at once, their line is it
+        if not self.json_mode and _is_terminal(self.messages) and self._running is None:
             from rich.progress import Progress
 
             bar = Progress(console=self._messages_rich(), transient=True)

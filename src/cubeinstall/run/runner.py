@@ -169,6 +169,8 @@ def _run_failed(ctx: RunContext, outcome: Outcome, name_not_run: bool) -> BaseEx
 
 def _with_not_run(error: CubeError, not_run: dict[str, list[str]]) -> CubeError:
     names = sorted(name for names in not_run.values() for name in names)
+    if not names:
+        return error
     error.message = f"{error.message} (not run, as they need it: {', '.join(names)})"
     return error
 
