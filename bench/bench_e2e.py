@@ -350,7 +350,8 @@ def report(r: dict) -> str:
              "(each round: " + ", ".join(f"{x:.2f}x" for x in r["serial_ratios"]) + ")",
              f"{statistics.median(r['serial_ratios']):.2f}x"),
         _row(f"client CPU: ours (the CLI) {r['ours_client_cpu_s']:.1f} s, kubectl (every call) "
-             f"{r['kubectl_client_cpu_s']:.1f} s; API requests per object: ours "
+             f"{r['kubectl_client_cpu_s']:.1f} s; API requests served per object (every client, "
+             "the controllers' included): ours "
              f"{r['ours_requests'] / r['objects']:.2f}, kubectl "
              f"{r['kubectl_requests'] / r['objects']:.2f}",
              f"{r['ours_client_cpu_s'] / r['kubectl_client_cpu_s']:.2f}x CPU"),
