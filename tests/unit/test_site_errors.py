@@ -196,6 +196,19 @@ def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
     assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", err), err
 
 
+def test_registry_trust_enabled_without_anything_to_trust(site_dir, capsys):
+    text = (BASE.replace("  insecure: true\n", "")
+                .replace("  kube-batch: {enabled: false}",
+                         "  kube-batch: {enabled: false}\n  registry-trust: {enabled: true}"))
+    path = site_dir / "site.yaml"
+    path.write_text(text)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2
+    line = text.count("\n", 0, text.index("registry-trust: {enabled: true}")) + 1
+    assert re.search(rf"site\.yaml:{line}:\d+: components\.registry-trust\.enabled: "
+                     r".*insecure or has a ca_file", err), err
+
+
 def test_site_must_be_a_mapping(site_dir, capsys):
     path = site_dir / "site.yaml"
     path.write_text("- just\n- a list\n")

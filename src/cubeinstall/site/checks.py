@@ -19,7 +19,8 @@ def check_site(site: Site) -> list[Problem]:
     that validated while others did not): a rule that reads a missing section is skipped."""
     problems: list[Problem] = []
     for rule in (_unique_nodes, _components_known, _component_options_supported,
-                 _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters,
+                 _placement_covered, _gpu_runtime, _registry_trust, _external_services, _gateway,
+                 _unique_clusters,
                  _cube_environment):
         try:
             problems.extend(list(rule(site)))
@@ -111,6 +112,14 @@ def _gpu_runtime(site: Site) -> Iterator[Problem]:
     if setting and not any(node.is_gpu for node in site.nodes):
         yield (("components", "gpu-runtime", "enabled"),
                "gpu-runtime is enabled but no node has role gpu")
+
+
+def _registry_trust(site: Site) -> Iterator[Problem]:
+    stage = registry.get("registry-trust")
+    if site.component(stage.name).enabled and not stage.enabled(site):
+        yield (("components", stage.name, "enabled"),
+               "registry-trust is enabled but nodes have nothing to trust: it needs a registry "
+               "they pull from (registry.mirror) that is insecure or has a ca_file")
 
 
 def _external_services(site: Site) -> Iterator[Problem]:

@@ -94,6 +94,12 @@ def _has_registry(site: "Site") -> bool:
     return site.registry is not None and site.registry.mirror
 
 
+def _registry_needs_trust(site: "Site") -> bool:
+    """Nodes pull from a registry they do not trust by default (no verification, or a
+    private CA)."""
+    return _has_registry(site) and (site.registry.insecure or site.registry.ca_file is not None)
+
+
 _EVERY = Scope.EVERY_CLUSTER
 # Node stages share each host's one root shell and edit the same files (daemon.json).
 _NODE_SHELLS = "node shells"
@@ -110,6 +116,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("gpu-runtime", "NVIDIA runtime in docker/containerd on GPU nodes", Layer.NODE,
           "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",), scope=Scope.NODES,
           holds=_NODE_SHELLS, extra_enabled=_has_gpu_nodes),
+    Stage("registry-trust", "every node trusts the site registry (docker or containerd)",
+          Layer.NODE, "registry_trust", needs=("hosts-ready",), provides=("registry-trusted",),
+          scope=Scope.NODES, holds=_NODE_SHELLS, extra_enabled=_registry_needs_trust),
     Stage("images", "mirror every image the site needs into the private registry",
           Layer.REGISTRY, "images", provides=("images",), scope=Scope.REGISTRY,
           extra_enabled=_has_registry),
