@@ -70,8 +70,8 @@ def _decide(client: KubeClient, stage: str, resource: ApiResource, desired: dict
     except NotFound:
         result.absent += 1
         return None
-    if is_owned(live) or is_kept(live):
-        result.ours += 1
+    if (is_owned(live) or is_kept(live)) and not ownership.kubectl_managers(live):
+        result.ours += 1  # (an apply with --force before adopt labels it, kubectl keeps fields)
         return None
     if not ownership.written_by_kubectl(live):
         result.foreign += 1

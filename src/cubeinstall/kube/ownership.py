@@ -60,6 +60,8 @@ def difference(a: dict, b: dict) -> dict:
     as a whole: only its parts ``b`` lacks)."""
     result = {}
     for key, value in a.items():
+        if key == "." and b:  # the node itself stays while b holds any part of it
+            continue
         if key not in b:
             result[key] = value
         elif value and b[key]:
@@ -123,8 +125,9 @@ def others_fields(obj: dict) -> dict:
 
 def removed_by_next_apply(live: dict, dry_run_result: dict) -> list[str]:
     """Paths kubectl set that our object does not and no other manager holds: once
-    ownership moved, the next apply removes them. ``dry_run_result``: the server's
-    dry run of our apply (its cubeinstall Apply entry is our object's field set)."""
+    ownership moved, the next apply removes them (a defaulted one, which kubectl's
+    Update entries hold too, comes back with its default). ``dry_run_result``: the
+    server's dry run of our apply (its cubeinstall Apply entry is our object's fields)."""
     ours = owned_by(dry_run_result, FIELD_MANAGER)
     gone = difference(difference(kubectl_fields(live), ours), others_fields(live))
     return [path for path in paths(gone) if path != f"metadata.annotations.{LAST_APPLIED}"]

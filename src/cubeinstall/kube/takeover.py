@@ -78,7 +78,8 @@ def for_rendered(stage: str, live: dict, *, changed: bool, diff: str = "",
                         f"{recreate_cost(kind)}", stage, fields, diff)
     if changed or removed:
         parts = (["the apply changes fields (diff)"] if changed else []) + (
-            [f"the apply removes what kubectl set and the site does not: {', '.join(removed)}"]
+            [f"the apply removes what kubectl set and the site does not (a defaulted field "
+             f"gets its default again): {', '.join(removed)}"]
             if removed else [])
         return Decision(name, "take-over-with-changes", "; ".join(parts), stage,
                         tuple(removed), diff)
@@ -139,21 +140,32 @@ class HostPathClash:
 
 
 def host_path_clashes(desired_pvs: list[dict], live_pvs: list[dict]) -> list[HostPathClash]:
-    """Never a second PersistentVolume on the same host path (or NFS/local path)."""
-    used = {}
+    """Never a second PersistentVolume for one namespace on a host path (or NFS/local path)
+    an existing volume of another name serves there: the namespace's pods would move to a
+    new claim beside the old one. Volumes that exist by name are taken over; one path
+    shared by volumes of different namespaces is upstream's own design (a claim is per
+    namespace)."""
+    live_names = {pv["metadata"]["name"] for pv in live_pvs}
+    used: dict[tuple[str, str], list[str]] = {}
     for pv in live_pvs:
         path = volume_path(pv)
         if path:
-            used.setdefault(path, []).append(pv["metadata"]["name"])
+            used.setdefault((path, _claim_namespace(pv)), []).append(pv["metadata"]["name"])
     clashes = []
     for pv in desired_pvs:
         path, name = volume_path(pv), pv["metadata"]["name"]
-        others = [other for other in used.get(path, []) if other != name]
-        if path and others:
+        if not path or name in live_names:
+            continue
+        others = used.get((path, _claim_namespace(pv)), [])
+        if others:
             ref = (pv.get("spec") or {}).get("claimRef") or {}
             clashes.append(HostPathClash(name, f"{ref.get('namespace')}/{ref.get('name')}",
                                          path, others[0]))
     return clashes
+
+
+def _claim_namespace(pv: dict) -> str:
+    return ((pv.get("spec") or {}).get("claimRef") or {}).get("namespace") or ""
 
 
 def volume_path(pv: dict) -> str:
