@@ -79,14 +79,13 @@ def claims(core) -> dict[tuple[str, str], tuple[str, str]]:
             for c in core.list_persistent_volume_claim_for_all_namespaces().items}
 
 
-def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys):
+def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys, monkeypatch):
     from kubernetes import client
 
     with ControlPlane(tmp_path / "cluster") as cluster:
         dashboard = install_like_start_sh(cluster.kubeconfig, tmp_path)
         site = component_site(tmp_path, cluster.kubeconfig)
-        state = {"CUBEINSTALL_STATE_DIR": str(tmp_path / "state")}
-        os.environ.update(state)
+        monkeypatch.setenv("CUBEINSTALL_STATE_DIR", str(tmp_path / "state"))
         with cluster.api_client() as api:
             core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
             before = claims(core)

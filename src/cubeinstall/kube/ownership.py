@@ -19,9 +19,10 @@ import json
 
 from cubeinstall.kube.objects import FIELD_MANAGER
 
-# The managers kubectl writes as (client-side apply, create, edit, and the generic one).
+# The managers kubectl writes as: client-side apply, create, edit, the generic one, and
+# the patch/label/annotate start.sh also runs (the gateway's externalIPs, namespace labels).
 KUBECTL_MANAGERS = frozenset({"kubectl-client-side-apply", "kubectl-create", "kubectl-edit",
-                              "kubectl"})
+                              "kubectl", "kubectl-patch", "kubectl-label", "kubectl-annotate"})
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 LAST_APPLIED_FIELD = f"f:metadata/f:annotations/f:{LAST_APPLIED}"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from cubeinstall.kube.immutable import recreate_cost
 from cubeinstall.kube.objects import target
 
 Action = Literal["take-over", "take-over-with-changes", "re-create", "refuse", "remove", "keep"]
@@ -72,8 +73,6 @@ def for_rendered(stage: str, live: dict, *, changed: bool, diff: str = "",
         if kind in DATA_KINDS - {"PersistentVolume"}:
             return Decision(name, "refuse", f"{what} cannot change and a {kind} is never "
                             "re-created by adopt", stage, fields, diff)
-        from cubeinstall.kube.immutable import recreate_cost
-
         return Decision(name, "re-create", f"{what} cannot change in place; re-creating it: "
                         f"{recreate_cost(kind)}", stage, fields, diff)
     if changed or removed:
