@@ -71,11 +71,11 @@ def install_like_start_sh(kubeconfig, tmp_path) -> str:
     return f"{deployment['metadata'].get('namespace')}/{deployment['metadata']['name']}"
 
 
-def claims(core) -> dict[tuple[str, str], tuple[str, str]]:
-    """(namespace, claim) -> (volume name, volume uid)."""
+def claims(core) -> dict[tuple[str, str], tuple[str, str, str]]:
+    """(namespace, claim) -> (volume name, volume uid, claim phase)."""
     volumes = {pv.metadata.name: pv.metadata.uid for pv in core.list_persistent_volume().items}
-    return {(c.metadata.namespace, c.metadata.name): (c.spec.volume_name,
-                                                      volumes.get(c.spec.volume_name))
+    return {(c.metadata.namespace, c.metadata.name): (
+                c.spec.volume_name, volumes.get(c.spec.volume_name), c.status.phase)
             for c in core.list_persistent_volume_claim_for_all_namespaces().items}
 
 
@@ -89,7 +89,7 @@ def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys, monkeypatch)
         with cluster.api_client() as api:
             core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
             before = claims(core)
-            assert len(before) >= 5 and all(name for name, _ in before.values())
+            assert len(before) >= 5 and all(name for name, _, _ in before.values())
 
             # without adopt: the errors point to it, and --force does not help with roleRef
             state_only = ["--only", "dashboard", "--ignore", "nodes-reachable"]

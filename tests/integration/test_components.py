@@ -192,3 +192,18 @@ def test_istio_existing_mode_verifies_and_installs_nothing(site_file, tmp_path, 
     assert code == 1
     [failure] = [e for e in json_events(out) if e["event"] == "stage-failed"]
     assert "sidecars.example.io does not exist" in failure["error"]
+
+
+def test_volcano_existing_mode_verifies_its_crds_and_installs_nothing(site_file, tmp_path,
+                                                                      kube_cluster, capsys):
+    """start.sh's Volcano kept (adopt's choice): the platform's Volcano kinds must be served."""
+    from cubeinstall.stages import volcano
+
+    assert run_cli(["--json", "stage", "volcano", "-c", str(site_file)], capsys)[0] == 0
+    existing = component_site(tmp_path, kube_cluster.kubeconfig, volcano={"mode": "existing"})
+    ctx = context(existing)
+    assert runner.stage_objects(registry.get("volcano"), ctx.site) == []
+    changes = load(registry.get("volcano")).apply(ctx)
+    assert {c.action for c in changes} == {"unchanged"}
+    assert {c.target for c in changes} == {f"CustomResourceDefinition {name}"
+                                           for name in volcano.REQUIRED_CRDS}

@@ -14,6 +14,7 @@ def adopt(
     leftovers. Then run `cubeinstall all`."""
     from cubeinstall.run import adopt as adoption
     from cubeinstall.run import runner
+    from cubeinstall.run.session import changing_run
 
     ctx = load_context(dry_run=dry_run)
     if not dry_run:
@@ -29,7 +30,10 @@ def adopt(
     if dry_run or changing == 0:
         return
     confirm("Take over the objects above?", "adopt")
-    changes = adoption.carry_out_all(ctx, found)
+    with changing_run(ctx, runner.select(ctx.site)) as journal:  # the site's locks
+        changes = adoption.carry_out_all(ctx, found)
+        for stage in adoption.stages_touched(result):  # `all` must apply them again
+            journal.forget(stage)
     runner.report_changes(ctx, "adopt", changes)
     ctx.out.event("adopt-done", changed=len(changes),
                   message=f"adopt: {len(changes)} object(s) taken over, re-created or removed; "

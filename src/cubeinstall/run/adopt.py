@@ -68,6 +68,12 @@ def summary(result: Survey) -> tuple[list[tuple[str, int]], int]:
     return rows, sum(1 for d in result.decisions if d.changes_something)
 
 
+def stages_touched(result: Survey) -> list[str]:
+    """Stages whose objects adopt changes: a journal record of them is no longer current
+    (ownership moved; the next apply removes kubectl's extra fields)."""
+    return sorted({d.stage for d in result.decisions if d.stage and d.changes_something})
+
+
 def carry_out_all(ctx: RunContext, found: list[Found]) -> list[Change]:
     """Ownership first, then re-creations, then removals (a removed leftover is never
     something a taken-over object still needs)."""
