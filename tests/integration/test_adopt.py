@@ -1,10 +1,11 @@
 """`cubeinstall adopt` on a site cube-studio's start.sh installed, on the real control plane.
 
-start.sh's steps for namespaces, RBAC, dashboards, volumes and Volcano are run with the
-kubectl built for the tests (so managedFields are kubectl's own), one Deployment as an
-older start.sh left it (a second container). Then: adopt refuses the second Volcano
-until site.yaml chooses, plans, takes over; `all` converges, a second `all` changes
-nothing, every claim keeps its volume, one Volcano runs, no leftover stays.
+start.sh's steps for namespaces, RBAC, dashboards, volumes, Volcano, Istio 1.15, Argo and
+the training-operator are run with the kubectl built for the tests (so managedFields are
+kubectl's own), one Deployment and one binding as an older start.sh left them. Then:
+adopt refuses the second Volcano and Argo and the Istio jump until site.yaml chooses,
+plans, takes over; `all` converges, a second `all` changes nothing, every claim keeps
+its volume, one Volcano, one Argo and one istiod run, no leftover stays.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tests.servers.http_upstream import component_site
 
 pytestmark = pytest.mark.cluster
 
-STAGES = ("namespaces", "dashboard", "volcano", "pv-pvc")
+STAGES = ("namespaces", "dashboard", "istio", "kubeflow", "volcano", "pv-pvc")
 VOLUME_FILES = ("pv-pvc-infra.yaml", "pv-pvc-jupyter.yaml", "pv-pvc-automl.yaml",
                 "pv-pvc-pipeline.yaml", "pv-pvc-service.yaml")
 OLD_CONTAINER = "old-sidecar"
@@ -68,6 +69,12 @@ def install_like_start_sh(kubeconfig, tmp_path) -> str:
     for name in VOLUME_FILES:
         kubectl(kubeconfig, "create", "-f", str(CUBE_INSTALL / name))
     kubectl(kubeconfig, "apply", "-f", str(CUBE_INSTALL / "volcano/volcano-development.yaml"))
+    for name in ("istio/install-crd.yaml", "istio/install-1.15.0.yaml",
+                 "argo/minio-pv-pvc-hostpath.yaml", "argo/pipeline-runner-rolebinding.yaml",
+                 "argo/install-3.4.3-all.yaml", "kubeflow/sa-rbac.yaml"):
+        kubectl(kubeconfig, "apply", "-f", str(CUBE_INSTALL / name))
+    kubectl(kubeconfig, "apply", "-k",
+            str(CUBE_INSTALL / "kubeflow/train-operator/manifests/overlays/standalone"))
     return f"{deployment['metadata'].get('namespace')}/{deployment['metadata']['name']}"
 
 
@@ -101,14 +108,20 @@ def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys, monkeypatch)
                 "(roleRef)" in err, out + err
             assert "cubeinstall adopt" in err and "--force does not help" in err, err
 
-            # a second Volcano (start.sh's, in kubeflow) is refused until site.yaml chooses
+            # a second Volcano and Argo (start.sh's, in kubeflow) and an istiod 15 minor
+            # versions behind are refused until site.yaml chooses
             code, out, err = run_cli(["adopt", "--dry-run", "-c", str(site)], capsys)
             assert code == 2, out + err
             assert "Volcano already runs (Deployment kubeflow/" in err
             assert "components.volcano.mode: existing" in err and "replace" in err
+            assert "Argo workflow-controller already runs (Deployment " \
+                "kubeflow/workflow-controller)" in err, err
+            assert "Deployment istio-system/istiod runs Istio 1.15" in err
+            assert "1.15 -> 1.17 -> 1.19 -> 1.21 -> 1.23 -> 1.25 -> 1.27 -> 1.29 -> 1.30" in err
 
             data = yaml.safe_load(site.read_text())
-            data["components"]["volcano"] = {"mode": "replace"}
+            data["components"].update(volcano={"mode": "replace"}, kubeflow={"mode": "replace"},
+                                      istio={"mode": "existing"})
             site.write_text(yaml.safe_dump(data))
             code, out, err = run_cli(["--json", "adopt", "--dry-run", "-c", str(site)], capsys)
             assert code == 0, out + err
@@ -122,6 +135,8 @@ def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys, monkeypatch)
             assert old["detail"].startswith("take-over-with-changes") and OLD_CONTAINER in \
                 old["detail"], old
             assert planned["Deployment kubeflow/volcano-scheduler"]["action"] == "delete"
+            # start.sh's MinIO sets env values where ours reads a Secret: merged, refused
+            assert "instead of merging" in planned["Deployment kubeflow/minio"]["detail"]
             for (namespace, name), _ in before.items():
                 assert planned[f"PersistentVolumeClaim {namespace}/{name}"]["detail"].startswith(
                     "take-over"), name
@@ -154,6 +169,14 @@ def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys, monkeypatch)
             schedulers = [d for d in apps.list_deployment_for_all_namespaces().items
                           if any("vc-scheduler" in c.image for c in d.spec.template.spec.containers)]
             assert [d.metadata.namespace for d in schedulers] == ["volcano-system"]
+            controllers = [d for d in apps.list_deployment_for_all_namespaces().items
+                           if any("workflow-controller" in c.image
+                                  for c in d.spec.template.spec.containers)]
+            assert [d.metadata.namespace for d in controllers] == ["argo"]
+            istiods = [d for d in apps.list_deployment_for_all_namespaces().items
+                       if any("pilot" in c.image for c in d.spec.template.spec.containers)]
+            assert [d.spec.template.spec.containers[0].image for d in istiods] == [
+                "istio/pilot:1.15.0"]  # kept as it runs (mode existing)
             # nothing of start.sh is left: adopt has nothing more to do
             code, out, err = run_cli(["--json", "adopt", "--dry-run", "-c", str(site)], capsys)
             assert code == 0, out + err

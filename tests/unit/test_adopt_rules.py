@@ -92,6 +92,9 @@ def test_decisions_for_rendered_objects():
     recreate = takeover.for_rendered("cube", live, changed=True, immutable=["spec.selector"])
     assert recreate.action == "re-create" and recreate.fields == ("spec.selector",)
     assert "pods are replaced" in recreate.reason
+    merged = takeover.for_rendered("cube", live, changed=True,
+                                   merge_refused="env[0].valueFrom: may not be specified")
+    assert merged.action == "take-over-with-changes" and "valueFrom" in merged.reason
 
 
 @pytest.mark.parametrize("phase, policy, action", [
@@ -221,3 +224,33 @@ def test_istio_more_than_two_minors_behind_is_refused_with_the_steps():
     assert "1.15 -> 1.17 -> 1.19 -> 1.21 -> 1.23 -> 1.25 -> 1.27 -> 1.29 -> 1.30" in problem
     near = [controller("istiod", "istio-system", "docker.io/istio/pilot:1.28.1")]
     assert controllers.problems(near, FakeSite(), ours) == []
+
+
+def test_what_a_kept_controller_runs_with_is_never_a_leftover():
+    istiod = controller("istiod", "istio-system", "istio/pilot:1.15.0")
+    pod = istiod["spec"]["template"]
+    pod["metadata"] = {"labels": {"app": "istiod"}}
+    pod["spec"].update(serviceAccountName="istiod",
+                       volumes=[{"name": "m", "configMap": {"name": "istio"}}])
+
+    def obj(kind, name, namespace=None, **rest):
+        meta = {"name": name, **({"namespace": namespace} if namespace else {})}
+        return {"kind": kind, "metadata": meta, **rest}
+
+    candidates = [
+        istiod,
+        obj("Service", "istiod", "istio-system", spec={"selector": {"app": "istiod"}}),
+        obj("Service", "other", "istio-system", spec={"selector": {"app": "other"}}),
+        obj("ClusterRoleBinding", "istiod", subjects=[{"kind": "ServiceAccount", "name": "istiod",
+                                                       "namespace": "istio-system"}],
+            roleRef={"kind": "ClusterRole", "name": "istiod-role"}),
+        obj("ValidatingWebhookConfiguration", "istiod-validator", webhooks=[{"clientConfig": {
+            "service": {"namespace": "istio-system", "name": "istiod"}}}]),
+    ]
+    kept = controllers.kept_by_existing(FakeSite(istio="existing"), candidates)
+    assert set(kept) == {"Deployment istio-system/istiod", "ServiceAccount istio-system/istiod",
+                         "ConfigMap istio-system/istio", "Service istio-system/istiod",
+                         "ClusterRoleBinding istiod", "ClusterRole istiod-role",
+                         "ValidatingWebhookConfiguration istiod-validator"}
+    assert "components.istio.mode: existing" in kept["Service istio-system/istiod"]
+    assert controllers.kept_by_existing(FakeSite(), candidates) == {}  # replaced: removable

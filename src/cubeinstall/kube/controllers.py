@@ -36,6 +36,9 @@ CONTROLLERS = (
     Controller("volcano", "Volcano", ("vc-scheduler", "vc-controller-manager", "vc-webhook-manager")),
 )
 ISTIOD = Controller("istio", "istiod", ("pilot",))
+# What `mode: existing` keeps running: its objects are never leftovers to remove.
+KEPT_WHEN_EXISTING = {"istio": (ISTIOD, Controller("istio", "Istio gateway", ("proxyv2",))),
+                      "volcano": (CONTROLLERS[1],)}
 
 
 def images(deployment: dict) -> list[str]:
@@ -129,6 +132,59 @@ def upgrade_steps(running: tuple[int, int], wanted: tuple[int, int]) -> str:
         minor = min(minor + MAX_MINOR_STEP, wanted[1])
         steps.append(f"{major}.{minor}")
     return " -> ".join(steps)
+
+
+def kept_by_existing(site: Site, candidates: list[dict]) -> dict[str, str]:
+    """Of ``candidates`` (leftovers), those a controller the site keeps (``mode: existing``)
+    runs with: its Deployments, their ServiceAccounts, ConfigMaps and Secrets, the
+    Services selecting their pods, the bindings of their accounts and the roles those
+    name, the webhooks calling their Services. target -> why."""
+    kept: dict[str, str] = {}
+    for stage, kinds in KEPT_WHEN_EXISTING.items():
+        if site.component(stage).mode != "existing":
+            continue
+        why = f"the running {kinds[0].what.split()[0]} stays (components.{stage}.mode: existing)"
+        for deployment in candidates:
+            if deployment.get("kind") == "Deployment" and any(runs(deployment, c) for c in kinds):
+                kept.update(dict.fromkeys(_used_by(deployment, candidates), why))
+    return kept
+
+
+def _used_by(deployment: dict, candidates: list[dict]) -> set[str]:
+    namespace = deployment["metadata"].get("namespace") or ""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    pod, labels = template.get("spec") or {}, (template.get("metadata") or {}).get("labels") or {}
+    account = pod.get("serviceAccountName") or pod.get("serviceAccount") or "default"
+    used = {target(deployment), f"ServiceAccount {namespace}/{account}"}
+    for volume in pod.get("volumes") or []:
+        if (volume.get("configMap") or {}).get("name"):
+            used.add(f"ConfigMap {namespace}/{volume['configMap']['name']}")
+        if (volume.get("secret") or {}).get("secretName"):
+            used.add(f"Secret {namespace}/{volume['secret']['secretName']}")
+    services = set()
+    for obj in candidates:
+        kind, meta = obj.get("kind"), obj.get("metadata") or {}
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        if kind == "Service" and meta.get("namespace") == namespace and selector and all(
+                labels.get(k) == v for k, v in selector.items()):
+            used.add(target(obj))
+            services.add((namespace, meta["name"]))
+        if kind in ("RoleBinding", "ClusterRoleBinding") and any(
+                s.get("kind") == "ServiceAccount" and s.get("name") == account
+                and (s.get("namespace") or meta.get("namespace")) == namespace
+                for s in obj.get("subjects") or []):
+            used.add(target(obj))
+            role = obj.get("roleRef") or {}
+            where = f"{meta['namespace']}/" if role.get("kind") == "Role" else ""
+            used.add(f"{role.get('kind')} {where}{role.get('name')}")
+    for obj in candidates:
+        if obj.get("kind") in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+            called = {(((w.get("clientConfig") or {}).get("service") or {}).get("namespace"),
+                       ((w.get("clientConfig") or {}).get("service") or {}).get("name"))
+                      for w in obj.get("webhooks") or []}
+            if called & services:
+                used.add(target(obj))
+    return used
 
 
 def check(client: KubeClient, site: Site, objects: dict[str, list[dict]]) -> None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from cubeinstall.kube import ownership, takeover
+from cubeinstall.kube import controllers, ownership, takeover
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.diff import compact_diff, same
-from cubeinstall.kube.errors import KubeError, NotFound, Unsupported
+from cubeinstall.kube.errors import BadRequest, KubeError, NotFound, Unsupported
 from cubeinstall.kube.immutable import immutable_fields
 from cubeinstall.kube.objects import desired_object, is_kept, is_owned, key_of, target
+from cubeinstall.site.model import Site
 
 GONE_SECONDS = 120  # how long a deleted object may take to go (finalizers)
 
@@ -32,8 +33,8 @@ class Found:
     desired: dict | None = None  # ours (None for a leftover)
 
 
-def survey(client: KubeClient, stage_objects: dict[str, list[dict]],
-           kept: frozenset[str] = frozenset()) -> tuple[takeover.Survey, list[Found]]:
+def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
+           ) -> tuple[takeover.Survey, list[Found]]:
     result, found = takeover.Survey(), []
     rendered, resources, platform_namespaces, desired_pvs = set(), {}, set(), []
     for stage, objects in stage_objects.items():
@@ -53,8 +54,8 @@ def survey(client: KubeClient, stage_objects: dict[str, list[dict]],
             item = _decide(client, stage, resource, desired, result)
             if item is not None:
                 found.append(item)
-    found += _leftovers(client, list(resources.values()), rendered,
-                        frozenset(platform_namespaces), kept)
+    found += _leftovers(client, site, list(resources.values()), rendered,
+                        frozenset(platform_namespaces))
     if desired_pvs:
         volumes = client.list(client.resolve("v1", "PersistentVolume"))
         result.clashes = takeover.host_path_clashes(desired_pvs, volumes)
@@ -80,9 +81,14 @@ def _decide(client: KubeClient, stage: str, resource: ApiResource, desired: dict
         after = client.apply(desired, resource, dry_run=True, force=True, what=target(live))
     except KubeError as error:
         immutable = immutable_fields(error)
-        if not immutable:
+        if immutable:
+            return Found(takeover.for_rendered(stage, live, changed=True, immutable=immutable),
+                         resource, live, desired)
+        if not isinstance(error, BadRequest):
             raise
-        return Found(takeover.for_rendered(stage, live, changed=True, immutable=immutable),
+        # e.g. an env var with kubectl's value and our valueFrom: only a merge is refused
+        return Found(takeover.for_rendered(stage, live, changed=True,
+                                           merge_refused=error.server_message),
                      resource, live, desired)
     removed = ownership.removed_by_next_apply(live, after)
     changed = not same(live, after)
@@ -91,8 +97,8 @@ def _decide(client: KubeClient, stage: str, resource: ApiResource, desired: dict
                                        removed=removed), resource, live, desired)
 
 
-def _leftovers(client: KubeClient, resources: list[ApiResource], rendered: set,
-               platform_namespaces: frozenset[str], kept: frozenset[str]) -> list[Found]:
+def _leftovers(client: KubeClient, site: Site, resources: list[ApiResource], rendered: set,
+               platform_namespaces: frozenset[str]) -> list[Found]:
     candidates: list[tuple[ApiResource, dict]] = []
     for resource in resources:
         scopes = sorted(platform_namespaces) if resource.namespaced else [None]
@@ -105,14 +111,22 @@ def _leftovers(client: KubeClient, resources: list[ApiResource], rendered: set,
                            if key_of(obj) not in rendered and not is_owned(obj)
                            and not is_kept(obj) and ownership.written_by_kubectl(obj)
                            and not (obj.get("metadata") or {}).get("ownerReferences")]
-    decided = [(r, o, takeover.for_leftover(o, platform_namespaces, kept)) for r, o in candidates]
+    running = controllers.kept_by_existing(site, [o for _, o in candidates])
+    kept = frozenset(site.adopt.keep)
+
+    def decide(obj: dict, roles: frozenset[str] = frozenset()) -> takeover.Decision:
+        if target(obj) in running:
+            return takeover.Decision(target(obj), "keep", running[target(obj)])
+        return takeover.for_leftover(obj, platform_namespaces, kept, roles)
+
+    decided = [(r, o, decide(o)) for r, o in candidates]
     bindings_removed = {o["roleRef"]["name"] for _, o, d in decided
                         if d.action == "remove" and o.get("kind") == "ClusterRoleBinding"}
     still_bound = {o["roleRef"]["name"] for _, o, d in decided
                    if d.action != "remove" and o.get("kind") == "ClusterRoleBinding"}
     roles = frozenset(bindings_removed - still_bound)
-    return [Found(takeover.for_leftover(o, platform_namespaces, kept, roles)
-                  if o.get("kind") == "ClusterRole" else d, r, o) for r, o, d in decided]
+    return [Found(decide(o, roles) if o.get("kind") == "ClusterRole" else d, r, o)
+            for r, o, d in decided]
 
 
 # -- carrying it out ---------------------------------------------------------------------------

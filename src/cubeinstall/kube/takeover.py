@@ -50,10 +50,12 @@ class Decision:
 
 
 def for_rendered(stage: str, live: dict, *, changed: bool, diff: str = "",
-                 removed: list[str] = (), immutable: list[str] = ()) -> Decision:
+                 removed: list[str] = (), immutable: list[str] = (),
+                 merge_refused: str = "") -> Decision:
     """The decision for an object we render that kubectl wrote. ``changed``: the server's
     dry run of our apply differs from live; ``removed``: fields the next apply drops;
-    ``immutable``: fields the dry run says cannot change in place."""
+    ``immutable``: fields the dry run says cannot change in place; ``merge_refused``: the
+    server refused our fields merged with kubectl's (its message)."""
     name, kind = target(live), live.get("kind", "")
     if immutable:
         fields = tuple(immutable)
@@ -75,6 +77,11 @@ def for_rendered(stage: str, live: dict, *, changed: bool, diff: str = "",
                             "re-created by adopt", stage, fields, diff)
         return Decision(name, "re-create", f"{what} cannot change in place; re-creating it: "
                         f"{recreate_cost(kind)}", stage, fields, diff)
+    if merge_refused:
+        return Decision(name, "take-over-with-changes", "merged with kubectl's fields our "
+                        f"object is refused ({merge_refused}); once its fields are "
+                        "cubeinstall's, the next apply replaces kubectl's instead of merging",
+                        stage)
     if changed or removed:
         parts = (["the apply changes fields (diff)"] if changed else []) + (
             [f"the apply removes what kubectl set and the site does not (a defaulted field "

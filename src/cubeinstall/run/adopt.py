@@ -33,7 +33,7 @@ def plan_adoption(ctx: RunContext) -> tuple[Survey, list[Found]]:
     objects = all_objects(ctx.site)
     client = client_for(ctx)
     controllers.check(client, ctx.site, objects)
-    result, found = survey(client, objects, frozenset(ctx.site.adopt.keep))
+    result, found = survey(client, ctx.site, objects)
     refusals = result.refusals
     if result.clashes or refusals:
         raise ConfigError(
