@@ -83,10 +83,10 @@ def for_rendered(stage: str, live: dict, *, changed: bool, diff: str = "",
                         "cubeinstall's, the next apply replaces kubectl's instead of merging",
                         stage)
     if changed or removed:
-        parts = (["the apply changes fields (diff)"] if changed else []) + (
-            [f"the apply removes what kubectl set and the site does not (a defaulted field "
-             f"gets its default again): {', '.join(removed)}"]
-            if removed else [])
+        parts = ["the apply changes fields (diff)"] if changed else []
+        if removed:
+            parts.append("the apply removes what kubectl set and the site does not (a "
+                         f"defaulted field gets its default again): {', '.join(removed)}")
         return Decision(name, "take-over-with-changes", "; ".join(parts), stage,
                         tuple(removed), diff)
     return Decision(name, "take-over", "equal to ours: only its field ownership moves", stage)
