@@ -90,6 +90,11 @@ def _component_options_supported(site: Site) -> Iterator[Problem]:
                    f"{', '.join(s.name for s in registry.STAGES if registry.EXISTING_OPTION in s.options)} can): "
                    f"remove components.{name}.mode, or disable the stage with "
                    f"components: {{{name}: {{enabled: false}}}}")
+        if component.mode == "replace" and registry.REPLACE_OPTION not in options:
+            yield (("components", name, "mode"),
+                   f"stage {name} has no other controller to replace (only "
+                   f"{', '.join(s.name for s in registry.STAGES if registry.REPLACE_OPTION in s.options)} have): "
+                   f"remove components.{name}.mode")
 
 
 def _placement_covered(site: Site) -> Iterator[Problem]:

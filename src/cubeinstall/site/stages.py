@@ -43,6 +43,7 @@ class Scope(str, Enum):
 # Per-component settings (``components.<stage>.<option>``) a stage may honour.
 NAMESPACE_OPTION = "namespace"  # install into another namespace than its own
 EXISTING_OPTION = "existing"  # mode: existing -- use what the cluster already runs
+REPLACE_OPTION = "replace"  # mode: replace -- adopt removes an earlier install's controller
 
 
 def _component_enabled(name: str, default: bool = True) -> Callable[["Site"], bool]:
@@ -143,7 +144,7 @@ STAGES: tuple[Stage, ...] = (
           scope=_EVERY, options=frozenset({EXISTING_OPTION})),
     Stage("kubeflow", "Argo Workflows and the Kubeflow training-operator", Layer.CLUSTER,
           "kubeflow", needs=("namespaces", "node-labels"), provides=("kubeflow",),
-          placement="kubeflow", scope=_EVERY),
+          placement="kubeflow", scope=_EVERY, options=frozenset({REPLACE_OPTION})),
     Stage("prometheus", "prometheus-operator, Prometheus, Alertmanager, Grafana, exporters",
           Layer.CLUSTER, "prometheus", needs=("namespaces", "node-labels", "shared-storage"),
           provides=("monitoring",), placement="monitoring", scope=_EVERY),
@@ -154,7 +155,7 @@ STAGES: tuple[Stage, ...] = (
           placement="kubeflow", scope=_EVERY, options=_IN_NAMESPACE),
     Stage("volcano", "Volcano batch scheduler and its admission webhooks", Layer.CLUSTER,
           "volcano", needs=("namespaces", "node-labels"), placement="kubeflow", scope=_EVERY,
-          options=_IN_NAMESPACE),
+          options=_IN_NAMESPACE | {EXISTING_OPTION, REPLACE_OPTION}),
     Stage("kubeconfig", "per-cluster kubeconfigs for the platform (Secret)", Layer.CLUSTER,
           "kubeconfig", needs=("namespaces",), provides=("kubeconfigs",)),
     Stage("pv-pvc", "PersistentVolumes and claims on /data/k8s", Layer.CLUSTER, "pv_pvc",
