@@ -26,13 +26,13 @@ pytestmark = pytest.mark.e2e
 
 # Every stage the e2e site enables, in install order. mysql is off (external MySQL),
 # kube-batch is off (APIs removed in Kubernetes 1.22).
-ENABLED = ("node-prep", "storage", "gpu-runtime", "images", "namespaces", "node-labels",
+ENABLED = ("node-prep", "storage", "gpu-runtime", "registry-trust", "images", "namespaces", "node-labels",
            "dashboard", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
            "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu")
 PLATFORM_DATABASES = {"kubeflow", "mlpipeline", "katib", "metadb", "cachedb"}
 PREFLIGHT_CHECKS = {"placement-labels", "gateway-exposure", "cluster-version",
                     "cluster-permissions", "cluster-nodes", "nodes-reachable",
-                    "storage-mounted", "registry-login", "mysql-reachable"}
+                    "storage-mounted", "registry-reachable", "registry-login", "mysql-reachable"}
 
 
 def docker_restarts(e2e: Platform) -> int:
@@ -70,13 +70,26 @@ def no_changes(run: Run, stages=ENABLED) -> None:
 
 # --- 1. install --------------------------------------------------------------------------
 
+def assert_each_stage_started_after_its_prerequisites(run: Run) -> None:
+    """Stages run at once (--jobs), but never before what they need is done."""
+    from cubeinstall.site import stages as registry
+
+    position = {(e["event"], e.get("stage")): i for i, e in enumerate(run.events)}
+    for stage in run.started:
+        for needed in registry.prerequisites(registry.get(stage)) & set(run.started):
+            assert position[("stage-done", needed)] < position[("stage-start", stage)], (
+                f"{stage} started before {needed} was done")
+
+
 def test_all_installs_every_enabled_stage(e2e: Platform, first_run: Run):
     assert first_run.code == 0, first_run.explain()
-    assert first_run.started == list(ENABLED)
-    assert list(first_run.done) == list(ENABLED)
+    assert sorted(first_run.started) == sorted(ENABLED)
+    assert sorted(first_run.done) == sorted(ENABLED)
+    assert_each_stage_started_after_its_prerequisites(first_run)
     assert [e for e in first_run.of("preflight") if e["grade"] == "error"] == []
     # Real work happened in every layer ...
-    for stage in ("node-prep", "storage", "gpu-runtime", "databases", "namespaces", "cube"):
+    for stage in ("node-prep", "storage", "gpu-runtime", "registry-trust", "databases",
+                  "namespaces", "cube"):
         assert first_run.done[stage]["changed"] > 0, stage
     # ... except the registry: the saved images were loaded before, each is found present.
     images = first_run.changes("images")
@@ -88,6 +101,8 @@ def test_all_installs_every_enabled_stage(e2e: Platform, first_run: Run):
     for node in e2e.nodes.values():  # the nodes as the platform needs them
         assert node.read("/etc/ceph/admin.secret").decode() == CEPH_KEY + "\n"
         assert " /data/k8s ceph " in node.read("/etc/fstab").decode()
+        assert node.read(f"/etc/docker/certs.d/{e2e.registry.host}/ca.crt") == \
+            e2e.registry.ca_file.read_bytes()  # the site registry's CA: every node pulls
         assert node.path("/data/k8s/infra/mysql").is_dir()
     daemon = json.loads(e2e.nodes["gpu1"].read("/etc/docker/daemon.json"))
     assert daemon["default-runtime"] == "nvidia" and daemon["log-driver"] == "json-file"
@@ -194,11 +209,12 @@ def test_second_run_and_forced_run_change_nothing(e2e: Platform, first_run: Run)
     assert len(before["cluster"]) > 200 and all(before["hosts"].values())
     second = e2e.cli("all")
     assert second.code == 0, second.explain()
-    assert second.skipped == list(ENABLED) and second.started == []
+    assert sorted(second.skipped) == sorted(ENABLED) and second.started == []
     assert_same_world(before, world(e2e))
 
     forced = e2e.cli("all", "--force")  # every stage really compares with the servers
-    assert forced.started == list(ENABLED)
+    assert sorted(forced.started) == sorted(ENABLED)
+    assert_each_stage_started_after_its_prerequisites(forced)
     no_changes(forced)
     assert_same_world(before, world(e2e))
 
@@ -277,7 +293,8 @@ def test_killed_run_resumes_and_converges(e2e: Platform, first_run: Run, point: 
 
     resumed = e2e.cli("all", *only)  # no --force: the journal decides what runs again
     assert resumed.code == 0, resumed.explain()
-    assert resumed.started == unfinished, (killed.started, list(killed.done), journal)
+    assert sorted(resumed.started) == sorted(unfinished), (killed.started, list(killed.done),
+                                                           journal)
     assert set(killed.done) <= set(resumed.skipped)
 
     converged = e2e.cli("all", "--force", *only)

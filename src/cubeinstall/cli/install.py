@@ -15,8 +15,10 @@ from cubeinstall.cli.options import (
     ForceOption,
     FromOption,
     IgnoreOption,
+    JobsOption,
     OnlyOption,
     PruneOption,
+    SerialOption,
     SkipOption,
     TrustOption,
     confirm,
@@ -179,12 +181,16 @@ def run_all(
     prune: bool = PruneOption,
     force: bool = ForceOption,
     ignore: Optional[List[str]] = IgnoreOption,
+    jobs: int = JobsOption,
+    serial: bool = SerialOption,
 ) -> None:
-    """Bring the whole site to its desired state, stage by stage (resumes after a failure)."""
+    """Bring the whole site to its desired state (resumes after a failure); independent
+    stages run at once (--jobs), each after the stages it needs."""
     from cubeinstall.run import runner
     from cubeinstall.run.preflight import run_preflight
 
-    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
+                       jobs=1 if serial else jobs)
     selected = runner.select(ctx.site, only or [], skip or [], start)
     if not dry_run:
         require_confirmation_possible("all")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ class Journal:
     path: Path
     stages: dict[str, StageRecord] = field(default_factory=dict)
     mirror: Callable[[str], None] | None = None  # receives the JSON text
+    # stages running at once record their start and end from their own threads
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, site: str, directory: Path | None = None) -> "Journal":
@@ -49,20 +52,23 @@ class Journal:
         return journal
 
     def started(self, stage: str, fingerprint: str) -> None:
-        self.stages[stage] = StageRecord(stage, "running", fingerprint, time.time())
-        self.save()
+        with self._lock:
+            self.stages[stage] = StageRecord(stage, "running", fingerprint, time.time())
+            self.save()
 
     def finished(self, stage: str, ok: bool, changes: int = 0, message: str = "") -> None:
-        record = self.stages[stage]
-        record.status = "ok" if ok else "failed"
-        record.finished = time.time()
-        record.changes = changes
-        record.message = message
-        self.save()
+        with self._lock:
+            record = self.stages[stage]
+            record.status = "ok" if ok else "failed"
+            record.finished = time.time()
+            record.changes = changes
+            record.message = message
+            self.save()
 
     def forget(self, stage: str) -> None:
-        if self.stages.pop(stage, None) is not None:
-            self.save()
+        with self._lock:
+            if self.stages.pop(stage, None) is not None:
+                self.save()
 
     def is_current(self, stage: str, fingerprint: str) -> bool:
         record = self.stages.get(stage)
@@ -74,10 +80,11 @@ class Journal:
         return json.dumps(document, indent=2, sort_keys=True)
 
     def save(self) -> None:
-        text = self.to_json()
-        write_atomically(self.path, text)
-        if self.mirror is not None:
-            self.mirror(text)
+        with self._lock:  # one writer at a time: the file and its copy see every record
+            text = self.to_json()
+            write_atomically(self.path, text)
+            if self.mirror is not None:
+                self.mirror(text)
 
 
 def parse(text: str) -> dict[str, StageRecord]:

@@ -1,8 +1,8 @@
 """Walk the stage registry: select, plan, apply, report.
 
 The CLI is a thin layer over this module. A stage either returns its changes
-or raises; the run stops at the first failed stage, because every later stage
-may need what it provides.
+or raises; what needs a failed stage does not run (run/schedule.py runs the
+stages whose prerequisites are done, several at once with --jobs).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from cubeinstall.core.change import Change, count_changing
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import ConfigError, CubeError, StageFailed
+from cubeinstall.run.schedule import Outcome, Unit, run_units
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
 from cubeinstall.site.stages import Stage
@@ -88,34 +89,90 @@ def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
 
 
 def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) -> list[StageResult]:
-    """Apply (or with --dry-run, plan) each stage in order; stop at the first failure.
+    """Apply (or with --dry-run, plan) the stages; returns their results in registry order.
+
+    Up to ``ctx.options.jobs`` stages run at once, each once those of its prerequisites
+    in this run (site.stages.prerequisites) are done; a failed stage stops what needs
+    it, not its siblings, and the error names both. With one job (--serial, and every
+    plan: a plan counts on what the plans before it would create) the stages run one by
+    one in registry order and the run stops at the first failure.
 
     With a journal, a stage that finished ok from the same inputs is skipped
     (unless --force), and every stage's start and end are recorded, so an
     interrupted run resumes where it stopped.
     """
-    results: list[StageResult] = []
-    for stage in stages:
-        started = time.monotonic()
-        attempt = Attempt(stage)
-        try:
-            result = _run_stage(ctx, attempt, journal)
-        except CubeError as exc:
-            failure = _failure(ctx, attempt, exc, journal)
-            results.append(StageResult(stage.name, "failed", seconds=time.monotonic() - started,
-                                       message=str(failure)))
-            raise failure from None
-        result.seconds = time.monotonic() - started
-        results.append(result)
-        if result.status == "skipped":
-            ctx.out.event("stage-skipped", stage=stage.name,
-                          message=f"= {stage.name}: unchanged since its last successful run")
-            continue
-        report_changes(ctx, stage.name, result.changes)
-        ctx.out.event("stage-done", stage=stage.name, changed=result.changed,
-                      seconds=round(result.seconds, 2),
-                      message=f"✔ {stage.name}: {describe_count(result.changed, ctx.dry_run)}")
-    return results
+    jobs = 1 if ctx.dry_run else max(ctx.options.jobs, 1)
+    names = {stage.name for stage in stages}
+    units = [Unit(stage.name, registry.prerequisites(stage) & names, stage.holds)
+             for stage in stages]
+    by_name = {stage.name: stage for stage in stages}
+    results: dict[str, StageResult] = {}
+
+    def run_one(unit: Unit) -> None:
+        results[unit.name] = _run_and_report(ctx, by_name[unit.name], journal,
+                                             name_stage=jobs > 1)
+
+    with ctx.out.running_stages(active=jobs > 1 and len(stages) > 1):
+        outcome = run_units(units, run_one, limit=jobs, keep_going=jobs > 1)
+    for name, error in outcome.failed.items():
+        results[name] = StageResult(name, "failed", message=str(getattr(error, "message", error)))
+    if outcome.failed:
+        raise _run_failed(ctx, outcome, name_not_run=jobs > 1)
+    return [results[stage.name] for stage in stages]
+
+
+def _run_and_report(ctx: RunContext, stage: Stage, journal: "Journal | None",
+                    name_stage: bool) -> StageResult:
+    started = time.monotonic()
+    attempt = Attempt(stage)
+    try:
+        result = _run_stage(ctx, attempt, journal)
+    except CubeError as exc:
+        raise _failure(ctx, attempt, exc, journal) from None
+    result.seconds = time.monotonic() - started
+    if result.status == "skipped":
+        ctx.out.event("stage-skipped", stage=stage.name,
+                      message=f"= {stage.name}: unchanged since its last successful run")
+        return result
+    report_changes(ctx, stage.name, result.changes, name_stage=name_stage)
+    ctx.out.event("stage-done", stage=stage.name, changed=result.changed,
+                  seconds=round(result.seconds, 2),
+                  message=f"✔ {stage.name}: {describe_count(result.changed, ctx.dry_run)}")
+    return result
+
+
+def _run_failed(ctx: RunContext, outcome: Outcome, name_not_run: bool) -> BaseException:
+    """The error of a run with failed stages: the failure itself when it is the only one
+    (a site mistake stays a ConfigError), else one naming every failed stage; and (when
+    siblings went on) the stages not run because they need a failed one."""
+    not_run: dict[str, list[str]] = {}
+    for name, cause in outcome.blocked.items() if name_not_run else ():
+        not_run.setdefault(cause, []).append(name)
+    for cause, names in not_run.items():
+        ctx.out.event("stages-not-run", stage=cause, stages=names,
+                      message=f"not run, since {cause} failed: {', '.join(names)}")
+    errors = list(outcome.failed.values())
+    config = next((e for e in errors if isinstance(e, ConfigError)), None)
+    if config is not None or len(errors) == 1:
+        error = config or errors[0]
+        if not isinstance(error, CubeError) or not not_run:
+            return error
+        return _with_not_run(error, not_run)
+    if not all(isinstance(error, CubeError) for error in errors):
+        return next(e for e in errors if not isinstance(e, CubeError))  # a bug: its traceback
+    summary = "; ".join(str(error.message) for error in errors)
+    combined = CubeError(f"{len(errors)} stages failed: {summary}",
+                         hint="each failure's support bundle is named above; fix the causes "
+                              "and run again (the stages that finished are not repeated)")
+    return _with_not_run(combined, not_run)
+
+
+def _with_not_run(error: CubeError, not_run: dict[str, list[str]]) -> CubeError:
+    names = sorted(name for names in not_run.values() for name in names)
+    if not names:
+        return error
+    error.message = f"{error.message} (not run, as they need it: {', '.join(names)})"
+    return error
 
 
 @dataclass

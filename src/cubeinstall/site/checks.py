@@ -107,6 +107,11 @@ def _component_options_supported(site: Site) -> Iterator[Problem]:
                    f"{', '.join(s.name for s in registry.STAGES if registry.EXISTING_OPTION in s.options)} can): "
                    f"remove components.{name}.mode, or disable the stage with "
                    f"components: {{{name}: {{enabled: false}}}}")
+        if component.mode == "replace" and registry.REPLACE_OPTION not in options:
+            yield (("components", name, "mode"),
+                   f"stage {name} has no other controller to replace (only "
+                   f"{', '.join(s.name for s in registry.STAGES if registry.REPLACE_OPTION in s.options)} have): "
+                   f"remove components.{name}.mode")
 
 
 @reads("nodes", "components", "mysql", "redis", "registry")
@@ -131,6 +136,15 @@ def _gpu_runtime(site: Site) -> Iterator[Problem]:
     if setting and not any(node.is_gpu for node in site.nodes):
         yield (("components", "gpu-runtime", "enabled"),
                "gpu-runtime is enabled but no node has role gpu")
+
+
+@reads("components", "registry")
+def _registry_trust(site: Site) -> Iterator[Problem]:
+    stage = registry.get("registry-trust")
+    if site.component(stage.name).enabled and not stage.enabled(site):
+        yield (("components", stage.name, "enabled"),
+               "registry-trust is enabled but nodes have nothing to trust: it needs a registry "
+               "they pull from (registry.mirror) that is insecure or has a ca_file")
 
 
 @reads("mysql", "redis")
