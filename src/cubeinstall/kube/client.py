@@ -371,10 +371,12 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
                                                SITE_ORIGIN)
         budget = target.site.timeouts.object_seconds
+        # taken before: ctx.cached holds its (not reentrant) lock while ``made`` runs
+        outage = outage_of(target, kubeconfig, context, budget)
 
         def made() -> KubeClient:
             client = KubeClient.from_kubeconfig(kubeconfig, context, origin, budget)
-            client.outage = outage_of(target, kubeconfig, context, budget)
+            client.outage = outage
             return client
         return target.cached(f"kube:{kubeconfig}:{context}", made)
     if isinstance(target, k8s_client.ApiClient):
