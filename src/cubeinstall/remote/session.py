@@ -6,11 +6,17 @@ more per host (facts, changes, checks), so all of a connection's round trips
 go to one ``sh -s`` started once (behind ``sudo`` once). Each script reaches
 that shell as one quoted word, run by ``eval`` in a subshell: a syntax error,
 an ``exit`` or ``set -e`` in it end the subshell only, and nothing in it can
-read the scripts that follow (its stdin is /dev/null). Around the subshell the
-shell prints a random begin marker, then an end marker with the exit status, on
-stdout and stderr; a script's output is what stands between its own markers, so
-a background child writing late (before or after them) cannot stall the match
-or leak into the next script. A shell that timed out or broke is closed, and
+read the scripts that follow (its stdin is /dev/null).
+
+The subshell's stdout and stderr go to two spool files of its own (``/tmp``,
+a random name created exclusively with mode 600, removed right after), which
+one ``cat`` then sends back between a random begin marker, a stderr marker and
+an end marker with the exit status. So a script's output crosses the network
+in one or two writes instead of one per command it ran: each write is an SSH
+packet that both ends encrypt, MAC and hand between threads, which was most of
+the installer's CPU per host. A background child that a script leaves behind
+writes into its script's (removed) spool file: it cannot stall the match or
+leak into the next script. A shell that timed out or broke is closed, and
 the next script starts a new one.
 """
 
@@ -86,18 +92,13 @@ class RemoteShell:
 
     def run(self, script: str, timeout: float) -> CommandResult:
         token = secrets.token_hex(8)
-        begin, end = f"@@cubeinstall-begin-{token}", f"@@cubeinstall-done-{token}"
+        begin, middle, end = (f"@@cubeinstall-{word}-{token}" for word in ("begin", "stderr", "done"))
         self._drain()
-        self.channel.sendall(
-            f"printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2\n"
-            f"( eval {q(script)} ) </dev/null\n"
-            f"printf '\\n%s %s\\n' {end} \"$?\"; "
-            f"printf '\\n%s\\n' {end} >&2\n".encode())
+        self.channel.sendall(_spooled(script, f"/tmp/.cubeinstall-{token}", begin, middle, end))
         status = re.compile(rb"\n" + end.encode() + rb" (\d+)\n")
-        err_end = f"\n{end}\n".encode()
 
         def finished(out: bytearray, err: bytearray) -> bool:
-            return err.rfind(err_end) != -1 and status.search(out) is not None
+            return status.search(out) is not None
 
         out, err = collect(self.channel, Deadline(self.label, timeout), finished)
         if not finished(out, err):
@@ -105,8 +106,9 @@ class RemoteShell:
             raise HostError(self.label, f"the remote shell ended unexpectedly: {tail or 'no output'}",
                             hint="check the host's sshd and sudo logs")
         done = status.search(out)
-        return CommandResult(int(done.group(1)), _between(out, begin, done.start()),
-                             _between(err, begin, err.rfind(err_end)))
+        errors_at = out.rfind(f"\n{middle}\n".encode(), 0, done.start())
+        return CommandResult(int(done.group(1)), _between(out, begin, errors_at),
+                             bytes(out[errors_at + len(middle) + 2:done.start()]).decode("utf-8", "replace"))
 
     def _drain(self) -> None:
         """Discard what arrived since the last script (a background child it left may write
@@ -118,6 +120,22 @@ class RemoteShell:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _spooled(script: str, spool: str, begin: str, middle: str, end: str) -> bytes:
+    """Shell that runs ``script`` with its output spooled, then sends it in one piece:
+    begin marker, stdout, stderr marker, stderr, end marker and exit status (125 and
+    the reason when the spool files cannot be created)."""
+    out, err = f"{spool}.o", f"{spool}.e"
+    return (
+        f"if ( umask 077; set -C; : >{out} && : >{err} ) 2>/dev/null; then\n"
+        f"printf '%s\\n' {begin} >>{out}\n"
+        f"( eval {q(script)} ) </dev/null >>{out} 2>>{err}; __cube_rc=$?\n"
+        f"printf '\\n%s\\n' {middle} >>{out}; cat {out} {err}; rm -f {out} {err}\n"
+        f"else __cube_rc=125; printf '%s\\n\\n%s\\ncannot create %s: %s\\n' {begin} {middle} {out} \\\n"
+        f"'the node stages need /tmp writable by root'; fi\n"
+        f"printf '\\n%s %s\\n' {end} \"$__cube_rc\"\n"
+    ).encode()
 
 
 def _between(data: bytearray, begin: str, end_at: int) -> str:
