@@ -40,7 +40,7 @@ def test_a_host_whose_tmp_cannot_be_written_fails_with_the_reason(sandbox_nodes,
         assert pool.get(site.nodes[0]).run("mount -t tmpfs -o ro,size=1m tmpfs /tmp").exit_code == 0
     finally:
         pool.close()
-    with pytest.raises(StageFailed, match=r"reading host facts failed \(exit 125\): cannot create "
+    with pytest.raises(StageFailed, match=r"reading host facts failed \(exit 125\): cannot write "
                                           r"/tmp/\.cubeinstall-\w+\.o: the node stages need /tmp "
                                           r"writable by root"):
         node_prep.apply(stage_context(site))
