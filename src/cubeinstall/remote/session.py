@@ -66,6 +66,10 @@ def collect(channel, deadline: Deadline,
             finished: Callable[[bytearray, bytearray], bool] = lambda out, err: False):
     """(stdout, stderr) read until ``finished`` says so, or EOF."""
     out, err = bytearray(), bytearray()
+    # poll, not select: a run holds every host's connection open (3 descriptors each),
+    # and select() cannot wait on a descriptor numbered 1024 or more.
+    wakeup = select.poll()
+    wakeup.register(channel, select.POLLIN)
     while not finished(out, err):
         if channel.recv_ready():
             out += channel.recv(_READ)
@@ -74,7 +78,7 @@ def collect(channel, deadline: Deadline,
         elif channel.eof_received or channel.closed:
             break
         else:  # sleeps until data or EOF arrives
-            select.select([channel], [], [], deadline.remaining())
+            wakeup.poll(deadline.remaining() * 1000)
     return out, err
 
 

@@ -68,3 +68,24 @@ def test_a_script_s_output_comes_back_in_one_piece_not_one_packet_per_command(
         assert len(packets) <= 3, len(packets)
     finally:
         pool.close()
+
+
+def test_a_run_works_with_more_than_1024_descriptors_open(sandbox_nodes, tmp_path, ssh_client_key):
+    """A run holds every host's connection open (3 descriptors each): past ~300 hosts the
+    descriptors are numbered over 1024, where select() cannot wait on them."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), max(hard, 2048)))
+    pipes = [os.pipe() for _ in range(600)]
+    site, pool = one_node_pool(sandbox_nodes, tmp_path, ssh_client_key)
+    try:
+        connection = pool.get(site.nodes[0])
+        assert connection.run("echo high").stdout == "high\n"
+    finally:
+        pool.close()
+        for fds in pipes:
+            os.close(fds[0])
+            os.close(fds[1])
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
