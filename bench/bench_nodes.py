@@ -186,6 +186,38 @@ def report(count: int, m: Measured, cores: int) -> str:
     return f"{count:3d} nodes, rtt {m.rtt_ms:6.1f} ms: " + "   ".join(cells) + "   " + held
 
 
+def our_cpu(run: Run, count: int) -> float:
+    """CPU seconds of this workload alone: installer, nodes and the link delay."""
+    return (run.installer_ms + run.node_ms) * count / 1000 + run.delay_cpu
+
+
+def tables(results: dict[float, dict[int, Measured]], cores: int) -> str:
+    """The figures as markdown tables, for bench/RESULTS.md."""
+    rows = ["| round trip (measured) | nodes | first run | / 1 node | target | limit | / limit "
+            "| no-op run | / 1 node | installer CPU per host, first / no-op | node CPU per host (first) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rtt, by_count in results.items():
+        one = by_count.get(1)
+        for count, m in by_count.items():
+            limit = max(one.first.wall if one else 0, our_cpu(m.first, count) / cores)
+            ratio = (lambda run, single: f"{run.wall / single.wall:.2f}x" if one else "")
+            target = f"<= {TARGETS[count]}x" if rtt == 20 and count in TARGETS else ""
+            rows.append(
+                f"| {rtt:g} ms ({m.rtt_ms:.1f} ms) | {count} | {m.first.wall:.2f} s | "
+                f"{ratio(m.first, one.first) if one else ''} | {target} | {limit:.2f} s | "
+                f"{m.first.wall / limit:.2f}x | {m.second.wall:.2f} s | "
+                f"{ratio(m.second, one.second) if one else ''} | "
+                f"{m.first.installer_ms:.1f} / {m.second.installer_ms:.1f} ms | {m.first.node_ms:.0f} ms |")
+    rows += ["", "| round trip | nodes | node memory (PSS: sshd + session) | installer descriptors "
+             "| installer memory | machine CPU (first run; all processes) |", "|---|---|---|---|---|---|"]
+    for rtt, by_count in results.items():
+        for count, m in by_count.items():
+            rows.append(f"| {rtt:g} ms | {count} | {m.open.node_mib:.1f} MiB per node | "
+                        f"{m.open.installer_fds:.1f} per host | {m.open.installer_kib:.0f} KiB per host | "
+                        f"{m.first.machine_cpu:.2f} s (link delay {m.first.delay_cpu:.2f} s) |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="1,8,32,128")
@@ -196,21 +228,20 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     parallel = args.parallel or max(counts)
     cores = os.cpu_count() or 1
-    print(f"{cores} cores, load average at start {os.getloadavg()}, ssh.parallel {parallel}", flush=True)
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {cores} cores, load average at "
+          f"start {', '.join(f'{v:.2f}' for v in os.getloadavg())}, ssh.parallel {parallel}", flush=True)
+    results: dict[float, dict[int, Measured]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
         workdir = Path(tmp)
         key = client_keypair(workdir / "client")
         for rtt in (float(r) for r in args.rtts.split(",")):
-            results = {}
+            results[rtt] = {}
             for count in counts:
-                results[count] = median([measure(count, rtt, parallel, workdir / f"r{rtt}-n{count}-{i}", key)
-                                         for i in range(args.rounds)])
-                print(report(count, results[count], cores), flush=True)
-            for count in (c for c in counts if c > 1 and 1 in results):
-                for label, run in (("first run", "first"), ("no-op run", "second")):
-                    ratio = getattr(results[count], run).wall / getattr(results[1], run).wall
-                    target = f" (target <= {TARGETS[count]}x at 20 ms)" if count in TARGETS else ""
-                    print(f"rtt {rtt:g} ms: {count}/1 nodes, {label}: {ratio:.2f}x{target}")
+                results[rtt][count] = median([measure(count, rtt, parallel, workdir / f"r{rtt}-n{count}-{i}", key)
+                                              for i in range(args.rounds)])
+                print(report(count, results[rtt][count], cores), flush=True)
+    print(f"load average at the end {', '.join(f'{v:.2f}' for v in os.getloadavg())}\n")
+    print(tables(results, cores))
 
 
 if __name__ == "__main__":
