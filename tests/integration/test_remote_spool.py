@@ -1,4 +1,5 @@
-"""The remote shell's spooled output (remote/session.py) on a real sshd node."""
+"""The remote shell's spooled output (remote/session.py) and what a connection costs, on a
+real sshd node."""
 
 from __future__ import annotations
 
@@ -89,3 +90,15 @@ def test_a_run_works_with_more_than_1024_descriptors_open(sandbox_nodes, tmp_pat
             os.close(fds[0])
             os.close(fds[1])
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_connection_prefers_aes_gcm_and_still_checks_the_host_key(sandbox_nodes, tmp_path,
+                                                                     ssh_client_key):
+    """An AEAD cipher spares paramiko a MAC in Python per packet; nothing else changes."""
+    site, pool = one_node_pool(sandbox_nodes, tmp_path, ssh_client_key)
+    try:
+        transport = pool.get(site.nodes[0])._clients[-1].get_transport()
+        assert (transport.local_cipher, transport.remote_cipher) == ("aes128-gcm@openssh.com",) * 2
+        assert transport.get_remote_server_key().get_base64() in sandbox_nodes.nodes[0].host_key_line
+    finally:
+        pool.close()
