@@ -68,6 +68,7 @@ class Open:
     """What the first run's open connections hold, per host."""
 
     node_mib: float  # PSS of a node's sshd and its session processes
+    node_fds: float  # their open file descriptors
     installer_fds: float  # file descriptors the installer opened (and holds)
     installer_kib: float  # growth of the installer's resident memory during the first run
 
@@ -120,6 +121,13 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def descriptors(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
 def resident_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -145,8 +153,9 @@ def run_stages(site, nodes, factory) -> tuple[Run, Open]:
     storage.apply(ctx)
     wall, cpu, own = time.monotonic() - started, busy_cpu_seconds() - cpu, installer_cpu_seconds() - own
     count = len(nodes)
-    held = Open(sum(pss_kib(pid) for n in nodes for pid in [n.process.pid, *children(n.process.pid)])
-                / 1024 / count, (len(os.listdir("/proc/self/fd")) - fds) / count, (resident_kib() - rss) / count)
+    pids = [pid for n in nodes for pid in [n.process.pid, *children(n.process.pid)]]
+    held = Open(sum(map(pss_kib, pids)) / 1024 / count, sum(map(descriptors, pids)) / count,
+                (len(os.listdir("/proc/self/fd")) - fds) / count, (resident_kib() - rss) / count)
     delay_cpu = (delay.cpu_seconds() if delay else 0) - delay_cpu
     pool_for(ctx).close()  # what the CLI's exit does; not timed
     wait_sessions_reaped(nodes)
@@ -181,7 +190,7 @@ def report(count: int, m: Measured, cores: int) -> str:
              f"{r.delay_cpu:4.2f}s, floor {r.machine_cpu / cores:5.2f}s; per host: installer "
              f"{r.installer_ms:4.1f} ms, node {r.node_ms:5.1f} ms)"
              for label, r in (("first", m.first), ("no-op", m.second))]
-    held = (f"open: node {m.open.node_mib:4.1f} MiB, installer {m.open.installer_fds:4.1f} fds "
+    held = (f"open: node {m.open.node_mib:4.1f} MiB {m.open.node_fds:4.1f} fds, installer {m.open.installer_fds:4.1f} fds "
             f"{m.open.installer_kib:5.0f} KiB per host")
     return f"{count:3d} nodes, rtt {m.rtt_ms:6.1f} ms: " + "   ".join(cells) + "   " + held
 
@@ -208,12 +217,13 @@ def tables(results: dict[float, dict[int, Measured]], cores: int) -> str:
                 f"{m.first.wall / limit:.2f}x | {m.second.wall:.2f} s | "
                 f"{ratio(m.second, one.second) if one else ''} | "
                 f"{m.first.installer_ms:.1f} / {m.second.installer_ms:.1f} ms | {m.first.node_ms:.0f} ms |")
-    rows += ["", "| round trip | nodes | node memory (PSS: sshd + session) | installer descriptors "
-             "| installer memory | machine CPU (first run; all processes) |", "|---|---|---|---|---|---|"]
+    rows += ["", "| round trip | nodes | node: memory (PSS of sshd + session), descriptors "
+             "| installer: descriptors, memory | machine CPU (first run; all processes) |",
+             "|---|---|---|---|---|"]
     for rtt, by_count in results.items():
         for count, m in by_count.items():
-            rows.append(f"| {rtt:g} ms | {count} | {m.open.node_mib:.1f} MiB per node | "
-                        f"{m.open.installer_fds:.1f} per host | {m.open.installer_kib:.0f} KiB per host | "
+            rows.append(f"| {rtt:g} ms | {count} | {m.open.node_mib:.1f} MiB, {m.open.node_fds:.0f} per node | "
+                        f"{m.open.installer_fds:.1f}, {m.open.installer_kib:.0f} KiB per host | "
                         f"{m.first.machine_cpu:.2f} s (link delay {m.first.delay_cpu:.2f} s) |")
     return "\n".join(rows)
 
