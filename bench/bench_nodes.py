@@ -202,23 +202,22 @@ def our_cpu(run: Run, count: int) -> float:
 
 def tables(results: dict[float, dict[int, Measured]], cores: int) -> str:
     """The figures as markdown tables, for bench/RESULTS.md."""
-    rows = ["| round trip (measured) | nodes | first run | / 1 node | target | limit | / limit "
-            "| no-op run | / 1 node | installer CPU per host, first / no-op | node CPU per host (first) |",
+    rows = [("| round trip (measured) | nodes | first run | / 1 node | target | limit | / limit "
+             "| no-op run | / 1 node | installer CPU per host, first / no-op | node CPU per host (first) |"),
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rtt, by_count in results.items():
         one = by_count.get(1)
         for count, m in by_count.items():
             limit = max(one.first.wall if one else 0, our_cpu(m.first, count) / cores)
-            ratio = (lambda run, single: f"{run.wall / single.wall:.2f}x" if one else "")
+            first, again = ((f"{m.first.wall / one.first.wall:.2f}x", f"{m.second.wall / one.second.wall:.2f}x")
+                            if one else ("", ""))
             target = f"<= {TARGETS[count]}x" if rtt == 20 and count in TARGETS else ""
             rows.append(
-                f"| {rtt:g} ms ({m.rtt_ms:.1f} ms) | {count} | {m.first.wall:.2f} s | "
-                f"{ratio(m.first, one.first) if one else ''} | {target} | {limit:.2f} s | "
-                f"{m.first.wall / limit:.2f}x | {m.second.wall:.2f} s | "
-                f"{ratio(m.second, one.second) if one else ''} | "
+                f"| {rtt:g} ms ({m.rtt_ms:.1f} ms) | {count} | {m.first.wall:.2f} s | {first} | {target} | "
+                f"{limit:.2f} s | {m.first.wall / limit:.2f}x | {m.second.wall:.2f} s | {again} | "
                 f"{m.first.installer_ms:.1f} / {m.second.installer_ms:.1f} ms | {m.first.node_ms:.0f} ms |")
-    rows += ["", "| round trip | nodes | node: memory (PSS of sshd + session), descriptors "
-             "| installer: descriptors, memory | machine CPU (first run; all processes) |",
+    rows += ["", ("| round trip | nodes | node: memory (PSS of sshd + session), descriptors "
+                  "| installer: descriptors, memory | machine CPU (first run; all processes) |"),
              "|---|---|---|---|---|"]
     for rtt, by_count in results.items():
         for count, m in by_count.items():

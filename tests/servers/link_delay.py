@@ -68,7 +68,7 @@ def _configure(sock: socket.socket, queue: int, attrs: bytes) -> int:
     """Send one config message and return the kernel's errno (0 = done)."""
     sock.send(_message(MSG_CONFIG, queue, attrs, NLM_F_REQUEST | NLM_F_ACK, seq=queue))
     reply = sock.recv(65536)
-    length, kind = struct.unpack_from("=IH", reply)
+    kind = struct.unpack_from("=IH", reply)[1]
     assert kind == NLMSG_ERROR, f"unexpected netlink reply type {kind}"
     return -struct.unpack_from("=i", reply, 16)[0]
 
@@ -130,7 +130,8 @@ def serve(one_way_seconds: float) -> None:
 # --- the rules and the process, from the test side ----------------------------
 
 def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["iptables", "-w", "-t", "raw", *args], capture_output=True, text=True)
+    result = subprocess.run(["iptables", "-w", "-t", "raw", *args], capture_output=True, text=True,
+                            check=False)
     if check and result.returncode:
         raise LinkDelayError(f"iptables -t raw {' '.join(args)}: {result.stderr.strip()}")
     return result
@@ -159,17 +160,19 @@ class LinkDelay:
     def __init__(self, rtt_ms: float, log: Path):
         if os.geteuid() != 0 or not Path("/usr/sbin/iptables").exists():
             raise LinkDelayError("a link delay needs root and iptables (apt-get install iptables)")
-        from tests.cluster.processes import _die_with_parent  # not when run as the delay process
+        # Imported here: the delay process runs this file as a program, without the tests package.
+        from tests.cluster.processes import _die_with_parent
 
         remove_stale_chains()
         LinkDelay._count += 1
         self.rtt_ms = rtt_ms
         self.links: set[tuple[str, int]] = set()
         self.chain = f"{CHAIN_PREFIX}{os.getpid()}-{LinkDelay._count}"
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, str(rtt_ms / 2000)], stdout=subprocess.PIPE,
-            stderr=open(log, "wb"), stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()))
+        with open(log, "wb") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, __file__, str(rtt_ms / 2000)], stdout=subprocess.PIPE,
+                stderr=errors, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()))  # noqa: PLW1509 - as tests/cluster/processes.py
         atexit.register(self.close)
         try:
             line = self.process.stdout.readline().strip()

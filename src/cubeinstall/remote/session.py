@@ -22,7 +22,6 @@ the next script starts a new one.
 
 from __future__ import annotations
 
-import re
 import secrets
 import select
 import time
@@ -99,20 +98,22 @@ class RemoteShell:
         begin, middle, end = (f"@@cubeinstall-{word}-{token}" for word in ("begin", "stderr", "done"))
         self._drain()
         self.channel.sendall(_spooled(script, f"/tmp/.cubeinstall-{token}", begin, middle, end))
-        status = re.compile(rb"\n" + end.encode() + rb" (\d+)\n")
+        done = f"\n{end} ".encode()
 
-        def finished(out: bytearray, err: bytearray) -> bool:
-            return status.search(out) is not None
+        def finished(out: bytearray, err: bytearray) -> bool:  # "<end> <status>\n" is complete
+            at = out.find(done)
+            return at != -1 and out.find(b"\n", at + len(done)) != -1
 
         out, err = collect(self.channel, Deadline(self.label, timeout), finished)
         if not finished(out, err):
             tail = redact(err.decode("utf-8", "replace").strip()[-500:])
             raise HostError(self.label, f"the remote shell ended unexpectedly: {tail or 'no output'}",
                             hint="check the host's sshd and sudo logs")
-        done = status.search(out)
-        errors_at = out.rfind(f"\n{middle}\n".encode(), 0, done.start())
-        return CommandResult(int(done.group(1)), _between(out, begin, errors_at),
-                             bytes(out[errors_at + len(middle) + 2:done.start()]).decode("utf-8", "replace"))
+        done_at = out.find(done)
+        status = int(out[done_at + len(done):out.find(b"\n", done_at + len(done))])
+        errors_at = out.rfind(f"\n{middle}\n".encode(), 0, done_at)
+        return CommandResult(status, _between(out, begin, errors_at),
+                             bytes(out[errors_at + len(middle) + 2:done_at]).decode("utf-8", "replace"))
 
     def _drain(self) -> None:
         """Discard what arrived since the last script (a background child it left may write
