@@ -104,10 +104,14 @@ def node_cpu_seconds(nodes) -> float:
 
 
 def children(pid: int) -> list[int]:
+    """All descendants of ``pid`` that still exist (one may end while they are listed)."""
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            found += [int(child), *children(int(child))]
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += [int(child), *children(int(child))]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
     return found
 
 
