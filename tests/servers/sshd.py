@@ -266,20 +266,38 @@ def start_node(name: str, workdir: Path, client_pub: Path, spec: NodeSpec = Node
 
 
 class NodeFactory:
-    """Starts nodes for one test (or one benchmark) and stops them all at the end."""
+    """Starts nodes for one test (or one benchmark) and stops them all at the end.
 
-    def __init__(self, workdir: Path, client_key: Path):
+    ``rtt_ms``: every node of this factory is reached over a link with that
+    round trip (tests/servers/link_delay.py); 0, the default, adds nothing.
+    """
+
+    def __init__(self, workdir: Path, client_key: Path, rtt_ms: float = 0):
         self.workdir = workdir
         self.client_key = client_key
         self.nodes: list[SandboxNode] = []
+        self.link_delay = None
+        if rtt_ms:
+            from tests.servers.link_delay import LinkDelay, LinkDelayError
+
+            workdir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.link_delay = LinkDelay(rtt_ms, workdir / "link-delay.log")
+            except LinkDelayError as exc:
+                pytest.fail(f"sandboxed nodes with a {rtt_ms} ms round trip: {exc}", pytrace=False)
+
+    def _started(self, node: SandboxNode) -> SandboxNode:
+        if self.link_delay is not None:
+            self.link_delay.add(node.address, node.port)
+        self.nodes.append(node)
+        return node
 
     def start(self, count: int = 1, spec: NodeSpec = NodeSpec(), prefix: str = "node") -> list[SandboxNode]:
         started = []
         for _ in range(count):
             name = f"{prefix}{len(self.nodes) + 1}"
-            node = start_node(name, self.workdir / name, self.client_key.with_suffix(".pub"), spec)
-            self.nodes.append(node)
-            started.append(node)
+            started.append(self._started(
+                start_node(name, self.workdir / name, self.client_key.with_suffix(".pub"), spec)))
         return started
 
     def restart(self, node: SandboxNode, spec: NodeSpec = NodeSpec()) -> SandboxNode:
@@ -287,12 +305,15 @@ class NodeFactory:
         node.stop()
         again = start_node(node.name, self.workdir / f"{node.name}-again", self.client_key.with_suffix(".pub"),
                            spec, address=(node.address, node.port))
-        self.nodes.append(again)
-        return again
+        return self._started(again)
 
     def stop_all(self) -> None:
-        for node in self.nodes:
-            node.stop()
+        try:
+            for node in self.nodes:
+                node.stop()
+        finally:
+            if self.link_delay is not None:
+                self.link_delay.close()
 
 
 def client_keypair(directory: Path) -> Path:

@@ -225,8 +225,13 @@ class Mount:
     options: str
 
 
+_HEX_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
 def _unescape_hex(text: str) -> str:
-    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+    if "\\" not in text:  # nearly every field: a host with pods has hundreds of mounts
+        return text
+    return _HEX_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,21 @@ the run context and is closed when the context goes away (or at exit).
 
 from __future__ import annotations
 
+import resource
 import threading
 import weakref
 
 from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError
 from cubeinstall.remote.known_hosts import KnownHosts
 from cubeinstall.remote.ssh import Connection
 from cubeinstall.remote.target import resolve
 from cubeinstall.site.model import Node, Site
+
+# Each open connection holds its socket and its channel's wake-up pipe (3 descriptors);
+# one spare per host, and room for everything else the run opens.
+DESCRIPTORS_PER_HOST = 4
+DESCRIPTORS_BASE = 256
 
 
 class ConnectionPool:
@@ -49,8 +56,26 @@ class ConnectionPool:
             connection.close()
 
 
+def ensure_descriptors(hosts: int) -> None:
+    """Room for every host's open connection: raise the soft limit on open files (often
+    1024, about 300 hosts) towards the hard limit; a hard limit too low is said up front,
+    not as "Too many open files" on the 300th host."""
+    needed = DESCRIPTORS_BASE + DESCRIPTORS_PER_HOST * hosts
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise CubeError(
+            f"{hosts} hosts need about {needed} open files (every host's connection stays open "
+            f"for the run); this process may open at most {hard}",
+            hint=f"raise the limit to {needed} or more (ulimit -n {needed}; LimitNOFILE= for a "
+                 "systemd service) and run again")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def pool_for(ctx: RunContext) -> ConnectionPool:
     def create() -> ConnectionPool:
+        ensure_descriptors(len(ctx.site.nodes))
         pool = ConnectionPool(ctx.site, ctx.options.trust_new_hosts)
         weakref.finalize(ctx, pool.close)  # also runs at interpreter exit
         return pool

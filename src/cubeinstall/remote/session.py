@@ -6,17 +6,22 @@ more per host (facts, changes, checks), so all of a connection's round trips
 go to one ``sh -s`` started once (behind ``sudo`` once). Each script reaches
 that shell as one quoted word, run by ``eval`` in a subshell: a syntax error,
 an ``exit`` or ``set -e`` in it end the subshell only, and nothing in it can
-read the scripts that follow (its stdin is /dev/null). Around the subshell the
-shell prints a random begin marker, then an end marker with the exit status, on
-stdout and stderr; a script's output is what stands between its own markers, so
-a background child writing late (before or after them) cannot stall the match
-or leak into the next script. A shell that timed out or broke is closed, and
+read the scripts that follow (its stdin is /dev/null).
+
+The subshell's stdout and stderr go to two spool files of its own (``/tmp``,
+a random name created exclusively with mode 600, unlinked at once), which
+one ``cat`` then sends back between a random begin marker, a stderr marker and
+an end marker with the exit status. So a script's output crosses the network
+in one or two writes instead of one per command it ran: each write is an SSH
+packet that both ends encrypt, MAC and hand between threads, which was most of
+the installer's CPU per host. A background child that a script leaves behind
+writes into its script's (removed) spool file: it cannot stall the match or
+leak into the next script. A shell that timed out or broke is closed, and
 the next script starts a new one.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 import select
 import time
@@ -60,6 +65,10 @@ def collect(channel, deadline: Deadline,
             finished: Callable[[bytearray, bytearray], bool] = lambda out, err: False):
     """(stdout, stderr) read until ``finished`` says so, or EOF."""
     out, err = bytearray(), bytearray()
+    # poll, not select: a run holds every host's connection open (3 descriptors each),
+    # and select() cannot wait on a descriptor numbered 1024 or more.
+    wakeup = select.poll()
+    wakeup.register(channel, select.POLLIN)
     while not finished(out, err):
         if channel.recv_ready():
             out += channel.recv(_READ)
@@ -68,7 +77,7 @@ def collect(channel, deadline: Deadline,
         elif channel.eof_received or channel.closed:
             break
         else:  # sleeps until data or EOF arrives
-            select.select([channel], [], [], deadline.remaining())
+            wakeup.poll(deadline.remaining() * 1000)
     return out, err
 
 
@@ -86,27 +95,25 @@ class RemoteShell:
 
     def run(self, script: str, timeout: float) -> CommandResult:
         token = secrets.token_hex(8)
-        begin, end = f"@@cubeinstall-begin-{token}", f"@@cubeinstall-done-{token}"
+        begin, middle, end = (f"@@cubeinstall-{word}-{token}" for word in ("begin", "stderr", "done"))
         self._drain()
-        self.channel.sendall(
-            f"printf '%s\\n' {begin}; printf '%s\\n' {begin} >&2\n"
-            f"( eval {q(script)} ) </dev/null\n"
-            f"printf '\\n%s %s\\n' {end} \"$?\"; "
-            f"printf '\\n%s\\n' {end} >&2\n".encode())
-        status = re.compile(rb"\n" + end.encode() + rb" (\d+)\n")
-        err_end = f"\n{end}\n".encode()
+        self.channel.sendall(_spooled(script, f"/tmp/.cubeinstall-{token}", begin, middle, end))
+        done = f"\n{end} ".encode()
 
-        def finished(out: bytearray, err: bytearray) -> bool:
-            return err.rfind(err_end) != -1 and status.search(out) is not None
+        def finished(out: bytearray, err: bytearray) -> bool:  # "<end> <status>\n" is complete
+            at = out.find(done)
+            return at != -1 and out.find(b"\n", at + len(done)) != -1
 
         out, err = collect(self.channel, Deadline(self.label, timeout), finished)
         if not finished(out, err):
             tail = redact(err.decode("utf-8", "replace").strip()[-500:])
             raise HostError(self.label, f"the remote shell ended unexpectedly: {tail or 'no output'}",
                             hint="check the host's sshd and sudo logs")
-        done = status.search(out)
-        return CommandResult(int(done.group(1)), _between(out, begin, done.start()),
-                             _between(err, begin, err.rfind(err_end)))
+        done_at = out.find(done)
+        status = int(out[done_at + len(done):out.find(b"\n", done_at + len(done))])
+        errors_at = out.rfind(f"\n{middle}\n".encode(), 0, done_at)
+        return CommandResult(status, _between(out, begin, errors_at),
+                             bytes(out[errors_at + len(middle) + 2:done_at]).decode("utf-8", "replace"))
 
     def _drain(self) -> None:
         """Discard what arrived since the last script (a background child it left may write
@@ -118,6 +125,29 @@ class RemoteShell:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _spooled(script: str, spool: str, begin: str, middle: str, end: str) -> bytes:
+    """Shell that runs ``script`` with its output spooled, then sends it with one write:
+    begin marker, stdout, stderr marker, stderr, end marker and exit status (125 and the
+    reason when the spool cannot be written). One write, because sshd leaves Nagle's
+    algorithm on for sessions without a terminal: a second write would wait for the ACK
+    of the first, a network round trip. The files are opened once and their names
+    removed at once (nothing is left behind, even if the shell is killed); fd 3 reads
+    what fd 5 writes, fd 4 what fd 6 writes."""
+    out, err = f"{spool}.o", f"{spool}.e"
+    failed = "printf '%s\\n\\n%s\\n%s\\n\\n%s 125\\n' {} {} {} {}".format(
+        begin, middle, q(f"cannot write {out}: the node stages need /tmp writable by root"), end)
+    return (
+        f"if ( umask 077; set -C; : >{out} && : >{err} ) 2>/dev/null; then\n"
+        f"exec 3<{out} 4<{err} 5>>{out} 6>>{err}; rm -f {out} {err}\n"
+        f"printf '%s\\n' {begin} >&5\n"
+        f"( eval {q(script)} ) </dev/null >&5 2>&6 3<&- 4<&- 5>&- 6>&-; __cube_rc=$?\n"
+        f"printf '\\n%s\\n' {middle} >&5 && {{ [ ! -s /proc/self/fd/4 ] || cat <&4 >&5; }} &&\n"
+        f"printf '\\n%s %s\\n' {end} \"$__cube_rc\" >&5 && cat <&3 || {failed}\n"
+        f"exec 3<&- 4<&- 5>&- 6>&-\n"
+        f"else {failed}; fi\n"
+    ).encode()
 
 
 def _between(data: bytearray, begin: str, end_at: int) -> str:

@@ -23,6 +23,21 @@ from cubeinstall.remote.session import CommandResult, Deadline, RemoteShell, col
 from cubeinstall.remote.target import Endpoint, HostTarget
 
 
+# AES-GCM first: an AEAD cipher, so paramiko computes and compares no separate MAC in
+# Python for every packet (~10% of the installer's CPU per host); OpenSSH offers it since
+# 6.2. paramiko's own order follows as the fallback (its default would pick aes128-ctr
+# with a non-ETM hmac-sha2-256, no stronger).
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _transport(sock, **options) -> paramiko.Transport:
+    transport = paramiko.Transport(sock, **options)
+    security = transport.get_security_options()
+    security.ciphers = PREFERRED_CIPHERS + tuple(
+        cipher for cipher in security.ciphers if cipher not in PREFERRED_CIPHERS)
+    return transport
+
+
 class Connection:
     def __init__(self, target: HostTarget, known_hosts: KnownHosts):
         self.target = target
@@ -66,6 +81,7 @@ class Connection:
                 key_filename=[str(p) for p in endpoint.key_files] or None,
                 look_for_keys=not endpoint.key_files, allow_agent=True, sock=sock,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                transport_factory=_transport,
             )
         except UnknownHostKey as exc:
             client.close()

@@ -169,7 +169,9 @@ class SSH(Model):
     sudo_password: Secret | None = None
     config_file: LocalPath | None = Field(default=Path("~/.ssh/config"))
     known_hosts: LocalPath = Field(default=Path("~/.ssh/known_hosts"))
-    parallel: int = Field(default=16, ge=1, le=256)
+    # Hosts worked on at once. A host costs the installer ~9 ms of CPU and ~18 network
+    # round trips (first run), so 64 keeps it busy up to ~30 ms round trip (bench/RESULTS.md).
+    parallel: int = Field(default=64, ge=1, le=256)
     connect_timeout: float = Field(default=10, gt=0)
     command_timeout: float = Field(default=300, gt=0)
 
