@@ -130,3 +130,4 @@ TrustOption = typer.Option(False, "--trust-new-hosts", help="accept and record S
 PruneOption = typer.Option(False, "--prune", help="delete owned objects no longer rendered")
 ForceOption = typer.Option(False, "--force", help="re-run stages whose inputs are unchanged, and take over fields another field manager owns")
 DryRunOption = typer.Option(False, "--dry-run", help="plan, change nothing")
+ClusterOption = typer.Option(None, "--cluster", help="act on this cluster of the site only (its stages; no node or registry stage)")

@@ -339,8 +339,7 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         return target
     if isinstance(target, RunContext):
         kubeconfig, context = target.kubeconfig_for(cluster)
-        origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
-                                               SITE_ORIGIN)
+        origin = target.kubeconfig_origins.get(cluster or target.cluster_name, SITE_ORIGIN)
         return target.cached(f"kube:{kubeconfig}:{context}", lambda: KubeClient.from_kubeconfig(
             kubeconfig, context, origin, outage_seconds=target.site.timeouts.object_seconds))
     if isinstance(target, k8s_client.ApiClient):

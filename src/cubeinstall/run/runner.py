@@ -1,8 +1,8 @@
 """Walk the stage registry: select, plan, apply, report.
 
 The CLI is a thin layer over this module. A stage either returns its changes
-or raises; the run stops at the first failed stage, because every later stage
-may need what it provides.
+or raises; a failure stops every later target of its cluster (run/targets.py),
+because each may need what it provides; the other clusters go on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from cubeinstall.stages import load
 
 if TYPE_CHECKING:
     from cubeinstall.run.journal import Journal
+    from cubeinstall.run.targets import Target
 
 
 @dataclass
@@ -31,6 +32,8 @@ class StageResult:
     changes: list[Change] = field(default_factory=list)
     seconds: float = 0.0
     message: str = ""
+    error: CubeError | None = field(default=None, repr=False)  # why it failed
+    label: str = ""  # the target's name in tables (the stage, and its cluster on several)
 
     @property
     def changed(self) -> int:
@@ -87,98 +90,122 @@ def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
     return load(stage).objects(site)
 
 
-def run(ctx: RunContext, stages: list[Stage], journal: "Journal | None" = None) -> list[StageResult]:
-    """Apply (or with --dry-run, plan) each stage in order; stop at the first failure.
+def run(ctx: RunContext, targets: "list[Target]", journal: "Journal | None" = None) -> list[StageResult]:
+    """Apply (or with --dry-run, plan) each target in order. A failed target stops the
+    later targets it blocks (run/targets.py: its cluster's, or all after a node stage);
+    the others still run; then the failure is raised (several: one error naming each).
 
-    With a journal, a stage that finished ok from the same inputs is skipped
-    (unless --force), and every stage's start and end are recorded, so an
+    With a journal, a target that finished ok from the same inputs is skipped
+    (unless --force), and every target's start and end are recorded, so an
     interrupted run resumes where it stopped.
     """
+    from cubeinstall.run.targets import blocks, context_for
+
     results: list[StageResult] = []
-    for stage in stages:
-        started = time.monotonic()
-        attempt = Attempt(stage)
-        try:
-            result = _run_stage(ctx, attempt, journal)
-        except CubeError as exc:
-            failure = _failure(ctx, attempt, exc, journal)
-            results.append(StageResult(stage.name, "failed", seconds=time.monotonic() - started,
-                                       message=str(failure)))
-            raise failure from None
-        result.seconds = time.monotonic() - started
-        results.append(result)
-        if result.status == "skipped":
-            ctx.out.event("stage-skipped", stage=stage.name,
-                          message=f"= {stage.name}: unchanged since its last successful run")
+    failed: list[tuple[Target, CubeError]] = []
+    for target in targets:
+        if any(blocks(earlier, target) for earlier, _ in failed):
             continue
-        report_changes(ctx, stage.name, result.changes)
-        ctx.out.event("stage-done", stage=stage.name, changed=result.changed,
-                      seconds=round(result.seconds, 2),
-                      message=f"✔ {stage.name}: {describe_count(result.changed, ctx.dry_run)}")
+        result = _run_target(context_for(ctx, target), target, journal)
+        result.label = target.label
+        results.append(result)
+        if isinstance(result.error, ConfigError):
+            raise result.error  # the site is wrong: nothing more runs anywhere
+        if result.error is not None:
+            failed.append((target, result.error))
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        raise CubeError(f"{len(failed)} targets failed: "
+                        + "; ".join(f"{target.label}: {error.message}" for target, error in failed),
+                        hint="each failure above says what to fix; the other targets finished")
     return results
+
+
+def _run_target(ctx: RunContext, target: "Target", journal: "Journal | None") -> StageResult:
+    stage, started = target.stage, time.monotonic()
+    attempt = Attempt(stage, target)
+    try:
+        result = _run_stage(ctx, attempt, journal)
+    except CubeError as exc:
+        failure = _failure(ctx, attempt, exc, journal)
+        return StageResult(stage.name, "failed", seconds=time.monotonic() - started,
+                           message=str(failure), error=failure)
+    result.seconds = time.monotonic() - started
+    if result.status == "skipped":
+        ctx.out.event("stage-skipped", stage=stage.name, **target.fields,
+                      message=f"= {target.label}: unchanged since its last successful run")
+        return result
+    report_changes(ctx, stage.name, result.changes, fields=target.fields)
+    ctx.out.event("stage-done", stage=stage.name, **target.fields, changed=result.changed,
+                  seconds=round(result.seconds, 2),
+                  message=f"✔ {target.label}: {describe_count(result.changed, ctx.dry_run)}")
+    return result
 
 
 @dataclass
 class Attempt:
-    """One stage in this run: its objects once rendered (the failure's support bundle
+    """One target in this run: its objects once rendered (the failure's support bundle
     shows the cluster's view of the same objects)."""
 
     stage: Stage
+    target: "Target"
     objects: list[dict] | None = None
     rendered: bool = False
 
 
 def _failure(ctx: RunContext, attempt: Attempt, exc: CubeError,
              journal: "Journal | None") -> CubeError:
-    """The error to raise for a failed stage: site mistakes stay ConfigError (exit 2);
+    """The error of a failed target: site mistakes stay ConfigError (exit 2);
     anything else becomes StageFailed, recorded, with its support bundle."""
-    name = attempt.stage.name
-    if journal and not ctx.dry_run and name in journal.stages:
-        journal.finished(name, ok=False, message=exc.message)
+    target = attempt.target
+    if journal and not ctx.dry_run and target.key in journal.stages:
+        journal.finished(target.key, ok=False, message=exc.message)
     if isinstance(exc, ConfigError):
         return exc
-    failure = exc if isinstance(exc, StageFailed) else StageFailed(name, str(exc.message), exc.hint)
+    failure = (exc if isinstance(exc, StageFailed)
+               else StageFailed(target.label, str(exc.message), exc.hint))
     if not ctx.dry_run:  # a plan changed nothing: no cluster state to explain
         from cubeinstall.run.support_bundle import write_for_failure
 
         failure.support_bundle = write_for_failure(ctx, attempt.stage, failure, attempt.objects,
                                                    attempt.rendered)
-    ctx.out.event("stage-failed", stage=name, error=failure.message, hint=failure.hint,
-                  support_bundle=failure.support_bundle)
+    ctx.out.event("stage-failed", stage=attempt.stage.name, **target.fields,
+                  error=failure.message, hint=failure.hint, support_bundle=failure.support_bundle)
     return failure
 
 
 def _run_stage(ctx: RunContext, attempt: Attempt, journal: "Journal | None") -> StageResult:
     from cubeinstall.run.fingerprint import fingerprint
 
-    stage, code = attempt.stage, load(attempt.stage)
+    stage, target, code = attempt.stage, attempt.target, load(attempt.stage)
     attempt.objects, attempt.rendered = code.objects(ctx.site), True
     digest = fingerprint(stage, ctx.site, attempt.objects)
-    if journal and not ctx.options.force and journal.is_current(stage.name, digest):
+    if journal and not ctx.options.force and journal.is_current(target.key, digest):
         return StageResult(stage.name, "skipped", message="inputs unchanged since last success")
-    ctx.out.event("stage-start", stage=stage.name, layer=stage.layer.value,
-                  message=f"▶ {stage.name}: {stage.summary}")
+    ctx.out.event("stage-start", stage=stage.name, **target.fields, layer=stage.layer.value,
+                  message=f"▶ {target.label}: {stage.summary}")
     if ctx.dry_run:
         return StageResult(stage.name, "ok", plan_stage(ctx, stage, False, attempt.objects))
     if journal:
-        journal.started(stage.name, digest)
+        journal.started(target.key, digest, cluster=target.cluster)
     changes = code.apply(ctx, attempt.objects)
     if journal:
-        journal.finished(stage.name, ok=True, changes=count_changing(changes))
+        journal.finished(target.key, ok=True, changes=count_changing(changes))
     return StageResult(stage.name, "ok", changes)
 
 
 def report_changes(ctx: RunContext, stage: str, changes: list[Change], *,
-                   name_stage: bool = False) -> None:
+                   name_stage: bool = False, fields: dict | None = None) -> None:
     """One line per change; ``name_stage``: each line starts with the stage (a plan, whose
-    lines have no stage heading above them)."""
+    lines have no stage heading above them); ``fields``: more for each event (the cluster)."""
     for change in changes:
-        fields = change.as_event()
+        event = change.as_event()
         message = None
         if change.changes_something or ctx.out.verbose:
             message = (f"  {stage + ':  ' if name_stage else ''}{change.action:9} {change.target}"
                        + (f"  ({change.detail})" if change.detail else ""))
-        ctx.out.event("change", stage=stage, message=message, **fields)
+        ctx.out.event("change", stage=stage, message=message, **(fields or {}), **event)
         if change.diff and (change.changes_something or ctx.out.verbose) and not ctx.out.json_mode:
             ctx.out.text(_indent(change.diff))
 
