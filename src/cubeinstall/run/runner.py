@@ -35,6 +35,9 @@ class StageResult:
     error: CubeError | None = field(default=None, repr=False)  # why it failed
     label: str = ""  # the target's name in tables (the stage, and its cluster on several)
 
+    def __post_init__(self) -> None:
+        self.label = self.label or self.stage
+
     @property
     def changed(self) -> int:
         return count_changing(self.changes)
@@ -116,9 +119,10 @@ def run(ctx: RunContext, targets: "list[Target]", journal: "Journal | None" = No
     if len(failed) == 1:
         raise failed[0][1]
     if failed:
-        raise CubeError(f"{len(failed)} targets failed: "
-                        + "; ".join(f"{target.label}: {error.message}" for target, error in failed),
-                        hint="each failure above says what to fix; the other targets finished")
+        raise CubeError(f"{len(failed)} stages failed: "
+                        + "; ".join(error.message for _, error in failed),
+                        hint="each failure above says what to fix; the other clusters' "
+                             "stages finished")
     return results
 
 
