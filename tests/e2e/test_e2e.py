@@ -70,10 +70,22 @@ def no_changes(run: Run, stages=ENABLED) -> None:
 
 # --- 1. install --------------------------------------------------------------------------
 
+def assert_each_stage_started_after_its_prerequisites(run: Run) -> None:
+    """Stages run at once (--jobs), but never before what they need is done."""
+    from cubeinstall.site import stages as registry
+
+    position = {(e["event"], e.get("stage")): i for i, e in enumerate(run.events)}
+    for stage in run.started:
+        for needed in registry.prerequisites(registry.get(stage)) & set(run.started):
+            assert position[("stage-done", needed)] < position[("stage-start", stage)], (
+                f"{stage} started before {needed} was done")
+
+
 def test_all_installs_every_enabled_stage(e2e: Platform, first_run: Run):
     assert first_run.code == 0, first_run.explain()
-    assert first_run.started == list(ENABLED)
-    assert list(first_run.done) == list(ENABLED)
+    assert sorted(first_run.started) == sorted(ENABLED)
+    assert sorted(first_run.done) == sorted(ENABLED)
+    assert_each_stage_started_after_its_prerequisites(first_run)
     assert [e for e in first_run.of("preflight") if e["grade"] == "error"] == []
     # Real work happened in every layer ...
     for stage in ("node-prep", "storage", "gpu-runtime", "databases", "namespaces", "cube"):
@@ -194,11 +206,12 @@ def test_second_run_and_forced_run_change_nothing(e2e: Platform, first_run: Run)
     assert len(before["cluster"]) > 200 and all(before["hosts"].values())
     second = e2e.cli("all")
     assert second.code == 0, second.explain()
-    assert second.skipped == list(ENABLED) and second.started == []
+    assert sorted(second.skipped) == sorted(ENABLED) and second.started == []
     assert_same_world(before, world(e2e))
 
     forced = e2e.cli("all", "--force")  # every stage really compares with the servers
-    assert forced.started == list(ENABLED)
+    assert sorted(forced.started) == sorted(ENABLED)
+    assert_each_stage_started_after_its_prerequisites(forced)
     no_changes(forced)
     assert_same_world(before, world(e2e))
 
@@ -277,7 +290,8 @@ def test_killed_run_resumes_and_converges(e2e: Platform, first_run: Run, point: 
 
     resumed = e2e.cli("all", *only)  # no --force: the journal decides what runs again
     assert resumed.code == 0, resumed.explain()
-    assert resumed.started == unfinished, (killed.started, list(killed.done), journal)
+    assert sorted(resumed.started) == sorted(unfinished), (killed.started, list(killed.done),
+                                                           journal)
     assert set(killed.done) <= set(resumed.skipped)
 
     converged = e2e.cli("all", "--force", *only)

@@ -207,7 +207,7 @@ def wait_for(condition, what: str, timeout: float = 120):
 def test_mysql_and_redis_run_on_the_real_node(cluster: KubeCluster, registry: RegistryServer,
                                               installed: Run):
     _ok(installed)
-    assert installed.started == list(STAGES)
+    assert sorted(installed.started) == sorted(STAGES)
     for stage in STAGES:
         assert installed.done[stage]["changed"] > 0, stage
     for app, image in (("mysql", "mysql:8.0.44"), ("redis", "redis:7.4.6")):

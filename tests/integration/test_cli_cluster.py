@@ -125,3 +125,35 @@ def test_tls_verification_failure_says_so_and_how_to_give_the_ca(tmp_path, kube_
     output = result.stdout + result.stderr
     assert "TLS certificate is not signed by the CA the kubeconfig trusts" in output, output
     assert "certificate-authority-data" in output and "cannot reach" not in output
+
+
+def _all_with_a_failing_stage(tmp_path, kube_cluster, *flags: str):
+    """kube-batch refuses this cluster (Kubernetes >= 1.22): a stage failing for sure."""
+    data = example_site_data()
+    data["clusters"] = [{"name": "main", "kubeconfig": str(kube_cluster.kubeconfig)}]
+    data["gates"] = {"webhooks": "skip", "services": "skip"}
+    data.setdefault("components", {})["kube-batch"] = {"enabled": True}
+    site = write_site(tmp_path, data)
+    result = run_process(["--json", "--yes", "all", "-c", str(site), *flags,
+                          "--only", "namespaces,node-labels,kube-batch,frameworkcontroller"],
+                         env={"CUBEINSTALL_STATE_DIR": str(tmp_path / "state")}, timeout=300)
+    events = json_events(result.stdout)
+    done = [e["stage"] for e in events if e["event"] in ("stage-done", "stage-skipped")]
+    failed = [e["stage"] for e in events if e["event"] == "stage-failed"]
+    [error] = [e for e in events if e.get("exit_code")]
+    return result, done, failed, error
+
+
+def test_a_failed_stage_stops_only_what_needs_it(tmp_path, kube_cluster):
+    result, done, failed, error = _all_with_a_failing_stage(tmp_path, kube_cluster, "--jobs", "3")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert failed == ["kube-batch"]
+    # frameworkcontroller comes after kube-batch in the registry but does not need it
+    assert set(done) == {"namespaces", "node-labels", "frameworkcontroller"}, done
+    assert error["message"].startswith("stage kube-batch: ")
+
+
+def test_serial_keeps_the_registry_order_and_stops_at_the_first_failure(tmp_path, kube_cluster):
+    result, done, failed, _ = _all_with_a_failing_stage(tmp_path, kube_cluster, "--serial")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert failed == ["kube-batch"] and done == ["namespaces", "node-labels"]

@@ -12,7 +12,7 @@ from cubeinstall.core.errors import ConfigError
 from cubeinstall.run import runner
 from cubeinstall.run.fingerprint import fingerprint
 from cubeinstall.run.journal import Journal
-from cubeinstall.run.targets import blocks, expand
+from cubeinstall.run.targets import expand, prerequisites
 from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.stages import Scope
@@ -97,17 +97,17 @@ def test_cluster_option_narrows_to_that_clusters_stages(site):
     assert "main, east" in error.value.hint
 
 
-def test_a_failure_stops_its_own_cluster_only(site):
-    targets = {(t.stage.name, t.cluster): t for t in expand(site, runner.select(site))}
-    failed_east = targets[("namespaces", "east")]
-    assert blocks(failed_east, targets[("volcano", "east")])
-    assert not blocks(failed_east, targets[("volcano", "main")])
-    assert not blocks(failed_east, targets[("cube", "main")])
-    failed_main = targets[("namespaces", "main")]
-    assert blocks(failed_main, targets[("cube", "main")])
-    assert not blocks(failed_main, targets[("volcano", "east")])
-    # every cluster needs the hosts a node stage prepares
-    assert blocks(targets[("node-prep", None)], targets[("volcano", "east")])
+def test_a_target_waits_for_its_prerequisites_on_its_own_cluster(site):
+    """What the scheduler runs: a failure on one cluster blocks what needs it there only."""
+    targets = expand(site, runner.select(site))
+    by_key = {target.key: target for target in targets}
+    volcano_east = prerequisites(by_key["volcano@east"], targets)
+    assert {"namespaces@east", "node-labels@east", "node-prep", "storage"} <= volcano_east
+    assert not volcano_east & {"namespaces", "node-labels"}  # main's own
+    cube = prerequisites(by_key["cube"], targets)
+    assert {"namespaces", "pv-pvc", "databases", "kubeconfig"} <= cube
+    assert not any(key.endswith("@east") for key in cube)
+    assert prerequisites(by_key["node-prep"], targets) == frozenset()
 
 
 def test_each_cluster_renders_for_its_own_nodes(site):

@@ -16,8 +16,10 @@ from cubeinstall.cli.options import (
     ForceOption,
     FromOption,
     IgnoreOption,
+    JobsOption,
     OnlyOption,
     PruneOption,
+    SerialOption,
     SkipOption,
     TrustOption,
     confirm,
@@ -117,7 +119,8 @@ def _show_plan(ctx, targets, offline: bool = False) -> int:
     rows, changing = [], 0
     for target in targets:
         changes = runner.plan_stage(context_for(ctx, target), target.stage, offline=offline)
-        runner.report_changes(ctx, target.label, changes, name_stage=True, fields=target.fields)
+        runner.report_changes(ctx, target.stage.name, changes, name_stage=True,
+                              label=target.label, fields=target.fields)
         counts = {action: sum(1 for c in changes if c.action == action)
                   for action in ("create", "update", "delete", "run", "unchanged")}
         changing += sum(1 for change in changes if change.changes_something)
@@ -182,12 +185,16 @@ def run_all(
     prune: bool = PruneOption,
     force: bool = ForceOption,
     ignore: Optional[List[str]] = IgnoreOption,
+    jobs: int = JobsOption,
+    serial: bool = SerialOption,
     cluster: Optional[str] = ClusterOption,
 ) -> None:
-    """Bring the whole site to its desired state, stage by stage (resumes after a failure)."""
+    """Bring the whole site to its desired state (resumes after a failure); independent
+    stages run at once (--jobs), each after the stages it needs."""
     from cubeinstall.run.preflight import run_preflight
 
-    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
+                       jobs=1 if serial else jobs)
     targets = _targets(ctx, only, skip, start, cluster)
     selected = list(dict.fromkeys(target.stage for target in targets))
     if not dry_run:

@@ -130,4 +130,7 @@ TrustOption = typer.Option(False, "--trust-new-hosts", help="accept and record S
 PruneOption = typer.Option(False, "--prune", help="delete owned objects no longer rendered")
 ForceOption = typer.Option(False, "--force", help="re-run stages whose inputs are unchanged, and take over fields another field manager owns")
 DryRunOption = typer.Option(False, "--dry-run", help="plan, change nothing")
+DEFAULT_JOBS = 4  # the cluster stages wait mostly on the API server, not on our CPU
+JobsOption = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, help="stages run at once, each once the stages it needs are done")
+SerialOption = typer.Option(False, "--serial", help="one stage at a time in registry order, stopping at the first failure (same as --jobs 1; for debugging)")
 ClusterOption = typer.Option(None, "--cluster", help="act on this cluster of the site only (its stages; no node or registry stage)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,6 +20,7 @@ class RunOptions:
     force: bool = False
     kubeconfig: Path | None = None  # overrides the platform cluster's kubeconfig
     context: str | None = None
+    jobs: int = 1  # stages run at once (apply only; a plan runs them one by one)
 
 
 @dataclass
@@ -43,6 +45,7 @@ class RunContext:
     # "site.yaml"), for errors that say what to fix
     kubeconfig_origins: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def dry_run(self) -> bool:
@@ -63,7 +66,9 @@ class RunContext:
         return cluster.kubeconfig, cluster.context
 
     def cached(self, key: str, factory: Callable[[], Any]) -> Any:
-        """One client per key (cluster, database, ...) for the whole run."""
-        if key not in self._clients:
-            self._clients[key] = factory()
-        return self._clients[key]
+        """One client per key (cluster, database, ...) for the whole run, also when stages
+        running at once ask for it together."""
+        with self._clients_lock:
+            if key not in self._clients:
+                self._clients[key] = factory()
+            return self._clients[key]

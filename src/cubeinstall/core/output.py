@@ -35,6 +35,7 @@ class Output:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _console: Any = field(default=None, repr=False)
     _message_console: Any = field(default=None, repr=False)
+    _running: dict[str, float] | None = field(default=None, repr=False)  # live view: stage -> start
 
     def __post_init__(self) -> None:
         if self.messages is None:  # an explicit stream alone (tests) takes both
@@ -49,6 +50,8 @@ class Output:
         record = redact_obj({"event": kind, "time": round(time.time(), 3), **fields})
         with self._lock:
             self.events.append(record)
+            if self._running is not None:
+                self._track_running(kind, _running_name(record))
             if self.json_mode:
                 self.stream.write(json.dumps(record, default=str, sort_keys=True) + "\n")
                 self.stream.flush()
@@ -99,7 +102,8 @@ class Output:
         """Yield ``advance(n)``: a rich progress bar in a terminal, ``progress`` events always."""
         done = 0
         bar = None
-        if not self.json_mode and getattr(self.messages, "isatty", lambda: False)():
+        # one live display per terminal: while stages run at once, their line is it
+        if not self.json_mode and _is_terminal(self.messages) and self._running is None:
             from rich.progress import Progress
 
             bar = Progress(console=self._messages_rich(), transient=True)
@@ -119,6 +123,38 @@ class Output:
             if bar is not None:
                 bar.stop()
 
+    @contextlib.contextmanager
+    def running_stages(self, active: bool) -> Iterator[None]:
+        """While stages run at once: on a terminal, a live line under the output naming
+        each running stage and how long it has run (events and --json are unchanged)."""
+        if not active or self.json_mode or not _is_terminal(self.stream):
+            yield
+            return
+        from rich.live import Live
+
+        self._running = {}
+        live = Live(get_renderable=self._running_line, console=self._rich(), transient=True,
+                    refresh_per_second=4, redirect_stdout=False, redirect_stderr=False)
+        try:
+            with live:
+                yield
+        finally:
+            self._running = None
+
+    def _track_running(self, kind: str, stage: str | None) -> None:
+        if kind == "stage-start" and stage:
+            self._running[stage] = time.monotonic()
+        elif kind in ("stage-done", "stage-failed", "stage-skipped") and stage:
+            self._running.pop(stage, None)
+
+    def _running_line(self) -> str:
+        from rich.text import Text
+
+        now = time.monotonic()
+        stages = dict(self._running or {})
+        return Text("running: " + ", ".join(f"{name} {now - began:.0f}s"
+                                           for name, began in stages.items()), style="dim")
+
     def _style(self, kind: str, message: str) -> str:
         prefix = {"warning": "[yellow]warning:[/] ", "error": "[red]error:[/] ",
                   "debug": "[dim]debug:[/] "}.get(kind, "")
@@ -136,8 +172,9 @@ class Output:
         return self._console
 
     def _messages_rich(self):
-        if self.messages is self.stream:
-            return self._rich()
+        if self.messages is self.stream or (self._running is not None
+                                            and _is_terminal(self.messages)):
+            return self._rich()  # one terminal: messages print above the live line too
         if self._message_console is None:
             self._message_console = self._new_console(self.messages)
         return self._message_console
@@ -146,6 +183,16 @@ class Output:
         from rich.console import Console
 
         return Console(file=stream, no_color=not self.color, highlight=False, soft_wrap=True)
+
+
+def _running_name(record: dict) -> str | None:
+    """A stage in the live line, with its cluster on a site of several (events carry it)."""
+    stage, cluster = record.get("stage"), record.get("cluster")
+    return f"{stage}@{cluster}" if stage and cluster else stage
+
+
+def _is_terminal(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 # Event kinds that are messages about the run, not its product: stderr in human mode.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ class Journal:
     path: Path
     stages: dict[str, StageRecord] = field(default_factory=dict)
     mirror: Callable[[str], None] | None = None  # receives the JSON text
+    # stages running at once record their start and end from their own threads
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @classmethod
     def load(cls, site: str, directory: Path | None = None) -> "Journal":
@@ -54,21 +57,24 @@ class Journal:
 
     def started(self, key: str, fingerprint: str, cluster: str | None = None) -> None:
         stage = key.partition("@")[0]  # the key is the stage, or stage@cluster
-        self.stages[key] = StageRecord(stage, "running", fingerprint, time.time(),
-                                       cluster=cluster)
-        self.save()
+        with self._lock:
+            self.stages[key] = StageRecord(stage, "running", fingerprint, time.time(),
+                                           cluster=cluster)
+            self.save()
 
     def finished(self, key: str, ok: bool, changes: int = 0, message: str = "") -> None:
-        record = self.stages[key]
-        record.status = "ok" if ok else "failed"
-        record.finished = time.time()
-        record.changes = changes
-        record.message = message
-        self.save()
+        with self._lock:
+            record = self.stages[key]
+            record.status = "ok" if ok else "failed"
+            record.finished = time.time()
+            record.changes = changes
+            record.message = message
+            self.save()
 
     def forget(self, key: str) -> None:
-        if self.stages.pop(key, None) is not None:
-            self.save()
+        with self._lock:
+            if self.stages.pop(key, None) is not None:
+                self.save()
 
     def is_current(self, key: str, fingerprint: str) -> bool:
         record = self.stages.get(key)
@@ -80,10 +86,11 @@ class Journal:
         return json.dumps(document, indent=2, sort_keys=True)
 
     def save(self) -> None:
-        text = self.to_json()
-        write_atomically(self.path, text)
-        if self.mirror is not None:
-            self.mirror(text)
+        with self._lock:  # one writer at a time: the file and its copy see every record
+            text = self.to_json()
+            write_atomically(self.path, text)
+            if self.mirror is not None:
+                self.mirror(text)
 
 
 def parse(text: str) -> dict[str, StageRecord]:

@@ -1,8 +1,9 @@
 """Walk the stage registry: select, plan, apply, report.
 
 The CLI is a thin layer over this module. A stage either returns its changes
-or raises; a failure stops every later target of its cluster (run/targets.py),
-because each may need what it provides; the other clusters go on.
+or raises; what needs a failed stage does not run (run/schedule.py runs the
+targets whose prerequisites are done, several at once with --jobs; run/targets.py
+says where each stage runs: a failure on one cluster stops only what needs it there).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from cubeinstall.core.change import Change, count_changing
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import ConfigError, CubeError, StageFailed
+from cubeinstall.run.schedule import Outcome, Unit, run_units
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
 from cubeinstall.site.stages import Stage
@@ -32,7 +34,6 @@ class StageResult:
     changes: list[Change] = field(default_factory=list)
     seconds: float = 0.0
     message: str = ""
-    error: CubeError | None = field(default=None, repr=False)  # why it failed
     label: str = ""  # the target's name in tables (the stage, and its cluster on several)
 
     def __post_init__(self) -> None:
@@ -94,57 +95,101 @@ def stage_objects(stage: Stage, site: Site) -> list[dict] | None:
 
 
 def run(ctx: RunContext, targets: "list[Target]", journal: "Journal | None" = None) -> list[StageResult]:
-    """Apply (or with --dry-run, plan) each target in order. A failed target stops the
-    later targets it blocks (run/targets.py: its cluster's, or all after a node stage);
-    the others still run; then the failure is raised (several: one error naming each).
+    """Apply (or with --dry-run, plan) the targets; returns their results in their order.
+
+    Up to ``ctx.options.jobs`` targets run at once, each once the targets of its
+    prerequisites in this run are done (run/targets.py: on its own cluster); a failed
+    target stops what needs it, not its siblings nor the other clusters, and the error
+    names both. With one job (--serial, and every plan: a plan counts on what the plans
+    before it would create) the targets run one by one in order and the run stops at
+    the first failure.
 
     With a journal, a target that finished ok from the same inputs is skipped
     (unless --force), and every target's start and end are recorded, so an
     interrupted run resumes where it stopped.
     """
-    from cubeinstall.run.targets import blocks, context_for
+    from cubeinstall.run.targets import context_for, prerequisites
 
-    results: list[StageResult] = []
-    failed: list[tuple[Target, CubeError]] = []
-    for target in targets:
-        if any(blocks(earlier, target) for earlier, _ in failed):
-            continue
-        result = _run_target(context_for(ctx, target), target, journal)
-        result.label = target.label
-        results.append(result)
-        if isinstance(result.error, ConfigError):
-            raise result.error  # the site is wrong: nothing more runs anywhere
-        if result.error is not None:
-            failed.append((target, result.error))
-    if len(failed) == 1:
-        raise failed[0][1]
-    if failed:
-        raise CubeError(f"{len(failed)} stages failed: "
-                        + "; ".join(error.message for _, error in failed),
-                        hint="each failure above says what to fix; the other clusters' "
-                             "stages finished")
-    return results
+    jobs = 1 if ctx.dry_run else max(ctx.options.jobs, 1)
+    units = [Unit(target.key, prerequisites(target, targets), target.stage.holds)
+             for target in targets]
+    by_key = {target.key: target for target in targets}
+    results: dict[str, StageResult] = {}
+
+    def run_one(unit: Unit) -> None:
+        target = by_key[unit.name]
+        results[unit.name] = _run_and_report(context_for(ctx, target), target, journal,
+                                             name_stage=jobs > 1)
+
+    with ctx.out.running_stages(active=jobs > 1 and len(targets) > 1):
+        outcome = run_units(units, run_one, limit=jobs, keep_going=jobs > 1)
+    for key, error in outcome.failed.items():
+        results[key] = StageResult(by_key[key].stage.name, "failed", label=by_key[key].label,
+                                   message=str(getattr(error, "message", error)))
+    if outcome.failed:
+        labels = {key: target.label for key, target in by_key.items()}
+        raise _run_failed(ctx, outcome, name_not_run=jobs > 1, labels=labels)
+    return [results[target.key] for target in targets]
 
 
-def _run_target(ctx: RunContext, target: "Target", journal: "Journal | None") -> StageResult:
+def _run_and_report(ctx: RunContext, target: "Target", journal: "Journal | None",
+                    name_stage: bool) -> StageResult:
     stage, started = target.stage, time.monotonic()
     attempt = Attempt(stage, target)
     try:
         result = _run_stage(ctx, attempt, journal)
     except CubeError as exc:
-        failure = _failure(ctx, attempt, exc, journal)
-        return StageResult(stage.name, "failed", seconds=time.monotonic() - started,
-                           message=str(failure), error=failure)
-    result.seconds = time.monotonic() - started
+        raise _failure(ctx, attempt, exc, journal) from None
+    result.seconds, result.label = time.monotonic() - started, target.label
     if result.status == "skipped":
         ctx.out.event("stage-skipped", stage=stage.name, **target.fields,
                       message=f"= {target.label}: unchanged since its last successful run")
         return result
-    report_changes(ctx, stage.name, result.changes, fields=target.fields)
+    report_changes(ctx, stage.name, result.changes, name_stage=name_stage, label=target.label,
+                   fields=target.fields)
     ctx.out.event("stage-done", stage=stage.name, **target.fields, changed=result.changed,
                   seconds=round(result.seconds, 2),
                   message=f"✔ {target.label}: {describe_count(result.changed, ctx.dry_run)}")
     return result
+
+
+def _run_failed(ctx: RunContext, outcome: Outcome, name_not_run: bool,
+                labels: dict[str, str] | None = None) -> BaseException:
+    """The error of a run with failed targets: the failure itself when it is the only one
+    (a site mistake stays a ConfigError), else one naming every failed target; and (when
+    siblings went on) the targets not run because they need a failed one. Events name
+    targets by key (the stage, or stage@cluster), messages by label (default: the key)."""
+    labels = labels or {}
+    not_run: dict[str, list[str]] = {}
+    for name, cause in outcome.blocked.items() if name_not_run else ():
+        not_run.setdefault(cause, []).append(name)
+    for cause, names in not_run.items():
+        ctx.out.event("stages-not-run", stage=cause, stages=names,
+                      message=f"not run, since {labels.get(cause, cause)} failed: "
+                              f"{', '.join(labels.get(name, name) for name in names)}")
+    errors = list(outcome.failed.values())
+    config = next((e for e in errors if isinstance(e, ConfigError)), None)
+    if config is not None or len(errors) == 1:
+        error = config or errors[0]
+        if not isinstance(error, CubeError) or not not_run:
+            return error
+        return _with_not_run(error, not_run, labels)
+    if not all(isinstance(error, CubeError) for error in errors):
+        return next(e for e in errors if not isinstance(e, CubeError))  # a bug: its traceback
+    summary = "; ".join(str(error.message) for error in errors)
+    combined = CubeError(f"{len(errors)} stages failed: {summary}",
+                         hint="each failure's support bundle is named above; fix the causes "
+                              "and run again (the stages that finished are not repeated)")
+    return _with_not_run(combined, not_run, labels)
+
+
+def _with_not_run(error: CubeError, not_run: dict[str, list[str]],
+                  labels: dict[str, str]) -> CubeError:
+    names = sorted(labels.get(name, name) for names in not_run.values() for name in names)
+    if not names:
+        return error
+    error.message = f"{error.message} (not run, as they need it: {', '.join(names)})"
+    return error
 
 
 @dataclass
@@ -200,14 +245,16 @@ def _run_stage(ctx: RunContext, attempt: Attempt, journal: "Journal | None") -> 
 
 
 def report_changes(ctx: RunContext, stage: str, changes: list[Change], *,
-                   name_stage: bool = False, fields: dict | None = None) -> None:
-    """One line per change; ``name_stage``: each line starts with the stage (a plan, whose
-    lines have no stage heading above them); ``fields``: more for each event (the cluster)."""
+                   name_stage: bool = False, label: str | None = None,
+                   fields: dict | None = None) -> None:
+    """One line per change; ``name_stage``: each line starts with the stage, or ``label``
+    (a plan, or stages at once: no stage heading above them); ``fields``: more for each
+    event (the cluster)."""
     for change in changes:
         event = change.as_event()
         message = None
         if change.changes_something or ctx.out.verbose:
-            message = (f"  {stage + ':  ' if name_stage else ''}{change.action:9} {change.target}"
+            message = (f"  {(label or stage) + ':  ' if name_stage else ''}{change.action:9} {change.target}"
                        + (f"  ({change.detail})" if change.detail else ""))
         ctx.out.event("change", stage=stage, message=message, **(fields or {}), **event)
         if change.diff and (change.changes_something or ctx.out.verbose) and not ctx.out.json_mode:

@@ -5,7 +5,8 @@ training and inference on every cluster of config.py's CLUSTERS. A stage's scope
 (site/stages.py) says where it runs: NODES and REGISTRY once for the site,
 PLATFORM on the first cluster, EVERY_CLUSTER on each cluster whose view of the
 site (``Site.for_cluster``: its own nodes) enables it. Targets keep the registry
-order, stage by stage; a failed target stops the later targets of its cluster only.
+order, stage by stage; a target waits for its prerequisites' targets on its own
+cluster, so a failure on one cluster stops nothing on the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from cubeinstall.core.context import Planned, RunContext
 from cubeinstall.core.errors import ConfigError
 from cubeinstall.site.model import Site
+from cubeinstall.site import stages as registry
 from cubeinstall.site.stages import Scope, Stage
 
 
@@ -64,10 +66,14 @@ def cluster_target(site: Site, stage: Stage, cluster: str) -> Target:
     return Target(stage, cluster, key, label)
 
 
-def blocks(failed: Target, later: Target) -> bool:
-    """Whether a failed target stops a later one: a node or registry stage stops all
-    (every cluster needs its hosts and images), a cluster's stage stops its cluster."""
-    return failed.cluster is None or failed.cluster == later.cluster
+def prerequisites(target: Target, targets: list[Target]) -> frozenset[str]:
+    """Keys of the targets of this run it waits for: those of its prerequisite stages
+    on its own cluster, or of the site (a node or registry stage), or of the platform
+    cluster (a platform stage)."""
+    needed = registry.prerequisites(target.stage)
+    return frozenset(other.key for other in targets if other.stage.name in needed
+                     and (other.cluster in (None, target.cluster)
+                          or other.stage.scope is Scope.PLATFORM))
 
 
 def context_for(ctx: RunContext, target: Target) -> RunContext:

@@ -4,7 +4,10 @@ The order is the install order; uninstall walks it backwards. Each stage
 states, as data: what it needs (capabilities provided by earlier stages),
 whether a site enables it, where it runs (``Scope``) and which per-component
 settings it honours (``options``; the site loader refuses the others).
-``tests/unit/test_registry.py`` proves every need is met earlier.
+``tests/unit/test_registry.py`` proves every need is met earlier, and
+``tests/unit/test_stage_dependencies.py`` that the needs are complete: whatever a
+stage's objects refer to (a namespace, a custom kind, a webhook that intercepts them)
+comes from a stage it needs. ``all`` runs stages at once as far as the needs allow.
 Implementations live in ``cubeinstall.stages.<module>`` (contract:
 stages/contract.py) and are imported only when a stage runs, so listing
 stages stays fast.
@@ -63,6 +66,8 @@ class Stage:
     options: frozenset[str] = frozenset()
     default_enabled: bool = True
     extra_enabled: Callable[["Site"], bool] | None = field(default=None, compare=False)
+    holds: str | None = None  # a resource it uses for its whole run: no two at once
+
 
     def enabled(self, site: "Site") -> bool:
         if not _component_enabled(self.name, self.default_enabled)(site):
@@ -90,16 +95,21 @@ def _has_registry(site: "Site") -> bool:
 
 
 _EVERY = Scope.EVERY_CLUSTER
+# Node stages share each host's one root shell and edit the same files (daemon.json).
+_NODE_SHELLS = "node shells"
+# Two port-forward streams open at once can stall (db/portforward.py): one at a time.
+_PORT_FORWARD = "port-forward"
 _IN_NAMESPACE = frozenset({NAMESPACE_OPTION})
 
 STAGES: tuple[Stage, ...] = (
     Stage("node-prep", "check hosts (OS, sudo, commands, clock), swap off, firewall", Layer.NODE,
-          "node_prep", provides=("hosts-ready",), scope=Scope.NODES),
+          "node_prep", provides=("hosts-ready",), scope=Scope.NODES, holds=_NODE_SHELLS),
     Stage("storage", "mount the shared file system at /data/k8s on every node, create its directories", Layer.NODE,
-          "storage", needs=("hosts-ready",), provides=("shared-storage",), scope=Scope.NODES),
+          "storage", needs=("hosts-ready",), provides=("shared-storage",), scope=Scope.NODES,
+          holds=_NODE_SHELLS),
     Stage("gpu-runtime", "NVIDIA runtime in docker/containerd on GPU nodes", Layer.NODE,
           "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",), scope=Scope.NODES,
-          extra_enabled=_has_gpu_nodes),
+          holds=_NODE_SHELLS, extra_enabled=_has_gpu_nodes),
     Stage("images", "mirror every image the site needs into the private registry",
           Layer.REGISTRY, "images", provides=("images",), scope=Scope.REGISTRY,
           extra_enabled=_has_registry),
@@ -115,10 +125,10 @@ STAGES: tuple[Stage, ...] = (
           needs=("namespaces", "node-labels", "shared-storage"), provides=("mysql",),
           placement="mysql", extra_enabled=_mysql_in_cluster),
     Stage("databases", "the platform's databases (and application user)", Layer.DATABASE,
-          "databases", needs=("mysql",), provides=("databases",)),
+          "databases", needs=("mysql",), provides=("databases",), holds=_PORT_FORWARD),
     Stage("redis", "Redis with the site password on redis=true nodes", Layer.CLUSTER,
           "redis", needs=("namespaces", "node-labels"), provides=("redis",),
-          placement="redis", extra_enabled=_redis_in_cluster),
+          placement="redis", extra_enabled=_redis_in_cluster, holds=_PORT_FORWARD),
     Stage("istio", "Istio CRDs, istiod and the ingress gateway", Layer.CLUSTER, "istio",
           needs=("namespaces", "node-labels"), provides=("istio",), placement="istio",
           scope=_EVERY, options=frozenset({EXISTING_OPTION})),
@@ -159,3 +169,28 @@ _BY_NAME = {stage.name: stage for stage in STAGES}
 def get(name: str) -> Stage:
     return _BY_NAME[name]
 
+
+
+# Node and registry stages prepare what every pod needs (runtimes, shared storage,
+# images in the site registry): the cluster and database stages start after them.
+_PREPARING = (Layer.NODE, Layer.REGISTRY)
+
+
+def prerequisites(stage: Stage) -> frozenset[str]:
+    """Every stage this one needs, directly or through other stages (whether or not a
+    site enables them): a run starts it after those of them it runs."""
+    return _PREREQUISITES[stage.name]
+
+
+def _prerequisites() -> dict[str, frozenset[str]]:
+    found: dict[str, frozenset[str]] = {}
+    for position, stage in enumerate(STAGES):
+        earlier = STAGES[:position]
+        direct = {other.name for other in earlier if set(other.provides) & set(stage.needs)}
+        if stage.layer not in _PREPARING:
+            direct |= {other.name for other in earlier if other.layer in _PREPARING}
+        found[stage.name] = frozenset(direct).union(*(found[name] for name in direct))
+    return found
+
+
+_PREREQUISITES = _prerequisites()
