@@ -727,12 +727,21 @@ state = "/run/containerd"
                         break
                     time.sleep(0.1)
         for created in sorted(self.created_cgroups, key=len, reverse=True):
+            if self._shared_parent(Path(created)):
+                continue
             try:
                 Path(created).rmdir()
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 errors.append(f"cannot remove cgroup {created}: {exc}")
+
+    def _shared_parent(self, created: Path) -> bool:
+        """A parent cgroup this node created above its own, that another test run's node
+        now uses too (two commands' runs below the same parent): left in place, since
+        removing it would fail (EBUSY); at worst an empty cgroup directory remains."""
+        own = str(created).endswith(self.cgroup_root or "\0")
+        return not own and created.is_dir() and any(c.is_dir() for c in created.iterdir())
 
     def _interface_exists(self) -> bool:
         return Path(f"/sys/class/net/{self.host_interface}").exists()
@@ -748,7 +757,8 @@ state = "/run/containerd"
                 left += [f"pid {pid} in the node's {kind} namespace"
                          for pid in _pids_in_namespace(ns, kind) if pid_alive(pid)]
         left += [f"cgroup {d}" for d in self._cgroup_dirs()]
-        left += [f"cgroup {d}" for d in self.created_cgroups if Path(d).exists()]
+        left += [f"cgroup {d}" for d in self.created_cgroups
+                 if Path(d).exists() and not self._shared_parent(Path(d))]
         if self.index is not None and self._interface_exists():
             left.append(f"interface {self.host_interface}")
         if (self.workdir / "containerd").exists() and any((self.workdir / "containerd").iterdir()):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tests.e2e.conftest import GPU_DAEMON_JSON, Platform
 from tests.servers.sshd import DEFAULT_FSTAB, SHIM_STATE, SWAPS_HEADER
 
-NODE_STAGES = ("node-prep", "storage", "gpu-runtime")
+NODE_STAGES = ("node-prep", "storage", "gpu-runtime", "registry-trust")
 Trigger = Callable[[dict, list[dict]], bool]
 
 

@@ -26,13 +26,13 @@ pytestmark = pytest.mark.e2e
 
 # Every stage the e2e site enables, in install order. mysql is off (external MySQL),
 # kube-batch is off (APIs removed in Kubernetes 1.22).
-ENABLED = ("node-prep", "storage", "gpu-runtime", "images", "namespaces", "node-labels",
+ENABLED = ("node-prep", "storage", "gpu-runtime", "registry-trust", "images", "namespaces", "node-labels",
            "dashboard", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
            "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu")
 PLATFORM_DATABASES = {"kubeflow", "mlpipeline", "katib", "metadb", "cachedb"}
 PREFLIGHT_CHECKS = {"placement-labels", "gateway-exposure", "cluster-version",
                     "cluster-permissions", "cluster-nodes", "nodes-reachable",
-                    "storage-mounted", "registry-login", "mysql-reachable"}
+                    "storage-mounted", "registry-reachable", "registry-login", "mysql-reachable"}
 
 
 def docker_restarts(e2e: Platform) -> int:
@@ -88,7 +88,8 @@ def test_all_installs_every_enabled_stage(e2e: Platform, first_run: Run):
     assert_each_stage_started_after_its_prerequisites(first_run)
     assert [e for e in first_run.of("preflight") if e["grade"] == "error"] == []
     # Real work happened in every layer ...
-    for stage in ("node-prep", "storage", "gpu-runtime", "databases", "namespaces", "cube"):
+    for stage in ("node-prep", "storage", "gpu-runtime", "registry-trust", "databases",
+                  "namespaces", "cube"):
         assert first_run.done[stage]["changed"] > 0, stage
     # ... except the registry: the saved images were loaded before, each is found present.
     images = first_run.changes("images")
@@ -100,6 +101,8 @@ def test_all_installs_every_enabled_stage(e2e: Platform, first_run: Run):
     for node in e2e.nodes.values():  # the nodes as the platform needs them
         assert node.read("/etc/ceph/admin.secret").decode() == CEPH_KEY + "\n"
         assert " /data/k8s ceph " in node.read("/etc/fstab").decode()
+        assert node.read(f"/etc/docker/certs.d/{e2e.registry.host}/ca.crt") == \
+            e2e.registry.ca_file.read_bytes()  # the site registry's CA: every node pulls
         assert node.path("/data/k8s/infra/mysql").is_dir()
     daemon = json.loads(e2e.nodes["gpu1"].read("/etc/docker/daemon.json"))
     assert daemon["default-runtime"] == "nvidia" and daemon["log-driver"] == "json-file"

@@ -21,7 +21,7 @@ from cubeinstall.core.output import Output
 from cubeinstall.run import runner
 from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
-from cubeinstall.stages import istio, load
+from cubeinstall.stages import istio, load, volcano
 from cubeinstall.upstream import catalog
 from tests.helpers import json_events, run_cli
 from tests.servers.http_upstream import component_site
@@ -176,19 +176,24 @@ def test_kube_batch_refuses_this_cluster_and_applies_nothing(site_file, apis, ca
     assert code == 1 and "removed in Kubernetes 1.22" in out
 
 
-def test_istio_existing_mode_verifies_and_installs_nothing(site_file, tmp_path, kube_cluster,
-                                                           monkeypatch, capsys):
-    assert run_cli(["--json", "stage", "istio", "-c", str(site_file)], capsys)[0] == 0
-    existing = component_site(tmp_path, kube_cluster.kubeconfig, istio={"mode": "existing"})
+@pytest.mark.parametrize("stage", ["istio", "volcano"])
+def test_existing_mode_verifies_and_installs_nothing(stage, site_file, tmp_path, kube_cluster,
+                                                     monkeypatch, capsys):
+    """mode existing (e.g. start.sh's Volcano or Istio kept by adopt): the kinds the
+    platform creates must be served; nothing is installed."""
+    module = {"istio": istio, "volcano": volcano}[stage]
+    assert run_cli(["--json", "stage", stage, "-c", str(site_file)], capsys)[0] == 0
+    existing = component_site(tmp_path, kube_cluster.kubeconfig, **{stage: {"mode": "existing"}})
     ctx = context(existing)
-    assert runner.stage_objects(registry.get("istio"), ctx.site) == []
-    changes = load(registry.get("istio")).apply(ctx)
+    assert runner.stage_objects(registry.get(stage), ctx.site) == []
+    changes = load(registry.get(stage)).apply(ctx)
     assert {c.action for c in changes} == {"unchanged"}
     assert {c.target for c in changes} == {f"CustomResourceDefinition {name}"
-                                           for name in istio.REQUIRED_CRDS}
+                                           for name in module.REQUIRED_CRDS}
 
-    monkeypatch.setattr(istio, "REQUIRED_CRDS", istio.REQUIRED_CRDS + ("sidecars.example.io",))
-    code, out, _ = run_cli(["--json", "stage", "istio", "-c", str(existing)], capsys)
+    monkeypatch.setattr(module, "REQUIRED_CRDS", module.REQUIRED_CRDS + ("sidecars.example.io",))
+    code, out, _ = run_cli(["--json", "stage", stage, "-c", str(existing)], capsys)
     assert code == 1
     [failure] = [e for e in json_events(out) if e["event"] == "stage-failed"]
     assert "sidecars.example.io does not exist" in failure["error"]
+

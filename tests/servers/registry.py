@@ -72,12 +72,11 @@ def require_tools() -> dict[str, str]:
     return tools
 
 
-def write_tls(directory: Path) -> tuple[Path, Path, Path]:
-    """(ca.crt, server.crt, server.key) for 127.0.0.1 and localhost."""
+def write_tls(directory: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path, Path]:
+    """(ca.crt, server.crt, server.key) for localhost and ``addresses``."""
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority("cubeinstall-test-registry-ca")
-    leaf = ca.issue("registry", dns_names=("localhost",), ip_addresses=("127.0.0.1",),
-                    server=True)
+    leaf = ca.issue("registry", dns_names=("localhost",), ip_addresses=addresses, server=True)
     paths = directory / "ca.crt", directory / "server.crt", directory / "server.key"
     for path, data in zip(paths, (ca.cert_pem, leaf.cert_pem, leaf.key_pem)):
         path.write_bytes(data)
@@ -86,7 +85,10 @@ def write_tls(directory: Path) -> tuple[Path, Path, Path]:
 
 
 def start_registry(workdir: Path, *, auth: tuple[str, str] | None = None,
-                   tls: tuple[Path, Path, Path] | None = None) -> RegistryServer:
+                   tls: tuple[Path, Path, Path] | None = None,
+                   address: str = "127.0.0.1") -> RegistryServer:
+    """``address``: where it listens (containerd and docker trust any loopback registry,
+    so a test of what makes them trust one listens elsewhere)."""
     tools = require_tools()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -95,7 +97,7 @@ def start_registry(workdir: Path, *, auth: tuple[str, str] | None = None,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(workdir / "data")},
                     "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
+        "http": {"addr": f"{address}:{port}"},
     }
     if tls:
         config["http"]["tls"] = {"certificate": str(tls[1]), "key": str(tls[2])}
@@ -110,7 +112,7 @@ def start_registry(workdir: Path, *, auth: tuple[str, str] | None = None,
     process = ManagedProcess("docker-registry", [tools["docker-registry"], "serve",
                                                  str(config_path)], workdir / "registry.log")
     process.start()
-    server = RegistryServer(f"127.0.0.1:{port}", workdir, process, *(auth or (None, None)),
+    server = RegistryServer(f"{address}:{port}", workdir, process, *(auth or (None, None)),
                             ca_file=tls[0] if tls else None)
     try:
         wait_until(lambda: _answers(server), timeout=30, what="docker-registry to answer /v2/",

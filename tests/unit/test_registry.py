@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
 from tests.helpers import EXAMPLE_SITE
 
 DESIGN_ORDER = [
-    "node-prep", "storage", "gpu-runtime", "images", "namespaces", "node-labels", "dashboard",
+    "node-prep", "storage", "gpu-runtime", "registry-trust", "images", "namespaces", "node-labels", "dashboard",
     "kube-batch", "mysql", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
     "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu",
 ]
@@ -42,7 +44,22 @@ def test_enabled_for_example_site():
     site = load_site(EXAMPLE_SITE)
     enabled = {stage.name for stage in registry.STAGES if stage.enabled(site)}
     assert "kube-batch" not in enabled  # off by default and in the example
-    assert {"gpu-runtime", "mysql", "images"} <= enabled
+    assert {"gpu-runtime", "registry-trust", "mysql", "images"} <= enabled  # insecure registry
+
+
+@pytest.mark.parametrize("registry_data, enabled", [
+    ({"host": "r.example.com:5000", "insecure": True}, True),
+    ({"host": "r.example.com", "ca_file": "ca.pem"}, True),
+    ({"host": "r.example.com"}, False),  # a publicly trusted certificate: nothing to do
+    ({"host": "r.example.com", "insecure": True, "mirror": False}, False),  # nodes pull elsewhere
+    (None, False),
+])
+def test_registry_trust_only_where_nodes_need_it(registry_data, enabled):
+    site = load_site(EXAMPLE_SITE)
+    registry_value = None if registry_data is None else \
+        type(site.registry).model_validate(registry_data, context={"base_dir": "/tmp"})
+    site = site.model_copy(update={"registry": registry_value})
+    assert registry.get("registry-trust").enabled(site) is enabled
 
 
 def test_layers():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 import subprocess
 
 import pytest
@@ -14,6 +16,7 @@ from cubeinstall.remote.facts import (
     ActiveSwaps,
     ClockSync,
     CommandPaths,
+    DockerInsecureRegistries,
     DockerRuntimes,
     FileText,
     Gpus,
@@ -21,6 +24,7 @@ from cubeinstall.remote.facts import (
     Mounts,
     OsFacts,
     PathInfo,
+    TcpConnect,
     WriteProbe,
     mount_at,
 )
@@ -138,6 +142,17 @@ def test_os_facts_parser():
     (DockerRuntimes(), '{"DefaultRuntime": "nvidia", "Runtimes": {"runc": {}, "nvidia": {}}}', 0,
      ("nvidia", ("nvidia", "runc"))),
     (DockerRuntimes(), "", 1, None),
+    (DockerInsecureRegistries(), json.dumps({"RegistryConfig": {"IndexConfigs": {
+        "docker.io": {"Secure": True}, "r.example.com:5000": {"Secure": False}}}}), 0,
+     ("r.example.com:5000",)),
+    (DockerInsecureRegistries(), '{"RegistryConfig": null}', 0, ()),
+    (DockerInsecureRegistries(), "Cannot connect to the Docker daemon", 1, None),
+    (TcpConnect("r.example.com", 5000), "", 0, (True, "")),
+    (TcpConnect("r.example.com", 5000, seconds=3), "", 124, (False, "no answer within 3s")),
+    (TcpConnect("127.0.0.1", 1), ("connect: connect: Connection refused\n"
+                                  "connect: line 1: /dev/tcp/127.0.0.1/1: Connection refused\n"), 1,
+     (False, "Connection refused")),
+    (TcpConnect("x.invalid", 1), "bash not found\n", 2, (False, "bash not found")),
 ])
 def test_parsers(fact, output, code, expected):
     assert fact.parse(output, code) == expected
@@ -145,3 +160,24 @@ def test_parsers(fact, output, code, expected):
 
 def test_equal_facts_are_one_key():
     assert len({PathInfo("/a"), PathInfo("/a"), PathInfo("/b"), Mounts(), Mounts(), OsFacts()}) == 4
+
+
+def test_tcp_connect_script_run_for_real(tmp_path):
+    """The script a node runs, with the local sh: a listening port answers, a closed one
+    is refused, and neither address nor port can become shell code."""
+    with socket.socket() as listening, socket.socket() as closed:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        for port, expected in ((listening.getsockname()[1], (True, "")),
+                               (closed.getsockname()[1], (False, "Connection refused"))):
+            fact = TcpConnect("127.0.0.1", port, seconds=5)
+            result = subprocess.run(["sh", "-c", wrap(fact.script)], capture_output=True, text=True,
+                                    check=False)
+            assert fact.parse(result.stdout, result.returncode) == expected
+    canary = tmp_path / "canary"
+    hostile = TcpConnect(f"$(touch {canary});'", 1)
+    result = subprocess.run(["sh", "-c", wrap(hostile.script)], capture_output=True, text=True,
+                            check=False)
+    assert hostile.parse(result.stdout, result.returncode)[0] is False
+    assert not canary.exists()

@@ -17,6 +17,7 @@ from cubeinstall.remote.edits import (
     CommentOut,
     EnsureJsonMerge,
     EnsureLine,
+    EnsureTomlValues,
     Union,
     merge_json,
 )
@@ -235,6 +236,57 @@ def test_json_merge_refuses_what_it_cannot_read(text, reason):
 def test_json_merge_of_an_empty_file_starts_from_an_object():
     outcome = EnsureJsonMerge("/j", {"a": 1}).decide(text_facts("/j", "\n"))
     assert outcome.action == "update" and '+  "a": 1' in outcome.diff
+
+
+# -- TOML ---------------------------------------------------------------------------------------
+
+CRI = ("plugins", "io.containerd.grpc.v1.cri", "registry", "config_path")
+CONFIG_PATH = EnsureTomlValues("/c.toml", ((CRI, "/etc/containerd/certs.d"),), start="version = 2\n")
+V2 = 'version = 2\n\n# ours\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "pause:3.9"\n'
+
+
+@pytest.mark.parametrize("old, expected", [
+    (None, ('version = 2\n\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+           '  config_path = "/etc/containerd/certs.d"\n')),
+    (V2, V2 + '\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+              '  config_path = "/etc/containerd/certs.d"\n'),
+    # the key replaced in its own table, the next table untouched
+    (V2 + '  [plugins."io.containerd.grpc.v1.cri".registry]\n    config_path = ""\n'
+          '  [plugins."io.containerd.grpc.v1.cri".containerd]\n    snapshotter = "overlayfs"\n',
+     V2 + '  [plugins."io.containerd.grpc.v1.cri".registry]\n'
+          '    config_path = "/etc/containerd/certs.d"\n'
+          '  [plugins."io.containerd.grpc.v1.cri".containerd]\n    snapshotter = "overlayfs"\n'),
+    # a table header in single quotes is the same table: the key is added under it
+    ("version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry] # mine\n  [x]\n",
+     ("version = 2\n[plugins.'io.containerd.grpc.v1.cri'.registry] # mine\n"
+     '  config_path = "/etc/containerd/certs.d"\n  [x]\n')),
+])
+def test_toml_values_set_every_other_line_kept(old, expected):
+    outcome = CONFIG_PATH.decide(text_facts("/c.toml", old))
+    assert outcome.action == ("create" if old is None else "update")
+    assert CONFIG_PATH.edit(old) == expected
+    assert CONFIG_PATH.decide(text_facts("/c.toml", expected)).action == "unchanged"
+
+
+def test_toml_values_in_a_new_table_keep_their_order_and_root_keys_stay_on_top():
+    edit = EnsureTomlValues("/h.toml", ((("server",), "https://r:5000"),
+                                        (("host", "https://r:5000", "capabilities"), ("pull", "resolve")),
+                                        (("host", "https://r:5000", "skip_verify"), True)))
+    old = '# kept\n[host."http://other"]\n  capabilities = ["pull"]\n'
+    assert edit.edit(old) == ('# kept\nserver = "https://r:5000"\n[host."http://other"]\n'
+                              '  capabilities = ["pull"]\n\n[host."https://r:5000"]\n'
+                              '  capabilities = ["pull", "resolve"]\n  skip_verify = true\n')
+
+
+@pytest.mark.parametrize("old, reason", [
+    ("version = 2\n[plugins\n", "not valid TOML"),
+    ('version = 2\nplugins."io.containerd.grpc.v1.cri".registry = {config_path = ""}\n',
+     "inline table or dotted keys"),
+])
+def test_toml_values_refuse_what_they_cannot_read_or_change(old, reason):
+    with pytest.raises(Refused, match=reason) as error:
+        CONFIG_PATH.decide(text_facts("/c.toml", old))
+    assert "left unchanged" in error.value.message
 
 
 # -- symlinks, mounts, swap ---------------------------------------------------------------------

@@ -7,9 +7,9 @@ import re
 import pytest
 
 from cubeinstall.core.errors import ConfigError
-from cubeinstall.remote.edits import Union
+from cubeinstall.remote.errors import Refused
 from cubeinstall.site.model import Site
-from cubeinstall.stages import gpu_runtime, storage
+from cubeinstall.stages import gpu_runtime, registry_trust, storage
 
 
 def make_site(storage_data: dict, **extra) -> Site:
@@ -55,14 +55,67 @@ def test_hostile_but_representable_values_pass_the_check():
                                     "mount_point": "/data/k8s';$(touch /tmp/c);'"}))
 
 
-def test_docker_patch_adds_the_registry_only_when_insecure():
-    insecure = make_site(CEPH, registry={"host": "harbor.example.com:5000", "insecure": True})
-    secure = make_site(CEPH, registry={"host": "harbor.example.com"})
-    assert gpu_runtime.docker_patch(insecure, "/usr/bin/ncr")["insecure-registries"] == \
-        Union(("harbor.example.com:5000",))
-    assert "insecure-registries" not in gpu_runtime.docker_patch(secure, "/usr/bin/ncr")
-    assert gpu_runtime.docker_patch(secure, "/usr/bin/ncr")["runtimes"] == {
-        "nvidia": {"path": "/usr/bin/ncr", "runtimeArgs": []}}
+def test_docker_patch_holds_only_the_nvidia_keys():
+    """insecure-registries belongs to registry-trust: two stages never write one key."""
+    assert gpu_runtime.docker_patch("/usr/bin/ncr") == {
+        "default-runtime": "nvidia", "runtimes": {"nvidia": {"path": "/usr/bin/ncr", "runtimeArgs": []}}}
+
+
+V2_CRI = ("plugins", "io.containerd.grpc.v1.cri", "registry", "config_path")
+
+
+@pytest.mark.parametrize("text, running, key, value", [
+    (None, "version = 2\n", V2_CRI, "/etc/containerd/certs.d"),  # new file: the running version
+    (None, "version = 3\n", ("plugins", "io.containerd.cri.v1.images", "registry", "config_path"),
+     "/etc/containerd/certs.d"),
+    ("[plugins.cri]\n", "version = 3\n", ("plugins", "cri", "registry", "config_path"),
+     "/etc/containerd/certs.d"),  # no version line: version 1, whatever runs
+    ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/srv/hosts"\n',
+     "", V2_CRI, "/etc/containerd/certs.d:/srv/hosts"),  # a directory already named is kept
+])
+def test_containerd_config_path_per_config_version(text, running, key, value):
+    edit = registry_trust._config_edit(text, running)
+    assert edit.values == ((key, value),)
+
+
+def test_containerd_2_defaults_need_no_config_file():
+    running = ("version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\n"
+               "  config_path = '/etc/containerd/certs.d:/etc/docker/certs.d'\n")
+    assert registry_trust._config_edit(None, running) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    (('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
+     '  endpoint = ["https://m"]\n'), "refuses beside config_path"),
+    (('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs."r".tls]\n'
+     '  insecure_skip_verify = true\n'), "refuses beside config_path"),
+    ("version = 7\n", "config version 7"),
+    ("version = \n", "not valid TOML"),
+])
+def test_containerd_configs_it_cannot_extend_are_refused(text, message):
+    with pytest.raises(Refused, match=message):
+        registry_trust._config_edit(text, "version = 2\n")
+
+
+def test_registry_ca_file_must_be_a_readable_pem(tmp_path):
+    pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (tmp_path / "ca.pem").write_bytes(pem)
+    (tmp_path / "key.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+
+    def site(**registry):
+        data = {"site": "t", "domain": "t.example.com",
+                "nodes": [{"name": "n1", "address": "192.0.2.1", "roles": ["cpu"]}],
+                "storage": {"type": "local"}, "mysql": {"password": "mysql-pw-1"},
+                "redis": {"password": "redis-pw-1"}, "gateway": {"expose": "NodePort"},
+                "registry": {"host": "r.example.com", **registry}}
+        return Site.model_validate(data, context={"base_dir": str(tmp_path)})
+
+    assert registry_trust.ca_certificate(site(ca_file="ca.pem")) == pem
+    assert registry_trust.ca_certificate(site(ca_file="ca.pem", insecure=True)) is None
+    with pytest.raises(ConfigError, match=r"registry.ca_file .*key.pem holds no PEM certificate"):
+        registry_trust.check_values(site(ca_file="key.pem"))
+    with pytest.raises(ConfigError, match=r"registry.ca_file .*missing.pem: cannot read it"):
+        registry_trust.check_values(site(ca_file="missing.pem"))
 
 
 @pytest.mark.parametrize("config, configured", [

@@ -36,7 +36,7 @@ def test_render_is_byte_identical_across_processes(tmp_path):
                         "--out", str(out_dir)], check=True, env=env, capture_output=True)
         outputs.append({p.name: p.read_bytes() for p in sorted(out_dir.iterdir())})
     assert outputs[0] == outputs[1]
-    assert set(outputs[0]) >= {f"{i:02d}-{s}.yaml" for i, s in ((5, "namespaces"), (21, "gateway"))}
+    assert set(outputs[0]) >= {f"{i:02d}-{s}.yaml" for i, s in ((6, "namespaces"), (22, "gateway"))}
 
 
 def test_every_namespace_has_pull_secret_and_injection_label(rendered):

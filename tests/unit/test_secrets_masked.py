@@ -153,22 +153,22 @@ def test_render_out_writes_secret_data_0600_and_redact_writes_placeholders(secre
         result = run_process(["render", "-c", str(secret_site), "--out", str(directory),
                               "--only", "namespaces", "--only", "gateway", *extra], env=SECRETS)
         assert result.returncode == 0, result.stderr
-    namespaces = plain / "05-namespaces.yaml"
+    namespaces = plain / "06-namespaces.yaml"
     objects = list(yaml.safe_load_all(namespaces.read_text()))
     assert REGISTRY_IN_JSON in _secret_values(objects)  # the pull secret's auth
     assert stat.S_IMODE(namespaces.stat().st_mode) == 0o600
-    gateway = plain / "21-gateway.yaml"
+    gateway = plain / "22-gateway.yaml"
     assert "kind: Secret" not in gateway.read_text()
     assert stat.S_IMODE(gateway.stat().st_mode) == 0o666 & ~umask
 
-    redacted_objects = list(yaml.safe_load_all((redacted / "05-namespaces.yaml").read_text()))
+    redacted_objects = list(yaml.safe_load_all((redacted / "06-namespaces.yaml").read_text()))
     secrets = [obj for obj in redacted_objects if obj["kind"] == "Secret"]
     assert len(secrets) == len([obj for obj in objects if obj["kind"] == "Secret"]) > 0
     assert {value for obj in secrets for value in obj["data"].values()} == {"UkVEQUNURUQ="}
     assert set(_secret_values(redacted_objects).split()) == {"REDACTED"}
     assert [o for o in redacted_objects if o["kind"] != "Secret"] == \
         [o for o in objects if o["kind"] != "Secret"]
-    assert stat.S_IMODE((redacted / "05-namespaces.yaml").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((redacted / "06-namespaces.yaml").stat().st_mode) == 0o666 & ~umask
 
 
 def test_render_redact_to_stdout(secret_site):

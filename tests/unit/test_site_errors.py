@@ -76,9 +76,13 @@ CASES = [
      "components.prometheus.namespace", "always installs into its own namespace",
      "prometheus: {namespace: metrics}"),
     ("existing-not-supported", "  kube-batch: {enabled: false}",
-     "  kube-batch: {enabled: false}\n  volcano: {mode: existing}",
-     "components.volcano.mode", "cannot use an existing installation (only istio can)",
-     "volcano: {mode: existing}"),
+     "  kube-batch: {enabled: false}\n  efk: {mode: existing}",
+     "components.efk.mode", "cannot use an existing installation (only istio, volcano can)",
+     "efk: {mode: existing}"),
+    ("replace-not-supported", "  kube-batch: {enabled: false}",
+     "  kube-batch: {enabled: false}\n  efk: {mode: replace}",
+     "components.efk.mode", "no other controller to replace (only kubeflow, volcano have)",
+     "efk: {mode: replace}"),
     ("unknown-component", "  kube-batch: {enabled: false}", "  volcan: {enabled: false}",
      "components.volcan", "did you mean 'volcano'", "volcan:"),
     ("placement-without-node", "  kube-batch: {enabled: false}",
@@ -196,6 +200,19 @@ def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
     assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", err), err
 
 
+def test_registry_trust_enabled_without_anything_to_trust(site_dir, capsys):
+    text = (BASE.replace("  insecure: true\n", "")
+                .replace("  kube-batch: {enabled: false}",
+                         "  kube-batch: {enabled: false}\n  registry-trust: {enabled: true}"))
+    path = site_dir / "site.yaml"
+    path.write_text(text)
+    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
+    assert code == 2
+    line = text.count("\n", 0, text.index("registry-trust: {enabled: true}")) + 1
+    assert re.search(rf"site\.yaml:{line}:\d+: components\.registry-trust\.enabled: "
+                     r".*insecure or has a ca_file", err), err
+
+
 def test_site_must_be_a_mapping(site_dir, capsys):
     path = site_dir / "site.yaml"
     path.write_text("- just\n- a list\n")
@@ -239,7 +256,7 @@ def test_cross_field_problems_come_with_schema_problems(site_dir, capsys):
                 .replace("  - name: node2", "  - name: node1")
                 .replace("  mode: in-cluster", "  mode: external")
                 .replace("  kube-batch: {enabled: false}",
-                         "  kube-batch: {enabled: false}\n  volcano: {mode: existing}"))
+                         "  kube-batch: {enabled: false}\n  efk: {mode: existing}"))
     path = site_dir / "site.yaml"
     path.write_text(text)
     code, _, err = run_cli(["validate", "-c", str(path)], capsys)
@@ -248,7 +265,7 @@ def test_cross_field_problems_come_with_schema_problems(site_dir, capsys):
     for field, words in (("runtime", "'docker' or 'containerd'"),
                          ("nodes[1].name", "already used by nodes[0]"),
                          ("mysql.mode", "needs mysql.host"),
-                         ("components.volcano.mode", "cannot use an existing installation")):
+                         ("components.efk.mode", "cannot use an existing installation")):
         assert re.search(rf"site\.yaml:\d+:\d+: {re.escape(field)}: .*{re.escape(words)}", err), (field, err)
 
 

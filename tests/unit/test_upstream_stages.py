@@ -174,6 +174,10 @@ def test_istio_objects_and_existing_mode(site, tmp_path):
     assert istio.render(site_with(tmp_path, istio={"mode": "existing"})) == []
 
 
+def test_volcano_existing_mode_renders_nothing(tmp_path):
+    assert volcano.render(site_with(tmp_path, volcano={"mode": "existing"})) == []
+
+
 def test_frameworkcontroller_config_is_upstreams_file(site, upstream_dir):
     objects = frameworkcontroller.render(site)
     config = by_name(objects, "ConfigMap", "frameworkcontroller-config")

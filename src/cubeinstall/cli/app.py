@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cubeinstall import __version__
-from cubeinstall.cli import install, maintain, site
+from cubeinstall.cli import adopt, install, maintain, site
 from cubeinstall.cli.options import DEFAULT_CONFIG, OPTIONS, hoist_global_options
 from cubeinstall.core.errors import ConfigError, CubeError, ExitCode
 
@@ -59,6 +59,7 @@ def _register() -> None:
     site.register(app)
     install.register(app)
     maintain.register(app)
+    adopt.register(app)
     app.add_typer(images_app, name="images", help="Image inventory, mirror, offline save/load, verify.")
     app.add_typer(bundle_app, name="bundle", help="Pinned upstream files: fetch, and offline bundles (create, load).")
 

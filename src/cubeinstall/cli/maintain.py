@@ -20,7 +20,7 @@ def uninstall(
     only: Optional[List[str]] = OnlyOption,
     skip: Optional[List[str]] = SkipOption,
     purge: bool = typer.Option(False, "--purge", help="also delete data: PVCs, non-Retain PVs, the platform's databases"),
-    restore_node_files: bool = typer.Option(False, "--restore-node-files", help="give fstab and daemon.json back from their backups"),
+    restore_node_files: bool = typer.Option(False, "--restore-node-files", help="give the node files cubeinstall edited (fstab, daemon.json, containerd's config.toml and hosts.toml) back from their backups"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be removed, remove nothing"),
     trust_new_hosts: bool = TrustOption,
     cluster: Optional[str] = ClusterOption,

@@ -282,6 +282,12 @@ class KubeClient:
                             query=[("fieldManager", FIELD_MANAGER)],
                             content_type="application/merge-patch+json", what=what)
 
+    def json_patch(self, resource: ApiResource, namespace: str | None, name: str,
+                   patch: list[dict], what: str = "", dry_run: bool = False) -> dict:
+        return self.request("PATCH", resource.path(namespace, name), body=patch,
+                            query=[("dryRun", "All" if dry_run else None)],
+                            content_type="application/json-patch+json", what=what)
+
     def delete(self, resource: ApiResource, namespace: str | None, name: str,
                propagation: str = "Background", dry_run: bool = False) -> dict:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}

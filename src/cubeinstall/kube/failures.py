@@ -9,6 +9,8 @@ from cubeinstall.kube.errors import (
     KubeError,
     Unauthorized,
 )
+from cubeinstall.kube.immutable import immutable_fields
+from cubeinstall.kube.ownership import KUBECTL_MANAGERS
 from cubeinstall.kube.retry import is_transient
 
 MAX_LISTED = 5  # failures quoted in full; the rest are counted
@@ -16,8 +18,21 @@ MAX_LISTED = 5  # failures quoted in full; the rest are counted
 
 def object_failure(stage: str, name: str, error: KubeError) -> ApplyFailed:
     message = error.server_message
+    immutable = immutable_fields(error)
+    if immutable:  # neither a retry nor --force changes these: the object must be re-created
+        return ApplyFailed(
+            stage, f"{name}: cannot be changed in place ({', '.join(immutable)}): {message}",
+            "`cubeinstall adopt -c SITE` plans re-creating it (and says what that costs; "
+            "volumes and claims are never re-created while in use); --force does not help "
+            "here", targets=(name,))
     if isinstance(error, Conflict) and error.is_field_conflict:
         managers = ", ".join(error.managers) or "another field manager"
+        if set(error.managers) & KUBECTL_MANAGERS:  # written by kubectl: start.sh's site
+            return ApplyFailed(
+                stage, f"{name}: fields are owned by {managers}: {message}",
+                "the object was written with kubectl (e.g. by cube-studio's start.sh): "
+                "`cubeinstall adopt -c SITE` moves its fields to cubeinstall and plans what "
+                "cannot be changed in place", targets=(name,))
         return ApplyFailed(
             stage, f"{name}: fields are owned by {managers}: {message}",
             f"let cubeinstall take them over (force conflicts, --force), or stop {managers} "

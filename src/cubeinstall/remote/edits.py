@@ -1,4 +1,5 @@
-"""Whole-file edits: a line in /etc/fstab, swap entries commented out, a JSON merge.
+"""Whole-file edits: a line in /etc/fstab, swap entries commented out, a JSON merge,
+values set in a TOML file.
 
 Each computes the wanted text from the current text (a pure function, so the
 tables in tests/unit/test_remote_operations.py cover it), reports unchanged
@@ -10,8 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with tomli (a dependency there)
+    import tomli as tomllib
 
 from cubeinstall.remote.errors import Refused
 from cubeinstall.remote.facts import MISSING, FileText, PathInfo, PathState
@@ -160,3 +167,126 @@ class EnsureJsonMerge(TextEdit):
 
     def shown(self, text: str) -> str:
         return json.dumps(self._load(text), indent=2) + "\n" if text.strip() else ""
+
+
+# -- TOML ---------------------------------------------------------------------------------
+
+TomlKey = tuple[str, ...]  # the table's key parts, then the key: ("plugins", "cri", "registry", "config_path")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_HEADER = re.compile(r"^\s*\[[^\[]")  # a table header, not an array of tables ("[[")
+
+
+def load_toml(path: str, text: str) -> dict:
+    """A TOML document; one that does not parse is refused (and so left untouched)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise Refused(f"{path} is not valid TOML ({exc}); it was left unchanged",
+                      hint="fix the file (or remove it), then run again") from None
+
+
+def toml_value(document: dict, key: TomlKey) -> Any:
+    """The value at ``key`` (None when any part of it is missing)."""
+    value: Any = document
+    for part in key:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _toml_key(part: str) -> str:
+    return part if _BARE_KEY.fullmatch(part) else json.dumps(part)
+
+
+def _toml_literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(item) for item in value) + "]"
+    return json.dumps(value)  # a JSON string is a TOML basic string
+
+
+def _header_parts(line: str) -> TomlKey | None:
+    """The key parts of a table header line (``[a."b.c"]  # x`` -> ("a", "b.c")), else None."""
+    if not _HEADER.match(line):
+        return None
+    try:
+        table = tomllib.loads(line)
+    except tomllib.TOMLDecodeError:
+        return None  # e.g. a line of a multi-line array
+    parts: list[str] = []
+    while isinstance(table, dict) and len(table) == 1:
+        (part, table), = table.items()
+        parts.append(part)
+    return tuple(parts) if parts and table == {} else None
+
+
+def _set_line(text: str, table: TomlKey, key: str, value: Any) -> str:
+    """``key = value`` in ``table``: its line replaced, else added under the table's header,
+    else the table appended. Every other line stays as it is."""
+    lines = text.splitlines(keepends=True)
+    headers = [(index, _header_parts(line)) for index, line in enumerate(lines)]
+    headers = [(index, parts) for index, parts in headers if parts is not None]
+    assignment = f"{_toml_key(key)} = {_toml_literal(value)}\n"
+    if table:
+        starts = [index for index, parts in headers if parts == table]
+        if not starts:
+            ending = "" if not text or text.endswith("\n") else "\n"
+            return f"{text}{ending}\n[{_dotted(table)}]\n  {assignment}"
+        start = starts[0] + 1
+        indent = re.match(r"\s*", lines[starts[0]]).group() + "  "
+    else:
+        start, indent = 0, ""
+    end = next((index for index, _ in headers if index >= start), len(lines))
+    own = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')\s*=")
+    for index in range(start, end):
+        if own.match(lines[index]):
+            lines[index] = re.match(r"\s*", lines[index]).group() + assignment
+            return "".join(lines)
+    while end > start and not lines[end - 1].strip():  # after the table's last line
+        end -= 1
+    if end and not lines[end - 1].endswith("\n"):
+        lines[end - 1] += "\n"
+    lines.insert(end, indent + assignment)
+    return "".join(lines)
+
+
+def _dotted(key: TomlKey) -> str:
+    return ".".join(_toml_key(part) for part in key)
+
+
+@dataclass(frozen=True)
+class EnsureTomlValues(TextEdit):
+    """A TOML file with ``values`` set (strings, booleans, lists of them), every other key,
+    table and comment kept as written. A missing (or blank) file starts as ``start``. An existing file that is not
+    valid TOML, or whose tables are written in a form this edit cannot change in place
+    (inline tables, dotted keys), is refused and left byte-identical."""
+
+    path: str
+    values: tuple[tuple[TomlKey, Any], ...] = ()
+    start: str = ""
+    summary: str = "set TOML values"
+
+    def edit(self, old: str | None) -> str:
+        text = old if old and old.strip() else self.start
+        document = load_toml(self.path, text)
+        for key, value in self.values:
+            if toml_value(document, key) != _plain(value):
+                text = _set_line(text, key[:-1], key[-1], value)
+        try:
+            result = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            result = {}
+        wrong = [key for key, value in self.values if toml_value(result, key) != _plain(value)]
+        if wrong:
+            raise Refused(f"cannot set {', '.join(_dotted(k) for k in wrong)} in {self.path}: "
+                          "its table is written in a form this edit does not change (an inline "
+                          "table or dotted keys); it was left unchanged",
+                          hint="set it by hand, then run again")
+        return text
+
+
+def _plain(value: Any) -> Any:
+    """A value as tomllib reads it back (tuples are lists)."""
+    return [_plain(item) for item in value] if isinstance(value, (list, tuple)) else value

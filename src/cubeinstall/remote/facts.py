@@ -312,20 +312,44 @@ class Gpus(Fact):
         return rows[0][0].strip(), tuple(row[-1].strip() for row in rows)
 
 
+_DOCKER_INFO = "docker info --format '{{json .}}'"
+
+
+def _docker_info(stdout: str, exit_code: int) -> dict | None:
+    try:
+        info = json.loads(stdout)
+    except ValueError:
+        return None
+    return info if exit_code == 0 and isinstance(info, dict) else None
+
+
 @dataclass(frozen=True)
 class DockerRuntimes(Fact):
     """(default runtime, runtime names) the running docker daemon reports; None if it does not."""
 
-    script: ClassVar[str] = "docker info --format '{{json .}}'"
+    script: ClassVar[str] = _DOCKER_INFO
 
     def parse(self, stdout: str, exit_code: int) -> tuple[str, tuple[str, ...]] | None:
-        try:
-            info = json.loads(stdout)
-        except ValueError:
-            return None
-        if exit_code != 0 or not isinstance(info, dict):
+        info = _docker_info(stdout, exit_code)
+        if info is None:
             return None
         return str(info.get("DefaultRuntime", "")), tuple(sorted(info.get("Runtimes") or {}))
+
+
+@dataclass(frozen=True)
+class DockerInsecureRegistries(Fact):
+    """The registries the running docker daemon treats as insecure (its IndexConfigs
+    marked not Secure); None when docker does not answer."""
+
+    script: ClassVar[str] = _DOCKER_INFO
+
+    def parse(self, stdout: str, exit_code: int) -> tuple[str, ...] | None:
+        info = _docker_info(stdout, exit_code)
+        if info is None:
+            return None
+        indexes = (info.get("RegistryConfig") or {}).get("IndexConfigs") or {}
+        return tuple(sorted(name for name, index in indexes.items()
+                            if isinstance(index, dict) and index.get("Secure") is False))
 
 
 @dataclass(frozen=True)
@@ -336,3 +360,32 @@ class ContainerdConfig(Fact):
 
     def parse(self, stdout: str, exit_code: int) -> str | None:
         return stdout if exit_code == 0 else None
+
+
+# -- network -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcpConnect(Fact):
+    """(ok, problem): can the host open a TCP connection to ``address``:``port`` within
+    ``seconds``? bash's /dev/tcp under coreutils' timeout: both are on every node that
+    runs Kubernetes, where python3 or nc may not be."""
+
+    address: str
+    port: int
+    seconds: int = 5
+
+    @property
+    def script(self) -> str:
+        return ("if ! command -v bash >/dev/null; then echo 'bash not found'; exit 2; fi\n"
+                f"timeout {self.seconds} bash -c 'exec 3<>\"/dev/tcp/$1/$2\"' connect "
+                f"{q(self.address)} {q(self.port)} 2>&1")
+
+    def parse(self, stdout: str, exit_code: int) -> tuple[bool, str]:
+        if exit_code == 0:
+            return True, ""
+        if exit_code == 124:
+            return False, f"no answer within {self.seconds}s"
+        # bash's first line holds the cause ("...: Connection refused"), the next one the path
+        lines = [line.rsplit(": ", 1)[-1] for line in stdout.strip().splitlines() if line.strip()]
+        return False, lines[0] if lines else f"exit {exit_code}"

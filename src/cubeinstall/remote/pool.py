@@ -1,6 +1,6 @@
 """One verified SSH connection per node for a whole run.
 
-node-prep, storage and gpu-runtime run one after the other on the same hosts:
+node-prep, storage, gpu-runtime and registry-trust run one after the other on the same hosts:
 they share each host's connection (its sudo probe and its root shell) instead
 of paying the handshake, host key check, authentication and sudo once per stage. A connection
 that failed is dropped, so the next stage connects afresh. The pool lives in

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import CubeError
 from cubeinstall.core.redaction import redact
-from cubeinstall.remote.facts import Mounts, OsFacts, mount_at
+from cubeinstall.remote.facts import Mounts, OsFacts, TcpConnect, mount_at
 from cubeinstall.remote.host import Host
 from cubeinstall.remote.pool import pool_for
 
@@ -50,5 +50,37 @@ def unmounted_nodes(ctx: RunContext) -> list[tuple[str, str]]:
 
     def question(host: Host) -> str | None:
         return None if mount_at(host.fact(Mounts()), target) else f"{mount_point} is not mounted"
+
+    return [(name, problem) for name, problem in ask_nodes(ctx, question) if problem]
+
+
+CANNOT_CONNECT = "cannot connect to"
+
+
+def registry_ports(registry: str, insecure: bool) -> tuple[str, tuple[int, ...]]:
+    """(address, ports) a node connects to for ``host[:port]``: without a port, HTTPS's
+    443, and for an insecure registry plain HTTP's 80 too (the runtimes try both)."""
+    if registry.startswith("["):
+        address, _, rest = registry[1:].partition("]")
+        port = rest[1:]
+    else:
+        address, _, port = registry.partition(":")
+    if port:
+        return address, (int(port),)
+    return address, (443, 80) if insecure else (443,)
+
+
+def nodes_not_reaching(ctx: RunContext, registry: str, insecure: bool) -> list[tuple[str, str]]:
+    """(node, problem) for each node that cannot open a TCP connection to the registry,
+    asked from the node itself (one round trip on the node's SSH connection)."""
+    address, ports = registry_ports(registry, insecure)
+    connects = [TcpConnect(address, port) for port in ports]
+
+    def question(host: Host) -> str | None:
+        answers = host.facts(connects)
+        if any(ok for ok, _ in answers.values()):
+            return None
+        return "; ".join(f"{CANNOT_CONNECT} {registry if len(ports) == 1 else f'{address}:{c.port}'}: "
+                         f"{answers[c][1]}" for c in connects)
 
     return [(name, problem) for name, problem in ask_nodes(ctx, question) if problem]

@@ -12,18 +12,30 @@ from cubeinstall.core.context import RunContext
 from cubeinstall.remote.host import Host
 from cubeinstall.remote.operations import backup_dest
 from cubeinstall.remote.probe import ask_nodes
+from cubeinstall.remote.runtime_paths import (
+    CONTAINERD_TOML,
+    DAEMON_JSON,
+    registry_files,
+)
 from cubeinstall.remote.shell import q
+from cubeinstall.site.model import Site
 
 # Files the node stages edit in place (others they create are left in place), and the
 # service that reads each one: restarted when its file is given back.
-EDITED_FILES = {"/etc/fstab": None, "/etc/docker/daemon.json": "docker",
-                "/etc/containerd/config.toml": "containerd"}
+EDITED_FILES = {"/etc/fstab": None, DAEMON_JSON: "docker", CONTAINERD_TOML: "containerd"}
 
 
-def _script(write: bool) -> str:
+def edited_files(site: Site) -> dict[str, str | None]:
+    """EDITED_FILES and, with a site registry, the files registry-trust may have replaced
+    (read at every pull: no restart)."""
+    registry = dict.fromkeys(registry_files(site.registry.host)) if site.registry else {}
+    return {**EDITED_FILES, **registry}
+
+
+def _script(files: dict[str, str | None], write: bool) -> str:
     """One script for every edited file: a line "<path> none|same|restore [backup]" each.
     Writing, a restored file's service restarts right after it (a failure ends the script)."""
-    return "".join(_file_script(path, service, write) for path, service in EDITED_FILES.items())
+    return "".join(_file_script(path, service, write) for path, service in files.items())
 
 
 def _file_script(path: str, service: str | None, write: bool) -> str:
@@ -48,16 +60,17 @@ def _file_script(path: str, service: str | None, write: bool) -> str:
 def restore_node_files(ctx: RunContext, write: bool) -> list[Change]:
     """Every edited file given back from its oldest backup: one round trip per host."""
     changes: list[Change] = []
+    files = edited_files(ctx.site)
 
     def question(host: Host) -> str | None:
-        script = _script(write)
+        script = _script(files, write)
         output = host.change("restore node files", script) if write else host.check(
             "look for node file backups", script)
         for line in output.splitlines():
             path, _, rest = line.partition(" ")
             verdict, _, backup = rest.partition(" ")
             if verdict == "restore":
-                service = EDITED_FILES.get(path)
+                service = files.get(path)
                 restarted = f"; {service} restarted" if service and write else ""
                 changes.append(Change(f"{host.name}:{path}", "update",
                                       f"restored from {backup}{restarted}"))

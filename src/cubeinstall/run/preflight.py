@@ -4,7 +4,7 @@ Each check has a stable ID a user can pass to ``--ignore``; it returns one or
 more Findings graded ok / warning / error. Errors stop ``all`` with exit code 3
 before anything is touched. Checks only read: the cluster through
 SelfSubjectAccessReviews and GETs, hosts through one probe command, the
-registry through GET /v2/, MySQL through a login.
+registry through GET /v2/ (and a TCP connect from each node), MySQL through a login.
 """
 
 from __future__ import annotations
@@ -199,6 +199,24 @@ def registry_login(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     yield Finding("registry-login", "ok", f"registry {site_registry.host} accepts the credentials")
 
 
+def registry_reachable(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
+    """Nodes pull from the registry: each must reach it, seen from the node."""
+    from cubeinstall.remote.probe import CANNOT_CONNECT, nodes_not_reaching
+
+    registry = ctx.site.registry
+    problems = nodes_not_reaching(ctx, registry.host, registry.insecure)
+    for node, problem in problems:
+        if not problem.startswith(CANNOT_CONNECT):  # the node itself could not be asked
+            yield Finding("registry-reachable", "error", f"node {node}: cannot check: {problem}",
+                          "check the address, SSH credentials and sudo rights in site.yaml")
+        else:
+            yield Finding("registry-reachable", "error", f"node {node}: {problem}",
+                          "check registry.host, that the registry listens, and the node's "
+                          "firewall and routes")
+    if not problems:
+        yield Finding("registry-reachable", "ok", f"every node reaches registry {registry.host}")
+
+
 def mysql_reachable(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     from cubeinstall.db.connection import connect, mysql_endpoint
 
@@ -220,6 +238,9 @@ CHECKS: tuple[tuple[str, Check, Callable[[RunContext, list[Stage]], bool]], ...]
      lambda ctx, s: Layer.NODE in _layers(s) or any(x.name in ("mysql", "pv-pvc") for x in s)),
     ("registry-login", registry_login,
      lambda ctx, s: ctx.site.registry is not None and Layer.REGISTRY in _layers(s)),
+    ("registry-reachable", registry_reachable,
+     lambda ctx, s: ctx.site.registry is not None and ctx.site.registry.mirror
+     and Layer.NODE in _layers(s)),
     ("mysql-reachable", mysql_reachable,
      lambda ctx, s: ctx.site.mysql.mode == "external" and Layer.DATABASE in _layers(s)),
 )

@@ -19,8 +19,8 @@ def check_site(site: Site) -> list[Problem]:
     that validated while others did not): a rule that reads a missing section is skipped."""
     problems: list[Problem] = []
     for rule in (_unique_nodes, _components_known, _component_options_supported,
-                 _placement_covered, _gpu_runtime, _external_services, _gateway, _unique_clusters,
-                 _cube_environment, _node_clusters_known):
+                 _placement_covered, _gpu_runtime, _registry_trust, _external_services, _gateway,
+                 _unique_clusters, _cube_environment, _node_clusters_known):
         try:
             problems.extend(list(rule(site)))
         except AttributeError:  # a section this rule reads did not validate
@@ -99,6 +99,11 @@ def _component_options_supported(site: Site) -> Iterator[Problem]:
                    f"{', '.join(s.name for s in registry.STAGES if registry.EXISTING_OPTION in s.options)} can): "
                    f"remove components.{name}.mode, or disable the stage with "
                    f"components: {{{name}: {{enabled: false}}}}")
+        if component.mode == "replace" and registry.REPLACE_OPTION not in options:
+            yield (("components", name, "mode"),
+                   f"stage {name} has no other controller to replace (only "
+                   f"{', '.join(s.name for s in registry.STAGES if registry.REPLACE_OPTION in s.options)} have): "
+                   f"remove components.{name}.mode")
 
 
 def _placement_covered(site: Site) -> Iterator[Problem]:
@@ -133,6 +138,14 @@ def _gpu_runtime(site: Site) -> Iterator[Problem]:
     if setting and not any(node.is_gpu for node in site.nodes):
         yield (("components", "gpu-runtime", "enabled"),
                "gpu-runtime is enabled but no node has role gpu")
+
+
+def _registry_trust(site: Site) -> Iterator[Problem]:
+    stage = registry.get("registry-trust")
+    if site.component(stage.name).enabled and not stage.enabled(site):
+        yield (("components", stage.name, "enabled"),
+               "registry-trust is enabled but nodes have nothing to trust: it needs a registry "
+               "they pull from (registry.mirror) that is insecure or has a ca_file")
 
 
 def _external_services(site: Site) -> Iterator[Problem]:

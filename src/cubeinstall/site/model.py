@@ -312,7 +312,11 @@ class Component(Model):
     sha256: dict[str, str] = Field(
         default_factory=dict, description="file -> sha256 when overriding an upstream version"
     )
-    mode: Literal["install", "existing"] = "install"
+    mode: Literal["install", "existing", "replace"] = Field(
+        default="install",
+        description="install; existing: use what the cluster already runs; replace: `adopt` "
+                    "removes the controller an earlier install runs elsewhere",
+    )
     namespace: Name | None = Field(
         default=None, description="namespace the component installs into (default: its own)"
     )
@@ -423,6 +427,16 @@ class Namespaces(Model):
     extra: tuple[Name, ...] = ()
 
 
+class Adopt(Model):
+    """`cubeinstall adopt`: taking over a site an earlier install (start.sh) made."""
+
+    keep: tuple[str, ...] = Field(
+        default=(),
+        description="leftovers of the earlier install adopt must not remove, as the plan "
+                    "names them: 'Deployment kubeflow/my-tool', 'ClusterRole my-role'",
+    )
+
+
 class Volume(Model):
     """Override of one platform volume (PLATFORM-FACTS item 17), keyed by claim name."""
 
@@ -458,6 +472,7 @@ class Site(Model):
     dashboard: Dashboard = Dashboard()
     monitoring: Monitoring = Monitoring()
     logging: Logging = Logging()
+    adopt: Adopt = Adopt()
 
     @field_validator("domain")
     @classmethod

@@ -43,6 +43,7 @@ class Scope(str, Enum):
 # Per-component settings (``components.<stage>.<option>``) a stage may honour.
 NAMESPACE_OPTION = "namespace"  # install into another namespace than its own
 EXISTING_OPTION = "existing"  # mode: existing -- use what the cluster already runs
+REPLACE_OPTION = "replace"  # mode: replace -- adopt removes an earlier install's controller
 
 
 def _component_enabled(name: str, default: bool = True) -> Callable[["Site"], bool]:
@@ -94,6 +95,12 @@ def _has_registry(site: "Site") -> bool:
     return site.registry is not None and site.registry.mirror
 
 
+def _registry_needs_trust(site: "Site") -> bool:
+    """Nodes pull from a registry they do not trust by default (no verification, or a
+    private CA)."""
+    return _has_registry(site) and (site.registry.insecure or site.registry.ca_file is not None)
+
+
 _EVERY = Scope.EVERY_CLUSTER
 # Node stages share each host's one root shell and edit the same files (daemon.json).
 _NODE_SHELLS = "node shells"
@@ -110,6 +117,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("gpu-runtime", "NVIDIA runtime in docker/containerd on GPU nodes", Layer.NODE,
           "gpu_runtime", needs=("hosts-ready",), provides=("gpu-runtime",), scope=Scope.NODES,
           holds=_NODE_SHELLS, extra_enabled=_has_gpu_nodes),
+    Stage("registry-trust", "every node trusts the site registry (docker or containerd)",
+          Layer.NODE, "registry_trust", needs=("hosts-ready",), provides=("registry-trusted",),
+          scope=Scope.NODES, holds=_NODE_SHELLS, extra_enabled=_registry_needs_trust),
     Stage("images", "mirror every image the site needs into the private registry",
           Layer.REGISTRY, "images", provides=("images",), scope=Scope.REGISTRY,
           extra_enabled=_has_registry),
@@ -134,7 +144,7 @@ STAGES: tuple[Stage, ...] = (
           scope=_EVERY, options=frozenset({EXISTING_OPTION})),
     Stage("kubeflow", "Argo Workflows and the Kubeflow training-operator", Layer.CLUSTER,
           "kubeflow", needs=("namespaces", "node-labels"), provides=("kubeflow",),
-          placement="kubeflow", scope=_EVERY),
+          placement="kubeflow", scope=_EVERY, options=frozenset({REPLACE_OPTION})),
     Stage("prometheus", "prometheus-operator, Prometheus, Alertmanager, Grafana, exporters",
           Layer.CLUSTER, "prometheus", needs=("namespaces", "node-labels", "shared-storage"),
           provides=("monitoring",), placement="monitoring", scope=_EVERY),
@@ -145,7 +155,7 @@ STAGES: tuple[Stage, ...] = (
           placement="kubeflow", scope=_EVERY, options=_IN_NAMESPACE),
     Stage("volcano", "Volcano batch scheduler and its admission webhooks", Layer.CLUSTER,
           "volcano", needs=("namespaces", "node-labels"), placement="kubeflow", scope=_EVERY,
-          options=_IN_NAMESPACE),
+          options=_IN_NAMESPACE | {EXISTING_OPTION, REPLACE_OPTION}),
     Stage("kubeconfig", "per-cluster kubeconfigs for the platform (Secret)", Layer.CLUSTER,
           "kubeconfig", needs=("namespaces",), provides=("kubeconfigs",)),
     Stage("pv-pvc", "PersistentVolumes and claims on /data/k8s", Layer.CLUSTER, "pv_pvc",

@@ -2,9 +2,9 @@
 
 On nodes with role gpu: the driver answers (nvidia-smi: driver version, GPU
 count) and nvidia-container-runtime is installed. docker: /etc/docker/daemon.json
-is MERGED — every key already there is kept — with default-runtime nvidia, the
-nvidia runtime entry and, for an insecure site registry, its host in
-insecure-registries; an invalid existing file is refused and left alone.
+is MERGED — every key already there is kept — with default-runtime nvidia and the
+nvidia runtime entry (insecure-registries belongs to registry-trust, which merges
+other keys of the same file); an invalid existing file is refused and left alone.
 containerd: ``nvidia-ctk runtime configure`` writes the runtime into its config.
 The daemon restarts only when its file changed (or it is not running with
 it yet), and the stage checks that the daemon reports the nvidia runtime.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from cubeinstall.core.change import Change
-from cubeinstall.remote.edits import EnsureJsonMerge, Union
+from cubeinstall.remote.edits import EnsureJsonMerge
 from cubeinstall.remote.facts import (
     CommandPaths,
     ContainerdConfig,
@@ -25,13 +25,12 @@ from cubeinstall.remote.facts import (
 )
 from cubeinstall.remote.host import facts_of
 from cubeinstall.remote.operations import EnsureDir, Run, backup_dest
+from cubeinstall.remote.runtime_paths import CONTAINERD_TOML, DAEMON_JSON
 from cubeinstall.remote.shell import q
 from cubeinstall.remote.stage import node_stage
 from cubeinstall.site.model import Site
 
 STAGE = "gpu-runtime"
-DAEMON_JSON = "/etc/docker/daemon.json"
-CONTAINERD_TOML = "/etc/containerd/config.toml"
 TOOLKIT = ("nvidia-container-toolkit (Debian/Ubuntu: apt-get install nvidia-container-toolkit; "
            "RHEL/Rocky: dnf install nvidia-container-toolkit) from NVIDIA's repository")
 # containerd 1.x writes plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia,
@@ -44,14 +43,10 @@ def gpu_nodes(site: Site):
     return tuple(node for node in site.nodes if node.is_gpu)
 
 
-def docker_patch(site: Site, runtime_path: str) -> dict:
-    patch: dict = {
-        "default-runtime": "nvidia",
-        "runtimes": {"nvidia": {"path": runtime_path, "runtimeArgs": []}},
-    }
-    if site.registry is not None and site.registry.insecure:
-        patch["insecure-registries"] = Union((site.registry.host,))
-    return patch
+def docker_patch(runtime_path: str) -> dict:
+    """Only the nvidia keys: the other keys of daemon.json belong to other stages."""
+    return {"default-runtime": "nvidia",
+            "runtimes": {"nvidia": {"path": runtime_path, "runtimeArgs": []}}}
 
 
 def containerd_has_nvidia(config: str | None) -> bool:
@@ -62,7 +57,7 @@ def configure(host, site: Site) -> None:
     tools = ("nvidia-container-runtime", "nvidia-ctk")
     # The runtime's facts come with the first read: a host with nothing to change is one
     # round trip. (What an operation reads does not depend on the runtime's path.)
-    runtime_facts = ([*facts_of(_docker_files(site, "")), DockerRuntimes()] if site.runtime == "docker"
+    runtime_facts = ([*facts_of(_docker_files("")), DockerRuntimes()] if site.runtime == "docker"
                      else [FileText(CONTAINERD_TOML), ContainerdConfig()])
     facts = host.facts([Gpus(), CommandPaths(tools), *runtime_facts])
     gpus = facts[Gpus()]
@@ -77,19 +72,19 @@ def configure(host, site: Site) -> None:
     if not paths["nvidia-container-runtime"]:
         raise host.fail("nvidia-container-runtime not found", hint=f"install {TOOLKIT}")
     if site.runtime == "docker":
-        _docker(host, site, paths["nvidia-container-runtime"])
+        _docker(host, paths["nvidia-container-runtime"])
     else:
         _containerd(host, paths["nvidia-ctk"])
 
 
-def _docker_files(site: Site, runtime_path: str) -> list:
+def _docker_files(runtime_path: str) -> list:
     return [EnsureDir("/etc/docker", mode=None, owner=None, group=None),
-            EnsureJsonMerge(DAEMON_JSON, docker_patch(site, runtime_path),
+            EnsureJsonMerge(DAEMON_JSON, docker_patch(runtime_path),
                             summary="nvidia runtime (default) in docker")]
 
 
-def _docker(host, site: Site, runtime_path: str) -> None:
-    files = _docker_files(site, runtime_path)
+def _docker(host, runtime_path: str) -> None:
+    files = _docker_files(runtime_path)
     facts = host.facts([*facts_of(files), DockerRuntimes()])
     file_changed = host.decide(files[-1], facts).changed
     operations = list(files)

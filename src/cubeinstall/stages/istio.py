@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from cubeinstall.core.change import Change
 from cubeinstall.core.context import RunContext
-from cubeinstall.core.errors import StageFailed
 from cubeinstall.render.engine import render_stage
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
+from cubeinstall.stages.existing import existing as is_existing
+from cubeinstall.stages.existing import verify_crds
 from cubeinstall.upstream import catalog, manifests, patches
 
 STAGE = "istio"
@@ -27,7 +28,7 @@ REQUIRED_CRDS = ("gateways.networking.istio.io", "virtualservices.networking.ist
 
 
 def existing(site: Site) -> bool:
-    return site.component(STAGE).mode == "existing"
+    return is_existing(site, STAGE)
 
 
 def render(site: Site) -> list[dict]:
@@ -48,28 +49,4 @@ def check(ctx: RunContext) -> list[Change]:
 
 def verify_existing(ctx: RunContext) -> list[Change]:
     """mode existing: the CRDs must be there and Established; nothing is written."""
-    from cubeinstall.kube.client import client_for
-    from cubeinstall.kube.errors import NotFound
-
-    client = client_for(ctx)
-    resource = client.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-    problems, changes = [], []
-    for name in REQUIRED_CRDS:
-        try:
-            crd = client.get(resource, None, name)
-        except NotFound:
-            problems.append(f"CustomResourceDefinition {name} does not exist")
-            continue
-        conditions = (crd.get("status") or {}).get("conditions") or []
-        if not any(c.get("type") == "Established" and c.get("status") == "True"
-                   for c in conditions):
-            problems.append(f"CustomResourceDefinition {name} is not Established")
-            continue
-        changes.append(Change(f"CustomResourceDefinition {name}", "unchanged",
-                              "existing Istio (components.istio.mode: existing)"))
-    if problems:
-        raise StageFailed(STAGE, "components.istio.mode is existing, but the cluster's Istio is "
-                          "incomplete: " + "; ".join(problems) + "; nothing was changed",
-                          hint="install Istio first, or set components.istio.mode: install "
-                               "to let cubeinstall install it")
-    return changes
+    return verify_crds(ctx, STAGE, "Istio", REQUIRED_CRDS)

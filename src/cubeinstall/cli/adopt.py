@@ -1,0 +1,44 @@
+"""`adopt`: take over a site cube-studio's start.sh installed (planned first, confirmed)."""
+
+from __future__ import annotations
+
+import typer
+
+from cubeinstall.cli.options import confirm, load_context, require_confirmation_possible
+
+
+def adopt(
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing"),
+) -> None:
+    """Take over what an earlier install (start.sh, kubectl) made: ownership, re-creations,
+    leftovers. Then run `cubeinstall all`."""
+    from cubeinstall.run import adopt as adoption
+    from cubeinstall.run import runner
+    from cubeinstall.run.session import changing_run
+
+    ctx = load_context(dry_run=dry_run)
+    if not dry_run:
+        require_confirmation_possible("adopt")
+    result, found = adoption.plan_adoption(ctx)
+    for decision in result.decisions:
+        runner.report_changes(ctx, decision.stage or "leftover", [adoption.as_change(decision)],
+                              name_stage=True)
+    rows, changing = adoption.summary(result)
+    ctx.out.table("adopt plan", ("decision", "objects"), rows)
+    ctx.out.event("adopt-plan", changes=changing,
+                  message=f"adopt would change {changing} object(s)")
+    if dry_run or changing == 0:
+        return
+    confirm("Take over the objects above?", "adopt")
+    with changing_run(ctx, runner.select(ctx.site)) as journal:  # the site's locks
+        changes = adoption.carry_out_all(ctx, found)
+        for stage in adoption.stages_touched(result):  # `all` must apply them again
+            journal.forget(stage)
+    runner.report_changes(ctx, "adopt", changes)
+    ctx.out.event("adopt-done", changed=len(changes),
+                  message=f"adopt: {len(changes)} object(s) taken over, re-created or removed; "
+                          "now run `cubeinstall all`")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(adopt)
