@@ -11,6 +11,7 @@ import typer
 
 from cubeinstall.cli.options import (
     OPTIONS,
+    ClusterOption,
     DryRunOption,
     ForceOption,
     FromOption,
@@ -95,74 +96,82 @@ def plan(
     skip: Optional[List[str]] = SkipOption,
     start: Optional[str] = FromOption,
     prune: bool = typer.Option(False, "--prune", help="also show owned objects no longer rendered"),
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
     """Show what each stage would change, without changing anything."""
-    from cubeinstall.run import runner
-
     ctx = load_context(dry_run=True, prune=prune)
-    _show_plan(ctx, runner.select(ctx.site, only or [], skip or [], start), offline)
+    _show_plan(ctx, _targets(ctx, only, skip, start, cluster), offline)
 
 
-def _show_plan(ctx, selected, offline: bool = False) -> int:
-    """Each stage's planned changes and the plan table; returns how many would change."""
+def _targets(ctx, only=None, skip=None, start=None, cluster=None) -> list:
+    """The selected stages at each place they run (--cluster: that cluster's only)."""
     from cubeinstall.run import runner
+    from cubeinstall.run.targets import expand
+
+    return expand(ctx.site, runner.select(ctx.site, only or [], skip or [], start), cluster)
+
+
+def _show_plan(ctx, targets, offline: bool = False) -> int:
+    """Each target's planned changes and the plan table; returns how many would change."""
+    from cubeinstall.run import runner
+    from cubeinstall.run.targets import context_for
 
     rows, changing = [], 0
-    for stage in selected:
-        changes = runner.plan_stage(ctx, stage, offline=offline)
-        runner.report_changes(ctx, stage.name, changes, name_stage=True)
+    for target in targets:
+        changes = runner.plan_stage(context_for(ctx, target), target.stage, offline=offline)
+        runner.report_changes(ctx, target.stage.name, changes, name_stage=True,
+                              label=target.label, fields=target.fields)
         columns = [{"label": "update"}.get(c.action, c.action) for c in changes]  # a Node's
         counts = {action: columns.count(action)  # labels written update it
                   for action in ("create", "update", "delete", "run", "unchanged")}
         changing += sum(1 for change in changes if change.changes_something)
-        rows.append((stage.name, *(counts[action] for action in counts)))
-        ctx.out.event("stage-plan", stage=stage.name, **counts)
+        rows.append((target.label, *(counts[action] for action in counts)))
+        ctx.out.event("stage-plan", stage=target.stage.name, **target.fields, **counts)
     ctx.out.table("plan" + (" (offline)" if offline else ""),
                   ("stage", "create", "update", "delete", "run", "unchanged"), rows)
     return changing
 
 
-def _confirm_plan(ctx, selected, what: str) -> None:
+def _confirm_plan(ctx, targets, what: str) -> None:
     """kapp/terraform habit: without --yes, show the plan and ask y/N on a terminal."""
     if ctx.dry_run or OPTIONS.yes:
         return
     if _show_plan(dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, dry_run=True)),
-                  selected):
+                  targets):
         confirm("Apply the changes above?", what)
 
 
-def _run(stages_to_run, ctx) -> list:
-    """Apply the stages (stop at the first failure: later stages need what it provides), or
-    with --dry-run plan every stage, marking those it cannot plan (an unreachable cluster
-    or host) instead of stopping; returns those StageResults."""
+def _run(targets, ctx) -> list:
+    """Apply the targets (a failure stops the later targets of its cluster: they need what
+    it provides), or with --dry-run plan every target, marking those it cannot plan (an
+    unreachable cluster or host) instead of stopping; returns those StageResults."""
     from cubeinstall.run import runner
     from cubeinstall.run.session import changing_run
 
     failed = []
     if ctx.dry_run:
         results = []
-        for stage in stages_to_run:
+        for target in targets:
             try:
-                results += runner.run(ctx, [stage])
+                results += runner.run(ctx, [target])
             except ConfigError:
                 raise  # the site is wrong (exit 2), not a part out of reach
             except CubeError as exc:
-                failed.append(runner.StageResult(stage.name, "not planned", message=exc.message))
-        results += failed
-        order = [stage.name for stage in stages_to_run]
-        results.sort(key=lambda result: order.index(result.stage))
+                results.append(runner.StageResult(target.stage.name, "not planned",
+                                                  message=exc.message, label=target.label))
+                failed.append(results[-1])
     else:
-        with changing_run(ctx, stages_to_run) as journal:
-            results = runner.run(ctx, stages_to_run, journal)
+        with changing_run(ctx, [target.stage for target in targets]) as journal:
+            results = runner.run(ctx, targets, journal)
     ctx.out.table("result", ("stage", "status", "changes", "seconds"),
-                  [(r.stage, r.status, r.changed if r.status != "not planned" else "-",
+                  [(r.label, r.status, r.changed if r.status != "not planned" else "-",
                     f"{r.seconds:.1f}") for r in results])
     return failed
 
 
 def _not_planned(failed: list, total: int) -> str:
     return (f"{len(failed)} of {total} stage(s) could not be planned: "
-            + "; ".join(f"{r.stage}: {r.message}" for r in failed))
+            + "; ".join(f"{r.label}: {r.message}" for r in failed))
 
 
 def _raise_for(failed: list, total: int) -> None:
@@ -183,15 +192,16 @@ def run_all(
     ignore: Optional[List[str]] = IgnoreOption,
     jobs: int = JobsOption,
     serial: bool = SerialOption,
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
     """Bring the whole site to its desired state (resumes after a failure); independent
     stages run at once (--jobs), each after the stages it needs."""
-    from cubeinstall.run import runner
     from cubeinstall.run.preflight import run_preflight
 
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
                        jobs=1 if serial else jobs)
-    selected = runner.select(ctx.site, only or [], skip or [], start)
+    targets = _targets(ctx, only, skip, start, cluster)
+    selected = list(dict.fromkeys(target.stage for target in targets))
     if not dry_run:
         require_confirmation_possible("all")
     ctx.out.event("preflight-start", message="preflight checks")
@@ -204,13 +214,13 @@ def run_all(
         preflight_failed = exc  # a dry run goes on: it shows what it can reach
         ctx.out.warn("preflight failed (see above); --dry-run still plans every stage it "
                      "can reach")
-    _confirm_plan(ctx, selected, "all")
-    failed = _run(selected, ctx)
+    _confirm_plan(ctx, targets, "all")
+    failed = _run(targets, ctx)
     if preflight_failed is not None:
         if failed:  # said, not lost behind preflight's exit code
-            ctx.out.warn(_not_planned(failed, len(selected)))
+            ctx.out.warn(_not_planned(failed, len(targets)))
         raise preflight_failed
-    _raise_for(failed, len(selected))
+    _raise_for(failed, len(targets))
 
 
 def preflight(
@@ -236,8 +246,9 @@ def stage(
     trust_new_hosts: bool = TrustOption,
     prune: bool = PruneOption,
     force: bool = ForceOption,
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
-    """Run one stage (a stage the site disables is refused)."""
+    """Run one stage (a stage the site disables is refused), on each cluster it runs on."""
     from cubeinstall.run import runner
     from cubeinstall.site import stages as registry
 
@@ -247,43 +258,54 @@ def stage(
     if not selected.enabled(ctx.site):
         raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
                           hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
+    from cubeinstall.run.targets import expand
+
+    targets = expand(ctx.site, [selected], cluster)
+    if not targets:
+        raise ConfigError(f"stage {name} does not run on cluster {cluster}",
+                          hint="run `cubeinstall stages` for where each stage runs")
     if not dry_run:
         require_confirmation_possible(f"stage {name}")
-    _confirm_plan(ctx, [selected], f"stage {name}")
-    _raise_for(_run([selected], ctx), 1)
+    _confirm_plan(ctx, targets, f"stage {name}")
+    _raise_for(_run(targets, ctx), len(targets))
 
 
 def status(
     live: bool = typer.Option(False, "--live", help="also compare every stage with the live cluster, hosts and databases (read-only)"),
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
-    """Per stage: last result, whether its inputs changed since, and (--live) pending changes."""
+    """Per stage (and cluster): last result, whether its inputs changed since, and (--live)
+    pending changes."""
     from cubeinstall.run import runner
     from cubeinstall.run.fingerprint import fingerprint
     from cubeinstall.run.journal import Journal
+    from cubeinstall.run.targets import context_for
 
     ctx = load_context(dry_run=True)
     journal = Journal.load(ctx.site.site)
     rows, unreached = [], []
-    for stage in runner.select(ctx.site):
-        record = journal.stages.get(stage.name)
+    for target in _targets(ctx, cluster=cluster):
+        stage, target_ctx = target.stage, context_for(ctx, target)
+        record = journal.stages.get(target.key)
         inputs = "never run"
         if record:
-            current = fingerprint(stage, ctx.site, runner.stage_objects(stage, ctx.site))
+            current = fingerprint(stage, target_ctx.site,
+                                  runner.stage_objects(stage, target_ctx.site))
             inputs = "unchanged" if current == record.fingerprint else "changed"
         pending = ""
         if live:
             try:
-                changes = runner.plan_stage(ctx, stage, offline=False)
+                changes = runner.plan_stage(target_ctx, stage, offline=False)
                 pending = str(sum(1 for change in changes if change.changes_something))
             except CubeError as exc:  # mark it and go on: show what can be reached
                 pending = "not reached"
-                unreached.append(f"{stage.name}: {exc.message}")
+                unreached.append(f"{target.label}: {exc.message}")
         finished = _when(record.finished) if record and record.finished else ""
         result = record.status if record else "-"
-        ctx.out.event("stage-status", stage=stage.name, result=result, inputs=inputs,
-                      finished=finished, pending=pending or None,
+        ctx.out.event("stage-status", stage=stage.name, **target.fields, result=result,
+                      inputs=inputs, finished=finished, pending=pending or None,
                       detail=record.message if record else "")
-        rows.append((stage.name, result, finished, inputs, pending))
+        rows.append((target.label, result, finished, inputs, pending))
     columns = ("stage", "last result", "finished", "inputs since", "pending changes")
     ctx.out.table(f"status of site {ctx.site.site} ({journal.path})", columns if live else columns[:4],
                   [row if live else row[:4] for row in rows])

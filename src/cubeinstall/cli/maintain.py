@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from cubeinstall.cli.options import (
+    ClusterOption,
     OnlyOption,
     SkipOption,
     TrustOption,
@@ -22,31 +23,33 @@ def uninstall(
     restore_node_files: bool = typer.Option(False, "--restore-node-files", help="give the node files cubeinstall edited (fstab, daemon.json, containerd's config.toml and hosts.toml) back from their backups"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be removed, remove nothing"),
     trust_new_hosts: bool = TrustOption,
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
     """Remove what cubeinstall installed, newest stage first; data stays unless --purge."""
     from cubeinstall.run import runner
     from cubeinstall.run.session import changing_run
+    from cubeinstall.run.targets import expand
     from cubeinstall.run.uninstall import plan_removal, stage_removal
 
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts)
-    selected = runner.select(ctx.site, only or [], skip or [])
-    plan = plan_removal(ctx, selected, purge=purge, restore_node_files=restore_node_files)
-    for name, changes in plan.items():
-        runner.report_changes(ctx, name, changes)
-    deletions = sum(1 for changes in plan.values() for c in changes if c.changes_something)
+    targets = expand(ctx.site, runner.select(ctx.site, only or [], skip or []), cluster)
+    plan = plan_removal(ctx, targets, purge=purge, restore_node_files=restore_node_files)
+    for target, changes in plan:
+        runner.report_changes(ctx, target.stage.name, changes, fields=target.fields)
+    deletions = sum(1 for _, changes in plan for c in changes if c.changes_something)
     ctx.out.event("uninstall-plan", changes=deletions,
                   message=f"uninstall would change {deletions} object(s)/file(s)/database(s)")
     if dry_run or deletions == 0:
         return
     confirm("Remove all of the above?", "uninstall")
-    with changing_run(ctx, selected) as journal:
-        for stage in reversed(selected):
-            changes = stage_removal(ctx, stage, purge=purge, restore_node_files=restore_node_files)
-            runner.report_changes(ctx, stage.name, changes)
-            journal.forget(stage.name)
-            ctx.out.event("stage-removed", stage=stage.name,
+    with changing_run(ctx, [target.stage for target in targets]) as journal:
+        for target in reversed(targets):
+            changes = stage_removal(ctx, target, purge=purge, restore_node_files=restore_node_files)
+            runner.report_changes(ctx, target.stage.name, changes, fields=target.fields)
+            journal.forget(target.key)
+            ctx.out.event("stage-removed", stage=target.stage.name, **target.fields,
                           changed=sum(1 for c in changes if c.changes_something),
-                          message=f"✖ {stage.name}: removed")
+                          message=f"✖ {target.label}: removed")
 
 
 def upgrade_db(

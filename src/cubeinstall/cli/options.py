@@ -133,3 +133,4 @@ DryRunOption = typer.Option(False, "--dry-run", help="plan, change nothing")
 DEFAULT_JOBS = 4  # the cluster stages wait mostly on the API server, not on our CPU
 JobsOption = typer.Option(DEFAULT_JOBS, "--jobs", "-j", min=1, help="stages run at once, each once the stages it needs are done")
 SerialOption = typer.Option(False, "--serial", help="one stage at a time in registry order, stopping at the first failure (same as --jobs 1; for debugging)")
+ClusterOption = typer.Option(None, "--cluster", help="act on this cluster of the site only (its stages; no node or registry stage)")

@@ -38,7 +38,9 @@ class RunContext:
     site: "Site"
     out: "Output"
     options: RunOptions = RunOptions()
-    planned: Planned = field(default_factory=Planned)
+    planned: Planned = field(default_factory=Planned)  # of the cluster this context targets
+    cluster: str | None = None  # the cluster its stages act on; None: the platform cluster
+    cluster_plans: dict[str, Planned] = field(default_factory=dict)  # each cluster's `planned`
     # cluster name -> where its kubeconfig comes from ("--kubeconfig", "KUBECONFIG",
     # "site.yaml"), for errors that say what to fix
     kubeconfig_origins: dict[str, str] = field(default_factory=dict)
@@ -49,12 +51,17 @@ class RunContext:
     def dry_run(self) -> bool:
         return self.options.dry_run
 
+    @property
+    def cluster_name(self) -> str:
+        """The cluster this context targets."""
+        return self.cluster or self.site.platform_cluster.name
+
     def kubeconfig_for(self, cluster_name: str | None = None) -> tuple[Path, str | None]:
-        """Kubeconfig path and context of a cluster; CLI flags override the platform cluster."""
-        cluster = self.site.platform_cluster
-        if cluster_name is not None:
-            cluster = next(c for c in self.site.clusters if c.name == cluster_name)
-        if cluster is self.site.platform_cluster and self.options.kubeconfig:
+        """Kubeconfig path and context of a cluster (default: the one this context targets);
+        CLI flags override the platform cluster."""
+        name = cluster_name or self.cluster_name
+        cluster = next(c for c in self.site.clusters if c.name == name)
+        if name == self.site.platform_cluster.name and self.options.kubeconfig:
             return self.options.kubeconfig, self.options.context or cluster.context
         return cluster.kubeconfig, cluster.context
 

@@ -51,7 +51,7 @@ class Output:
         with self._lock:
             self.events.append(record)
             if self._running is not None:
-                self._track_running(kind, record.get("stage"))
+                self._track_running(kind, _running_name(record))
             if self.json_mode:
                 self.stream.write(json.dumps(record, default=str, sort_keys=True) + "\n")
                 self.stream.flush()
@@ -183,6 +183,12 @@ class Output:
         from rich.console import Console
 
         return Console(file=stream, no_color=not self.color, highlight=False, soft_wrap=True)
+
+
+def _running_name(record: dict) -> str | None:
+    """A stage in the live line, with its cluster on a site of several (events carry it)."""
+    stage, cluster = record.get("stage"), record.get("cluster")
+    return f"{stage}@{cluster}" if stage and cluster else stage
 
 
 def _is_terminal(stream: Any) -> bool:

@@ -368,8 +368,7 @@ def client_for(target: Any, cluster: str | None = None) -> KubeClient:
         return target
     if isinstance(target, RunContext):
         kubeconfig, context = target.kubeconfig_for(cluster)
-        origin = target.kubeconfig_origins.get(cluster or target.site.platform_cluster.name,
-                                               SITE_ORIGIN)
+        origin = target.kubeconfig_origins.get(cluster or target.cluster_name, SITE_ORIGIN)
         budget = target.site.timeouts.object_seconds
         # taken before: ctx.cached holds its (not reentrant) lock while ``made`` runs
         outage = outage_of(target, kubeconfig, context, budget)

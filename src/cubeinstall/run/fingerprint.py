@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from cubeinstall import __version__
-from cubeinstall.site.model import Site
+from cubeinstall.site.model import Node, Site
 from cubeinstall.site.secrets import Secret
 from cubeinstall.site.stages import Layer, Stage
 
@@ -22,6 +22,10 @@ _SECTIONS = {
     Layer.REGISTRY: ("registry", "components", "cube"),
     Layer.DATABASE: ("mysql",),
 }
+
+# Which cluster a node belongs to changes nothing a node stage does on it (and leaving
+# it out keeps the fingerprints of sites recorded before nodes had a cluster).
+_NOT_NODE_WORK = frozenset({"cluster"})
 
 
 def fingerprint(stage: Stage, site: Site, objects: list[dict] | None) -> str:
@@ -38,7 +42,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Secret):
         return "secret:" + hashlib.sha256(value.reveal().encode()).hexdigest()
     if hasattr(value, "model_dump"):
-        return {name: getattr(value, name) for name in type(value).model_fields}
+        return {name: getattr(value, name) for name in type(value).model_fields
+                if not (isinstance(value, Node) and name in _NOT_NODE_WORK)}
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     return str(value)

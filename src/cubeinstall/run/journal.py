@@ -1,8 +1,11 @@
-"""The run journal: what each stage last did, when, and from what inputs.
+"""The run journal: what each stage last did on each cluster, when, and from what inputs.
 
 One JSON document per site, written atomically to a local file after every
-stage (and mirrored to a ConfigMap in the cluster when one is reachable, so a
-second operator machine sees the same history). ``all`` reads it to skip
+stage (and mirrored to a ConfigMap in the platform cluster when it is reachable, so
+a second operator machine sees the same history: one copy for the whole site, every
+cluster's records in it). Records are keyed by stage for node and registry stages
+and the platform cluster (as before sites had several clusters), ``stage@cluster``
+for the others (run/targets.py). ``all`` reads it to skip
 stages whose inputs are unchanged and that finished ok, and to resume after an
 interruption: a stage recorded ``running`` never finished and runs again.
 """
@@ -32,6 +35,7 @@ class StageRecord:
     finished: float | None = None
     changes: int = 0
     message: str = ""
+    cluster: str | None = None  # None: a node or registry stage, or a journal of before clusters
 
 
 @dataclass
@@ -51,27 +55,29 @@ class Journal:
             journal.stages = parse(path.read_text(encoding="utf-8"))
         return journal
 
-    def started(self, stage: str, fingerprint: str) -> None:
+    def started(self, key: str, fingerprint: str, cluster: str | None = None) -> None:
+        stage = key.partition("@")[0]  # the key is the stage, or stage@cluster
         with self._lock:
-            self.stages[stage] = StageRecord(stage, "running", fingerprint, time.time())
+            self.stages[key] = StageRecord(stage, "running", fingerprint, time.time(),
+                                           cluster=cluster)
             self.save()
 
-    def finished(self, stage: str, ok: bool, changes: int = 0, message: str = "") -> None:
+    def finished(self, key: str, ok: bool, changes: int = 0, message: str = "") -> None:
         with self._lock:
-            record = self.stages[stage]
+            record = self.stages[key]
             record.status = "ok" if ok else "failed"
             record.finished = time.time()
             record.changes = changes
             record.message = message
             self.save()
 
-    def forget(self, stage: str) -> None:
+    def forget(self, key: str) -> None:
         with self._lock:
-            if self.stages.pop(stage, None) is not None:
+            if self.stages.pop(key, None) is not None:
                 self.save()
 
-    def is_current(self, stage: str, fingerprint: str) -> bool:
-        record = self.stages.get(stage)
+    def is_current(self, key: str, fingerprint: str) -> bool:
+        record = self.stages.get(key)
         return bool(record and record.status == "ok" and record.fingerprint == fingerprint)
 
     def to_json(self) -> str:

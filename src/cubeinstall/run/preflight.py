@@ -92,13 +92,14 @@ def cluster_nodes(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
 
     kube = client(ctx)
     present = {node["metadata"]["name"] for node in kube.list(kube.resolve("v1", "Node"))}
-    missing = [node.name for node in ctx.site.nodes if node.name not in present]
+    nodes = ctx.site.for_cluster(ctx.cluster_name).nodes  # the checked cluster's own
+    missing = [node.name for node in nodes if node.name not in present]
     if missing:
         yield Finding("cluster-nodes", "error",
                       f"nodes {', '.join(missing)} of site.yaml are not in the cluster",
                       "use the Kubernetes node names (kubectl get nodes) as nodes[].name")
     else:
-        yield Finding("cluster-nodes", "ok", f"all {len(ctx.site.nodes)} nodes are in the cluster")
+        yield Finding("cluster-nodes", "ok", f"all {len(nodes)} nodes are in the cluster")
 
 
 def placement_labels(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:

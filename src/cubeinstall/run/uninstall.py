@@ -5,7 +5,8 @@ created in the cluster is deleted by its ownership labels (the engine never
 touches what it does not own, and keeps PVs with Retain). Data stays unless
 asked: the databases are dropped only with ``purge``; the shared storage and
 /data/k8s are never wiped; node files are given back from their backups only
-with ``restore_node_files``. Images stay in the registry.
+with ``restore_node_files``. Images stay in the registry. A stage that runs on
+every cluster is removed from each (run/targets.py), newest target first.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from dataclasses import replace
 
 from cubeinstall.core.change import Change
 from cubeinstall.core.context import RunContext
-from cubeinstall.site.stages import Stage
+from cubeinstall.run.targets import Target, context_for
 from cubeinstall.stages import load
 
 
-def stage_removal(ctx: RunContext, stage: Stage, *, purge: bool,
+def stage_removal(ctx: RunContext, target: Target, *, purge: bool,
                   restore_node_files: bool) -> list[Change]:
-    """What removing one stage does (ctx.dry_run: only say it)."""
-    return load(stage).remove(ctx, purge, restore_node_files)
+    """What removing one target does (ctx.dry_run: only say it)."""
+    return load(target.stage).remove(context_for(ctx, target), purge, restore_node_files)
 
 
-def plan_removal(ctx: RunContext, stages: list[Stage], *, purge: bool,
-                 restore_node_files: bool) -> dict[str, list[Change]]:
+def plan_removal(ctx: RunContext, targets: list[Target], *, purge: bool,
+                 restore_node_files: bool) -> list[tuple[Target, list[Change]]]:
     planning = replace(ctx, options=replace(ctx.options, dry_run=True))
-    return {stage.name: stage_removal(planning, stage, purge=purge,
-                                      restore_node_files=restore_node_files)
-            for stage in reversed(stages)}
+    return [(target, stage_removal(planning, target, purge=purge,
+                                   restore_node_files=restore_node_files))
+            for target in reversed(targets)]

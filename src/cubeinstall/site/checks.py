@@ -65,6 +65,17 @@ def _unique_clusters(site: Site) -> Iterator[Problem]:
             yield (("clusters", index, "name"), f"cluster name {name!r} is used twice")
 
 
+@reads("nodes", "clusters")
+def _node_clusters_known(site: Site) -> Iterator[Problem]:
+    known = site.cluster_names
+    for index, node in enumerate(site.nodes):
+        if node.cluster is not None and node.cluster not in known:
+            yield (("nodes", index, "cluster"),
+                   f"node {node.name}: cluster {node.cluster!r} is not one of the site's "
+                   f"clusters ({', '.join(known)}); name one of them, or remove the key "
+                   f"(default: the first, {known[0]})")
+
+
 @reads("cube", "clusters")
 def _cube_environment(site: Site) -> Iterator[Problem]:
     environment = site.cube.environment
@@ -114,19 +125,31 @@ def _component_options_supported(site: Site) -> Iterator[Problem]:
                    f"remove components.{name}.mode")
 
 
-@reads("nodes", "components", "mysql", "redis", "registry")
+@reads("nodes", "clusters", "components", "mysql", "redis", "registry")
 def _placement_covered(site: Site) -> Iterator[Problem]:
-    labelled: set[str] = set()
-    for node in site.nodes:
-        labelled.update(node.roles)
-        labelled.update(key for key, value in node.labels.items() if value == "true")
-    for stage in registry.STAGES:
-        label = stage.placement_label(site)
-        if label and stage.enabled(site) and label not in labelled:
+    """Each cluster a stage runs on needs a node with its placement label (a platform stage:
+    the first cluster; a stage of every cluster: each cluster). A cluster none of whose
+    nodes the site lists labels its nodes itself: nothing to check there."""
+    for index, cluster in enumerate(site.clusters):
+        part = site.for_cluster(cluster.name)
+        if index and not part.nodes:
+            continue
+        labelled: set[str] = set()
+        for node in part.nodes:
+            labelled.update(node.roles)
+            labelled.update(key for key, value in node.labels.items() if value == "true")
+        for stage in registry.STAGES:
+            runs_here = (stage.scope is registry.Scope.EVERY_CLUSTER
+                         or (stage.scope is registry.Scope.PLATFORM
+                             and cluster.name == site.platform_cluster.name))
+            label = stage.placement_label(site)
+            if not (runs_here and label and stage.enabled(part)) or label in labelled:
+                continue
             path = ("components", stage.name, "placement") if stage.name in site.components else ("nodes",)
+            where = "" if len(site.clusters) == 1 else f" of cluster {cluster.name}"
             yield (path,
                    f"stage {stage.name} places its pods on nodes labelled {label}=true, "
-                   f"but no node has role {label!r}: add it to the roles of a node, "
+                   f"but no node{where} has role {label!r}: add it to the roles of a node{where}, "
                    f"or disable the stage with components: {{{stage.name}: {{enabled: false}}}}")
 
 

@@ -195,6 +195,9 @@ class Node(Model):
     roles: tuple[Role, ...] = Field(description="required: its kind (cpu or gpu) and more")
     org: Name = "public"
     labels: dict[str, str] = Field(default_factory=dict)
+    cluster: Name | None = Field(
+        default=None, description="the cluster (clusters[].name) it is a node of; default: the first"
+    )
 
     _resolve = field_validator("key_file", mode="before")(_expand_path)
 
@@ -485,6 +488,20 @@ class Site(Model):
     @property
     def platform_cluster(self) -> Cluster:
         return self.clusters[0]
+
+    @property
+    def cluster_names(self) -> tuple[str, ...]:
+        return tuple(cluster.name for cluster in self.clusters)
+
+    def cluster_of(self, node: Node) -> str:
+        return node.cluster or self.platform_cluster.name
+
+    def for_cluster(self, name: str) -> "Site":
+        """The site as one cluster's stages see it: that cluster's nodes only (node labels,
+        GPU objects, placement render for their own cluster), every cluster still listed
+        (the platform's CLUSTERS names them all). A one-cluster site is returned as it is."""
+        nodes = tuple(node for node in self.nodes if self.cluster_of(node) == name)
+        return self if nodes == self.nodes else self.model_copy(update={"nodes": nodes})
 
     def component(self, name: str) -> Component:
         return self.components.get(name) or Component()

@@ -12,7 +12,7 @@ from cubeinstall.core.context import RunContext
 
 
 def client(ctx: RunContext, cluster_name: str | None = None):
-    """The engine's client for a cluster (the platform cluster by default), one per run."""
+    """The engine's client for a cluster (default: the one ctx targets), one per run."""
     from cubeinstall.kube.client import client_for
 
     return client_for(ctx, cluster_name)

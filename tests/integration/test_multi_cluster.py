@@ -1,0 +1,170 @@
+"""A site of two clusters on two real control planes of its own (started only here).
+
+The platform cluster ``main`` holds the example's nodes, ``east`` one node of its own.
+Stages of every cluster (namespaces, node-labels, pv-pvc) go to both; the platform's
+(kubeconfig: the Secret the platform reads CLUSTERS' kubeconfigs from) to main only. A
+second run changes nothing; plan, status and uninstall narrow with --cluster; an
+unreachable east fails its targets with its name while main still finishes; uninstall of
+the site removes from both.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.cluster.fixtures import start_control_plane
+from tests.cluster.nodes import FakeNode
+from tests.cluster.processes import free_port
+from tests.e2e.observe import owned_objects, without_bookkeeping
+from tests.helpers import example_site_data, json_events, run_cli, write_site
+
+pytestmark = pytest.mark.cluster
+
+STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig")
+EVERY_CLUSTER_STAGES = ("namespaces", "node-labels", "pv-pvc")
+EAST_ROLES = ["cpu", "train", "notebook", "service", "kubeflow", "istio", "monitoring"]
+EAST_NODES = (FakeNode("east1", labels={"org": "public"}, address="127.0.10.31"),)
+
+
+@pytest.fixture(scope="module")
+def clusters(tmp_path_factory):
+    """Two fresh control planes: nobody else writes to them, so each holds exactly
+    what this site put there."""
+    main = start_control_plane(tmp_path_factory.mktemp("main-cluster"), "the platform cluster")
+    try:
+        east = start_control_plane(tmp_path_factory.mktemp("east-cluster"), "the second cluster",
+                                   nodes=EAST_NODES)
+        try:
+            yield {"main": main.kubeconfig, "east": east.kubeconfig}
+        finally:
+            east.stop()
+    finally:
+        main.stop()
+
+
+def site_data(kubeconfigs: dict) -> dict:
+    data = example_site_data()
+    data["clusters"] = [{"name": name, "kubeconfig": str(path)} for name, path in kubeconfigs.items()]
+    data["nodes"].append({"name": "east1", "address": "east1.cube.example.com", "cluster": "east",
+                          "roles": EAST_ROLES})
+    data["gates"] = {"webhooks": "skip", "services": "skip"}
+    return data
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("multi-cluster")
+
+
+@pytest.fixture
+def cli(workdir, clusters, capsys, monkeypatch):
+    monkeypatch.setenv("CUBEINSTALL_STATE_DIR", str(workdir / "state"))
+    site = write_site(workdir, site_data(clusters))
+
+    def run(*args, site_file=site):
+        code, out, err = run_cli(["--json", *args, "-c", str(site_file)], capsys)
+        return code, json_events(out), err
+
+    return run
+
+
+def only(*stages: str) -> list[str]:
+    """The stages, and preflight's storage check accepted: it asks the site's hosts over
+    SSH, and this test has no hosts."""
+    return [*(arg for stage in stages for arg in ("--only", stage)), "--ignore", "storage-mounted"]
+
+
+def owned(kubeconfig, stage: str | None = None) -> dict[str, str]:
+    selector = "app.kubernetes.io/managed-by=cubeinstall"
+    if stage:
+        selector += f",cubeinstall.io/stage={stage}"
+    return without_bookkeeping(owned_objects(kubeconfig, selector))
+
+
+def journal(workdir) -> dict:
+    path = workdir / "state" / "demo-bj.journal.json"
+    return json.loads(path.read_text())["stages"]
+
+
+def test_each_cluster_gets_its_own_objects_and_a_second_run_changes_nothing(cli, clusters,
+                                                                            workdir):
+    code, events, err = cli("all", *only(*STAGES))
+    assert code == 0, (err, events)
+    done = {(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-done"}
+    assert done == {*((s, c) for s in EVERY_CLUSTER_STAGES for c in ("main", "east")),
+                    ("kubeconfig", "main")}
+    for stage in ("namespaces", "pv-pvc"):  # the same objects on both clusters
+        assert owned(clusters["main"], stage), stage
+        assert set(owned(clusters["main"], stage)) == set(owned(clusters["east"], stage)), stage
+    # node labels: each cluster's own nodes
+    assert set(owned(clusters["main"], "node-labels")) == {
+        "/Node//node1", "/Node//node2", "/Node//gpu1"}
+    assert set(owned(clusters["east"], "node-labels")) == {"/Node//east1"}
+    assert owned(clusters["main"], "kubeconfig") and not owned(clusters["east"], "kubeconfig")
+    assert "/Namespace//jupyter" in " ".join(owned(clusters["east"], "namespaces"))
+    records = journal(workdir)
+    assert records["namespaces"]["cluster"] == "main"  # the platform cluster's keys as before
+    assert records["namespaces@east"]["cluster"] == "east"
+    assert "kubeconfig@east" not in records
+
+    before = {name: owned(path) for name, path in clusters.items()}
+    code, events, err = cli("all", *only(*STAGES))
+    assert code == 0, err
+    assert [e for e in events if e["event"] in ("stage-start", "stage-done")] == []
+    assert len([e for e in events if e["event"] == "stage-skipped"]) == len(done)
+    assert {name: owned(path) for name, path in clusters.items()} == before
+
+
+def test_plan_and_status_narrow_to_one_cluster(cli):
+    code, events, err = cli("plan", "--cluster", "east", *only(*STAGES)[:-2])
+    assert code == 0, err
+    planned = [(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-plan"]
+    assert planned == [(stage, "east") for stage in EVERY_CLUSTER_STAGES]
+    code, events, err = cli("status", "--cluster", "main")
+    assert code == 0, err
+    status = {e["stage"]: e for e in events if e["event"] == "stage-status"}
+    assert {e["cluster"] for e in status.values()} == {"main"}
+    assert status["kubeconfig"]["result"] == "ok" and status["cube"]["result"] == "-"
+    assert "node-prep" not in status  # a node stage belongs to no one cluster
+    code, events, err = cli("plan", "--cluster", "west")
+    said = json.dumps(events) + err  # with --json the error is an event on stdout
+    assert code == 2 and "unknown cluster 'west'" in said and "main, east" in said, said
+
+
+def test_an_unreachable_cluster_fails_with_its_name_and_the_other_finishes(cli, clusters,
+                                                                          workdir):
+    broken = workdir / "east-unreachable.kubeconfig"
+    config = yaml.safe_load(clusters["east"].read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"  # nobody
+    broken.write_text(yaml.safe_dump(config))
+    data = site_data({"main": clusters["main"], "east": broken})
+    data["timeouts"] = {"object_seconds": 5}  # how long a server may be out of reach
+    site = write_site(workdir, data, "unreachable.yaml")
+    code, events, err = cli("all", "--force", *only(*EVERY_CLUSTER_STAGES), site_file=site)
+    assert code != 0
+    failed = {(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-failed"}
+    # east's stages that need no other fail on their own; pv-pvc needs namespaces: not run
+    assert failed == {("namespaces", "east"), ("node-labels", "east")}
+    [not_run] = [e for e in events if e["event"] == "stages-not-run"]
+    assert (not_run["stage"], not_run["stages"]) == ("namespaces@east", ["pv-pvc@east"])
+    said = json.dumps(events) + err
+    assert "stage namespaces (cluster east)" in said and "stage node-labels (cluster east)" in said
+    finished = {(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-done"}
+    assert finished == {(stage, "main") for stage in EVERY_CLUSTER_STAGES}
+    assert journal(workdir)["namespaces@east"]["status"] == "failed"
+
+
+def test_uninstall_of_one_cluster_then_of_the_site(cli, clusters, workdir):
+    main_before = owned(clusters["main"])
+    code, events, err = cli("uninstall", "--cluster", "east")
+    assert code == 0, (err, [e.get("message") for e in events[-3:]])
+    assert {e["cluster"] for e in events if e["event"] == "stage-removed"} == {"east"}
+    assert owned(clusters["east"]) == {}
+    assert owned(clusters["main"]) == main_before
+    assert not [key for key in journal(workdir) if key.endswith("@east")]
+    code, events, err = cli("uninstall")
+    assert code == 0, err
+    assert owned(clusters["main"]) == {} and owned(clusters["east"]) == {}
