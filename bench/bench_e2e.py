@@ -407,10 +407,7 @@ the whole run. Ours waits for CRDs through aggregated discovery (one small reque
 not by listing their schemas on every poll. `all` runs independent stages at once
 (`--jobs 4`); the `--serial` row is the same product one stage at a time. The no-op `all
 --force` is bounded by preflight and the images stage (45 manifest checks against the
-site registry; the unreachable public sources are asked once per registry). The no-op `all
---force` ratio compares with a first run that now runs stages at once (30.6 s; 46.2 s
-one by one on 2026-12-07 03:07), so it rose to 0.23x although the forced run itself got
-faster (6.9 s, was 9.0 s)."""
+site registry; the unreachable public sources are asked once per registry)."""
 
 
 def write_results(section: str) -> None:
