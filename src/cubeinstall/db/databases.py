@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from cubeinstall.site.model import AppUser, Database, Site
 
 APP_USER_HOST = "%"  # platform pods connect from changing pod IPs
-PASSWORD_CHECK_SECONDS = 10.0
 _GRANT_ALL = re.compile(r"^GRANT ALL PRIVILEGES ON `((?:[^`]|``)+)`\.\* TO ", re.IGNORECASE)
 _USAGE_ONLY = re.compile(r"^GRANT USAGE ON \*\.\* TO ", re.IGNORECASE)
 
@@ -116,10 +115,12 @@ def _grants(cursor: Any, user: str) -> tuple[set[str], list[str]]:
     return granted, others
 
 
-def _password_works(endpoint: Endpoint, user: "AppUser") -> bool:
+def _password_works(endpoint: Endpoint, user: "AppUser", deadline_seconds: float) -> bool:
+    """Whether the app user logs in. The first connection of the stage: a server that has
+    just started gets the stage's whole deadline to answer (a refusal answers at once)."""
     try:
         connect(endpoint.as_user(user.name, user.password),
-                deadline_seconds=PASSWORD_CHECK_SECONDS).close()
+                deadline_seconds=deadline_seconds).close()
     except MySQLAccessDenied:
         return False
     return True
@@ -230,7 +231,7 @@ def reconcile(ctx: "RunContext", *, write: bool, deadline_seconds: float) -> lis
         # The app user's login is tried first, on its own: one connection at a time (two at
         # once through the port-forward bridge can stall; see db/portforward.py).
         user = ctx.site.mysql.app_user
-        password_works = user is not None and _password_works(endpoint, user)
+        password_works = user is not None and _password_works(endpoint, user, deadline_seconds)
         conn = connect(endpoint, deadline_seconds=deadline_seconds)
         try:
             with conn.cursor() as cursor:
