@@ -154,7 +154,10 @@ class Connection:
                             f"password: {redact(probe.stdout.strip())}",
                             hint="set sudo_password on the node or under ssh: in site.yaml, "
                                  "or allow NOPASSWD in the host's sudoers")
-        check = self._exchange(shell.sudo_command("password"), self._password_line() + b"id -u\n",
+        # Only the password on stdin: a wrong one is read once and the next read meets EOF,
+        # so sudo answers after one PAM failure delay (a second line was a second attempt,
+        # two delays, which a loaded host could stretch past the timeout).
+        check = self._exchange("sudo -k -S -p '' -- id -u", self._password_line(),
                                self.target.connect_timeout)
         if check.stdout.strip() != "0":
             raise HostError(self.target.label, f"sudo refused the sudo_password for "
