@@ -188,15 +188,20 @@ def test_yaml_syntax_error_names_line(site_dir, capsys):
     assert re.search(r"site\.yaml:\d+:\d+", err)
 
 
-def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
-    text = (BASE.replace("    roles: [gpu, train, notebook, service]", "    roles: [cpu, train]")
-                .replace("  kube-batch: {enabled: false}",
-                         "  kube-batch: {enabled: false}\n  gpu-runtime: {enabled: true}"))
+def _refused_at(site_dir, capsys, text: str, marker: str) -> tuple[str, int]:
+    """`validate` of ``text`` exits 2; its stderr and the line holding ``marker``."""
     path = site_dir / "site.yaml"
     path.write_text(text)
     code, _, err = run_cli(["validate", "-c", str(path)], capsys)
     assert code == 2
-    line = text.count("\n", 0, text.index("gpu-runtime: {enabled: true}")) + 1
+    return err, text.count("\n", 0, text.index(marker)) + 1
+
+
+def test_gpu_runtime_enabled_without_gpu_nodes(site_dir, capsys):
+    text = (BASE.replace("    roles: [gpu, train, notebook, service]", "    roles: [cpu, train]")
+                .replace("  kube-batch: {enabled: false}",
+                         "  kube-batch: {enabled: false}\n  gpu-runtime: {enabled: true}"))
+    err, line = _refused_at(site_dir, capsys, text, "gpu-runtime: {enabled: true}")
     assert re.search(rf"site\.yaml:{line}:\d+: components\.gpu-runtime\.enabled: .*no node has role gpu", err), err
 
 
@@ -204,11 +209,7 @@ def test_registry_trust_enabled_without_anything_to_trust(site_dir, capsys):
     text = (BASE.replace("  insecure: true\n", "")
                 .replace("  kube-batch: {enabled: false}",
                          "  kube-batch: {enabled: false}\n  registry-trust: {enabled: true}"))
-    path = site_dir / "site.yaml"
-    path.write_text(text)
-    code, _, err = run_cli(["validate", "-c", str(path)], capsys)
-    assert code == 2
-    line = text.count("\n", 0, text.index("registry-trust: {enabled: true}")) + 1
+    err, line = _refused_at(site_dir, capsys, text, "registry-trust: {enabled: true}")
     assert re.search(rf"site\.yaml:{line}:\d+: components\.registry-trust\.enabled: "
                      r".*insecure or has a ca_file", err), err
 
