@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -32,6 +32,8 @@ class Created:
     name: str
     source: str  # the file (or command) that creates it, relative to the install tree
     obj: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    #: how start.sh creates it from its file (``apply`` or ``create``; "" otherwise)
+    verb: str = field(default="", compare=False, hash=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -49,7 +51,8 @@ def start_sh_objects(root: Path = INSTALL) -> list[Created]:
         elif words[:2] == ["sh", "create_ns_secret.sh"]:
             created += _namespaces_and_secrets(root / "create_ns_secret.sh")
         elif words[0] == "kubectl" and words[1] in ("apply", "create") and "-f" in words:
-            created += _from_file(_normal(cwd / words[words.index("-f") + 1]), root)
+            created += [replace(item, verb=words[1]) for item in
+                        _from_file(_normal(cwd / words[words.index("-f") + 1]), root)]
         elif words[0] == "kubectl" and words[1] == "apply" and "-k" in words:
             created += _kustomize(_normal(cwd / words[words.index("-k") + 1]), root)
         elif words[:3] == ["kubectl", "create", "configmap"]:

@@ -26,8 +26,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster import testimages
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import KUBECONFIG_ENV, KubeCluster
+from tests.cluster.realnode import RealNode
 from tests.e2e import observe
 from tests.e2e.harness import Cli, Run
 from tests.e2e.saved_images import build_saved_directory
@@ -133,6 +135,20 @@ def e2e_mariadb(mariadb_server: MariaDBServer) -> MariaDBServer:
         pytest.fail(f"MariaDB is not running\n{mariadb_server.log_tail()}", pytrace=False)
     mariadb_server.reset()  # no database or account of an earlier test
     return mariadb_server
+
+
+def real_node_registry(workdir: Path, registry_tls, real_node: RealNode,
+                       images: tuple[str, ...]) -> RegistryServer:
+    """A site registry (TLS + htpasswd) holding the test images ``images``
+    (tests/cluster/testimages.py) under the names the site's images are rewritten to,
+    trusted by the real node. The caller stops it."""
+    server = start_registry(workdir, auth=(TARGET_USER, TARGET_PASSWORD), tls=registry_tls)
+    for name in images:
+        image = testimages.IMAGES[name]
+        testimages.push(name, f"{server.host}/cube-studio/{name}:{image.tag}",
+                        creds=(TARGET_USER, TARGET_PASSWORD))
+    real_node.trust_registry(server.host, ca_file=server.ca_file)
+    return server
 
 
 def write_site(workdir: Path, *, kubeconfig: Path, nodes: dict[str, SandboxNode],

@@ -36,18 +36,13 @@ import pymysql
 import pytest
 import yaml
 
-from tests.cluster import build, testimages
+from tests.cluster import build
 from tests.cluster.fixtures import KubeCluster, start_control_plane
 from tests.cluster.nodes import DEFAULT_NODES, FakeNode
 from tests.cluster.realnode import RealNodeSpec
-from tests.e2e.conftest import SITE, cli_environment
+from tests.e2e.conftest import SITE, cli_environment, real_node_registry
 from tests.e2e.harness import Cli, Run
-from tests.servers.registry import (
-    TARGET_PASSWORD,
-    TARGET_USER,
-    RegistryServer,
-    start_registry,
-)
+from tests.servers.registry import RegistryServer
 
 pytestmark = pytest.mark.e2e
 
@@ -77,13 +72,8 @@ def cluster(tmp_path_factory) -> KubeCluster:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, registry_tls, cluster: KubeCluster) -> RegistryServer:
     """The site registry with the MySQL and Redis test images under the rewritten names."""
-    server = start_registry(tmp_path_factory.mktemp("real-e2e-registry"),
-                            auth=(TARGET_USER, TARGET_PASSWORD), tls=registry_tls)
-    for name in ("mysql", "redis"):
-        image = testimages.IMAGES[name]
-        testimages.push(name, f"{server.host}/cube-studio/{name}:{image.tag}",
-                        creds=(TARGET_USER, TARGET_PASSWORD))
-    cluster.control_plane.real_node.trust_registry(server.host, ca_file=server.ca_file)
+    server = real_node_registry(tmp_path_factory.mktemp("real-e2e-registry"), registry_tls,
+                                cluster.control_plane.real_node, ("mysql", "redis"))
     yield server
     server.stop()
 

@@ -10,17 +10,14 @@ its volume, one Volcano, one Argo and one istiod run, no leftover stays.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 import yaml
 
 from cubeinstall.core.yamlio import dump_documents, load_documents
-from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
 from tests.helpers import CUBE_INSTALL, json_events, run_cli
 from tests.servers.http_upstream import component_site
+from tests.start_sh import claims, create_namespaces_and_secrets, kubectl
 
 pytestmark = pytest.mark.cluster
 
@@ -32,23 +29,9 @@ BINDING = "kubernetes-dashboard-cluster"
 OLD_ROLE = "view"  # a role every cluster has
 
 
-def kubectl(kubeconfig, *args: str) -> None:
-    binary = build.toolset().binary("kubectl")
-    result = subprocess.run([str(binary), *args], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-
-
 def install_like_start_sh(kubeconfig, tmp_path) -> str:
     """start.sh's commands for these parts; returns the Deployment given an old container."""
-    script = (CUBE_INSTALL / "create_ns_secret.sh").read_text()
-    [loop] = [line for line in script.splitlines() if line.startswith("for namespace in")]
-    for namespace in (word.strip("'\"") for word in loop.split()[3:]):
-        kubectl(kubeconfig, "create", "ns", namespace) if namespace != "kube-system" else None
-        kubectl(kubeconfig, "create", "secret", "docker-registry", "hubsecret",
-                "--docker-server=https://index.docker.io/v1/", "--docker-username=xxx",
-                "--docker-password=xxxx", "-n", namespace)
-        kubectl(kubeconfig, "label", "ns", namespace, "istio-injection=disabled", "--overwrite")
+    create_namespaces_and_secrets(kubeconfig)
     kubectl(kubeconfig, "apply", "-f", str(CUBE_INSTALL / "sa-rbac.yaml"))
     # an older start.sh: the user dashboard's Deployment had a second container
     user = load_documents((CUBE_INSTALL / "dashboard/v2.6.1-user.yaml").read_text())
@@ -76,14 +59,6 @@ def install_like_start_sh(kubeconfig, tmp_path) -> str:
     kubectl(kubeconfig, "apply", "-k",
             str(CUBE_INSTALL / "kubeflow/train-operator/manifests/overlays/standalone"))
     return f"{deployment['metadata'].get('namespace')}/{deployment['metadata']['name']}"
-
-
-def claims(core) -> dict[tuple[str, str], tuple[str, str, str]]:
-    """(namespace, claim) -> (volume name, volume uid, claim phase)."""
-    volumes = {pv.metadata.name: pv.metadata.uid for pv in core.list_persistent_volume().items}
-    return {(c.metadata.namespace, c.metadata.name): (
-                c.spec.volume_name, volumes.get(c.spec.volume_name), c.status.phase)
-            for c in core.list_persistent_volume_claim_for_all_namespaces().items}
 
 
 def test_adopt_a_start_sh_site_then_all_converges(tmp_path, capsys, monkeypatch):
