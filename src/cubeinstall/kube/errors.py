@@ -52,6 +52,11 @@ class Unauthorized(KubeError):
 class Forbidden(KubeError):
     status = 403
     default_hint = "the kubeconfig's user needs cluster-admin rights"
+    #: what the API server says when a right is missing (RBAC); any other 403 is an
+    #: admission plugin refusing the change itself, which no right would let through
+    MISSING_RIGHT = re.compile(r'User "[^"]*" cannot ', re.IGNORECASE)
+    ADMISSION_HINT = ("not a missing right: an admission rule of the cluster refuses this "
+                      "change (the message says which and why)")
 
 
 class NotFound(KubeError):
@@ -93,8 +98,11 @@ def from_status(status: int, body: bytes | str | None, what: str = "") -> KubeEr
         message = parsed.get("message") or message
         details = parsed.get("details") or {}
     cls = _BY_STATUS.get(status) or (ServerBusy if status >= 500 else KubeError)
+    hint = None
+    if cls is Forbidden and message and not Forbidden.MISSING_RIGHT.search(message):
+        hint = Forbidden.ADMISSION_HINT
     prefix = f"{what}: " if what else ""
-    return cls(f"{prefix}{message or f'HTTP {status}'}", status=status, reason=reason,
+    return cls(f"{prefix}{message or f'HTTP {status}'}", hint, status=status, reason=reason,
                server_message=message, details=details)
 
 

@@ -2,7 +2,9 @@
 
 The server names the field in its 422 answer (``details.causes[].field``): a
 Deployment's ``spec.selector``, a binding's ``roleRef``, a headless Service's
-``spec.clusterIPs``, a PersistentVolume's source. Neither a retry nor forcing field
+``spec.clusterIPs``, a PersistentVolume's source. One such answer is a 403 instead: a
+claim's size on a volume no storage class provisioned (the resize admission plugin
+refuses it; a start.sh site's claims are all such). Neither a retry nor forcing field
 ownership (``--force``) helps there: the object has to be re-created, which is what
 ``cubeinstall adopt`` plans (and, for data, refuses).
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import re
 
-from cubeinstall.kube.errors import BadRequest, KubeError
+from cubeinstall.kube.errors import BadRequest, Forbidden, KubeError
 
 _IMMUTABLE = re.compile(r"immutable|cannot change|may not change once set|"
                         r"field is not allowed to be changed", re.IGNORECASE)
 _FIELD_IN_MESSAGE = re.compile(r"(?:^|: )([A-Za-z][\w.\[\]-]*): (?:Invalid value|Forbidden)")
+_NOT_RESIZABLE = "only dynamically provisioned pvc can be resized"
+CLAIM_SIZE = "spec.resources.requests.storage"
 
 # What deleting and creating an object again costs, by kind.
 RECREATE_COST = {
@@ -33,6 +37,8 @@ RECREATE_COST = {
 
 def immutable_fields(error: KubeError) -> list[str]:
     """The fields an invalid-object answer says cannot change; [] for any other error."""
+    if isinstance(error, Forbidden) and _NOT_RESIZABLE in error.server_message:
+        return [CLAIM_SIZE]
     if not isinstance(error, BadRequest):
         return []
     causes = error.details.get("causes") or []
