@@ -365,11 +365,17 @@ def test_volumes_move_with_the_mount_point_and_the_site_overrides(tmp_path, seed
 
 
 def test_volume_paths_are_directories_the_storage_stage_makes(rendered):
-    for obj in rendered["pv-pvc"]:
-        if obj["kind"] == "PersistentVolume":
-            relative = obj["spec"]["hostPath"]["path"].removeprefix("/data/k8s/").rstrip("/")
-            assert any(d == relative or d.startswith(relative + "/")
-                       for d in platform.DATA_DIRECTORIES), relative
+    """Every stage's volumes: their hostPath has no type (upstream's have none), so no
+    kubelet makes a missing directory."""
+    volumes = [obj for objects in rendered.values() for obj in objects
+               if obj["kind"] == "PersistentVolume"]
+    assert {v["metadata"]["name"] for v in volumes} >= {
+        "infra-mysql-pv", "monitoring-grafana-pv", "logging-elasticsearch-data"}
+    for obj in volumes:
+        assert "type" not in obj["spec"]["hostPath"], obj["metadata"]["name"]
+        relative = obj["spec"]["hostPath"]["path"].removeprefix("/data/k8s/").rstrip("/")
+        assert any(d == relative or d.startswith(relative + "/")
+                   for d in platform.DATA_DIRECTORIES), relative
 
 
 def test_every_mounted_claim_is_rendered(rendered, everything):

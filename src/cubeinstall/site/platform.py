@@ -49,7 +49,7 @@ def kubeconfig_file(cluster: str) -> str:
 DATA_DIRECTORIES = (
     "kubeflow/minio", "kubeflow/minio/mlpipeline", "kubeflow/global",
     "kubeflow/pipeline/workspace", "kubeflow/pipeline/archives",
-    "infra/mysql", "monitoring/grafana", "monitoring/prometheus",
+    "infra/mysql", "monitoring/grafana", "monitoring/prometheus", "logging/elasticsearch",
 )
 
 
