@@ -201,13 +201,12 @@ def run_all(
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
                        jobs=1 if serial else jobs)
     targets = _targets(ctx, only, skip, start, cluster)
-    selected = list(dict.fromkeys(target.stage for target in targets))
     if not dry_run:
         require_confirmation_possible("all")
     ctx.out.event("preflight-start", message="preflight checks")
     preflight_failed = None
     try:
-        run_preflight(ctx, selected, ignore or [])
+        run_preflight(ctx, targets, ignore or [], cluster)
     except PreflightError as exc:
         if not dry_run:
             raise
@@ -229,13 +228,13 @@ def preflight(
     start: Optional[str] = FromOption,
     trust_new_hosts: bool = TrustOption,
     ignore: Optional[List[str]] = IgnoreOption,
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
-    """Read-only checks of cluster, hosts, registry and database (exit 3 on failure)."""
-    from cubeinstall.run import runner
+    """Read-only checks of each cluster, the hosts, registry and database (exit 3 on failure)."""
     from cubeinstall.run.preflight import run_preflight
 
     ctx = load_context(dry_run=True, trust_new_hosts=trust_new_hosts)
-    findings = run_preflight(ctx, runner.select(ctx.site, only or [], skip or [], start), ignore or [])
+    findings = run_preflight(ctx, _targets(ctx, only, skip, start, cluster), ignore or [], cluster)
     ctx.out.table("preflight", ("check", "grade", "finding"),
                   [(f.check, f.grade, f.message) for f in findings])
 
