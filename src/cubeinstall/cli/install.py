@@ -30,23 +30,27 @@ from cubeinstall.core.errors import ConfigError, CubeError, PreflightError
 
 
 def render(
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout); a file holding Secret data is written mode 0600"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="directory for one YAML file per stage (default: stdout); on a site of several clusters one folder per cluster; a file holding Secret data is written mode 0600"),
     only: Optional[List[str]] = OnlyOption,
     redact: bool = typer.Option(False, "--redact", help="write Secrets with placeholder values (REDACTED) instead of the site's secrets, e.g. to review or commit the output"),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="render this cluster's objects only"),
 ) -> None:
     """Render the Kubernetes objects of every enabled cluster stage (no cluster needed).
 
     stdout holds only the objects: YAML documents, each stage introduced by a
-    `# stage: NAME` comment; warnings go to stderr. With --json, stdout is one
+    `# stage: NAME` comment (`# stage: NAME (cluster CLUSTER)` on a site of several
+    clusters, cluster by cluster); warnings go to stderr. With --json, stdout is one
     JSON event a line: {"event": "object", "stage": NAME, "object": {...}} for
-    every object (warnings are "warning" events in the same stream).
+    every object, with "cluster" on a site of several (warnings are "warning" events
+    in the same stream).
     """
     from cubeinstall.core.files import write_atomically
     from cubeinstall.render.secrets import holds_secret_data, with_placeholders
     from cubeinstall.core.yamlio import dump_documents
     from cubeinstall.run import runner
+    from cubeinstall.run.targets import expand
     from cubeinstall.site.stages import STAGE_NAMES
-    from cubeinstall.stages.rendered import each_stage
+    from cubeinstall.stages.rendered import objects_or_missing, renders_objects
 
     from cubeinstall.site import stages as registry
 
@@ -56,32 +60,46 @@ def render(
         if not registry.get(name).enabled(site):
             OPTIONS.out.warn(f"{name}: disabled for site {site.site}, not rendered", stage=name,
                              hint=f"enable it in site.yaml: components: {{{name}: {{enabled: true}}}}")
+    targets = [target for target in expand(site, runner.select(site, only or []), cluster)
+               if renders_objects(target.stage)]
+    targets.sort(key=lambda target: site.cluster_names.index(target.cluster))  # cluster by cluster
+    for name in only or []:
+        if cluster and registry.get(name).enabled(site) and \
+                not any(target.stage.name == name for target in targets):
+            OPTIONS.out.warn(f"{name}: does not run on cluster {cluster}, not rendered",
+                             stage=name, hint="run `cubeinstall stages` for where each stage runs")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    not_rendered = []
-    for name, objects in each_stage(site, only or []):
+    not_rendered: dict[str, None] = {}
+    for target in targets:
+        name = target.stage.name
+        if name in not_rendered:  # said once: the upstream cache serves every cluster
+            continue
+        objects = objects_or_missing(target.stage, site.for_cluster(target.cluster))
         if isinstance(objects, CubeError):  # upstream files not in the cache
-            not_rendered.append(name)
+            not_rendered[name] = None
             OPTIONS.out.warn(f"{name}: not rendered: {objects.message}", stage=name, hint=objects.hint)
             continue
         if redact:
             objects = [with_placeholders(obj) for obj in objects]
         if out is None and OPTIONS.json:
             for obj in objects:
-                OPTIONS.out.event("object", stage=name, object=obj)
+                OPTIONS.out.event("object", stage=name, **target.fields, object=obj)
             continue
         text = dump_documents(objects)
         if out is None:
-            OPTIONS.out.text(f"# stage: {name}\n---\n{text}")
+            OPTIONS.out.text(f"# stage: {target.label}\n---\n{text}")
             continue
-        path = out / f"{STAGE_NAMES.index(name) + 1:02d}-{name}.yaml"
+        folder = out / target.cluster if target.fields else out
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{STAGE_NAMES.index(name) + 1:02d}-{name}.yaml"
         private = not redact and holds_secret_data(objects)
         if private:  # a new file, created 0600, replaces the old one whatever its mode
             write_atomically(path, text)
         else:
             path.write_text(text, encoding="utf-8")
-        OPTIONS.out.event("rendered", stage=name, objects=len(objects), path=str(path),
-                          secret_data=private,
+        OPTIONS.out.event("rendered", stage=name, **target.fields, objects=len(objects),
+                          path=str(path), secret_data=private,
                           message=f"{path}: {len(objects)} objects"
                                   + (" (holds Secret data: mode 0600)" if private else ""))
     if not_rendered:
@@ -201,13 +219,12 @@ def run_all(
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
                        jobs=1 if serial else jobs)
     targets = _targets(ctx, only, skip, start, cluster)
-    selected = list(dict.fromkeys(target.stage for target in targets))
     if not dry_run:
         require_confirmation_possible("all")
     ctx.out.event("preflight-start", message="preflight checks")
     preflight_failed = None
     try:
-        run_preflight(ctx, selected, ignore or [])
+        run_preflight(ctx, targets, ignore or [], cluster)
     except PreflightError as exc:
         if not dry_run:
             raise
@@ -229,13 +246,13 @@ def preflight(
     start: Optional[str] = FromOption,
     trust_new_hosts: bool = TrustOption,
     ignore: Optional[List[str]] = IgnoreOption,
+    cluster: Optional[str] = ClusterOption,
 ) -> None:
-    """Read-only checks of cluster, hosts, registry and database (exit 3 on failure)."""
-    from cubeinstall.run import runner
+    """Read-only checks of each cluster, the hosts, registry and database (exit 3 on failure)."""
     from cubeinstall.run.preflight import run_preflight
 
     ctx = load_context(dry_run=True, trust_new_hosts=trust_new_hosts)
-    findings = run_preflight(ctx, runner.select(ctx.site, only or [], skip or [], start), ignore or [])
+    findings = run_preflight(ctx, _targets(ctx, only, skip, start, cluster), ignore or [], cluster)
     ctx.out.table("preflight", ("check", "grade", "finding"),
                   [(f.check, f.grade, f.message) for f in findings])
 

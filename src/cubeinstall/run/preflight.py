@@ -5,6 +5,11 @@ more Findings graded ok / warning / error. Errors stop ``all`` with exit code 3
 before anything is touched. Checks only read: the cluster through
 SelfSubjectAccessReviews and GETs, hosts through one probe command, the
 registry through GET /v2/ (and a TCP connect from each node), MySQL through a login.
+
+On a site of several clusters the cluster checks run for each cluster the run acts
+on, against that cluster with its own nodes and its own stages; their findings name
+the cluster, so one unreachable cluster fails its checks while the others pass.
+Node checks ask every node of the run once (``--cluster``: that cluster's nodes).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Callable, Iterable
 
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import CubeError, PreflightError
+from cubeinstall.run.targets import Target, cluster_context, clusters_of
 from cubeinstall.site.stages import Layer, Stage
 
 MINIMUM_KUBERNETES = (1, 22)
@@ -27,6 +33,12 @@ class Finding:
     grade: str  # ok | warning | error | ignored (an error --ignore accepts)
     message: str
     hint: str = ""
+    cluster: str | None = None  # a cluster check's cluster, on a site of several
+
+    @property
+    def label(self) -> str:
+        """How the summary names it: the check, and its cluster on a site of several."""
+        return self.check + (f" (cluster {self.cluster})" if self.cluster else "")
 
 
 Check = Callable[[RunContext, list[Stage]], Iterable[Finding]]
@@ -226,7 +238,8 @@ def mysql_reachable(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     yield Finding("mysql-reachable", "ok", f"MySQL {ctx.site.mysql.host}:{ctx.site.mysql.port} accepts the login")
 
 
-# (id, check, when it applies)
+# (id, check, when it applies); a cluster check runs once per cluster, with that
+# cluster's context and the stages that act on it
 CHECKS: tuple[tuple[str, Check, Callable[[RunContext, list[Stage]], bool]], ...] = (
     ("placement-labels", placement_labels, lambda ctx, s: Layer.CLUSTER in _layers(s)),
     ("gateway-exposure", gateway_exposure, lambda ctx, s: any(x.name == "gateway" for x in s)),
@@ -244,11 +257,16 @@ CHECKS: tuple[tuple[str, Check, Callable[[RunContext, list[Stage]], bool]], ...]
     ("mysql-reachable", mysql_reachable,
      lambda ctx, s: ctx.site.mysql.mode == "external" and Layer.DATABASE in _layers(s)),
 )
+CLUSTER_CHECKS = frozenset({"placement-labels", "cluster-version", "cluster-permissions",
+                            "cluster-nodes"})
 CHECK_IDS = tuple(check_id for check_id, _, _ in CHECKS)
 
 
-def run_preflight(ctx: RunContext, stages: list[Stage], ignore: Iterable[str] = ()) -> list[Finding]:
-    """Run every applicable check; raise PreflightError when any error is not ignored."""
+def run_preflight(ctx: RunContext, targets: list[Target], ignore: Iterable[str] = (),
+                  cluster: str | None = None) -> list[Finding]:
+    """Run every applicable check for the targets of the run (``cluster``: the run is
+    narrowed to that cluster, so are the node checks); raise PreflightError when any
+    error is not ignored."""
     ignored = set(ignore)
     unknown = ignored - set(CHECK_IDS)
     if unknown:
@@ -257,25 +275,47 @@ def run_preflight(ctx: RunContext, stages: list[Stage], ignore: Iterable[str] = 
         raise ConfigError(f"--ignore: unknown check {', '.join(sorted(unknown))}",
                           hint=f"checks are: {', '.join(CHECK_IDS)}")
     findings: list[Finding] = []
-    for check_id, check, applies in CHECKS:
-        if not applies(ctx, stages):
-            continue
+    for check_id, check, check_ctx, stages, name in _places(ctx, targets, cluster):
         try:
-            found = list(check(ctx, stages))
+            found = list(check(check_ctx, stages))
         except CubeError as exc:  # the check could not even ask: that is its finding
             found = [Finding(check_id, "error", exc.message, exc.hint or "")]
+        if name:
+            found = [replace(f, cluster=name, message=f"cluster {name}: {f.message}")
+                     for f in found]
         if check_id in ignored:  # still run and listed, so the user sees what is accepted
             found = [replace(f, grade="ignored") if f.grade != "ok" else f for f in found]
         findings.extend(found)
     for finding in findings:
         ctx.out.event("preflight", check=finding.check, grade=finding.grade,
+                      **({"cluster": finding.cluster} if finding.cluster else {}),
                       message=f"  {finding.grade:7} {finding.check}: {finding.message}"
                               + (f" — {finding.hint}" if finding.grade != "ok" and finding.hint else ""))
     errors = [f for f in findings if f.grade == "error"]
     if errors:
-        failed = sorted({f.check for f in errors})
+        failed = sorted(dict.fromkeys(f.label for f in errors))
         raise PreflightError(
             f"preflight: {len(errors)} problem(s) in {', '.join(failed)} (listed above); "
             "nothing was changed",
             hint="fix them, or pass --ignore ID for a check you accept to fail")
     return findings
+
+
+def _places(ctx: RunContext, targets: list[Target], cluster: str | None):
+    """(check id, check, its context, its stages, the cluster to name or None) of every
+    check that applies, in the order of CHECKS: a cluster check for each cluster the
+    targets act on, any other check once for the run."""
+    stages = list(dict.fromkeys(target.stage for target in targets))
+    run_ctx = ctx if cluster is None else cluster_context(ctx, cluster)
+    clusters = clusters_of(ctx.site, targets)
+    several = len(ctx.site.clusters) > 1
+    for check_id, check, applies in CHECKS:
+        if check_id not in CLUSTER_CHECKS:
+            if applies(run_ctx, stages):
+                yield check_id, check, run_ctx, stages, None
+            continue
+        for name in clusters:
+            cluster_ctx = cluster_context(ctx, name)
+            its_stages = [target.stage for target in targets if target.cluster == name]
+            if applies(cluster_ctx, its_stages):
+                yield check_id, check, cluster_ctx, its_stages, name if several else None

@@ -79,8 +79,16 @@ def prerequisites(target: Target, targets: list[Target]) -> frozenset[str]:
 def context_for(ctx: RunContext, target: Target) -> RunContext:
     """The run context of a target: a cluster's view of the site and its own plan's
     ``planned`` (kept across the run in ``cluster_plans``); clients stay shared."""
-    if target.cluster is None:
-        return ctx
-    return dataclasses.replace(ctx, site=ctx.site.for_cluster(target.cluster),
-                               cluster=target.cluster,
-                               planned=ctx.cluster_plans.setdefault(target.cluster, Planned()))
+    return ctx if target.cluster is None else cluster_context(ctx, target.cluster)
+
+
+def cluster_context(ctx: RunContext, cluster: str) -> RunContext:
+    """The run context of one cluster: its view of the site, its client, its plan."""
+    return dataclasses.replace(ctx, site=ctx.site.for_cluster(cluster), cluster=cluster,
+                               planned=ctx.cluster_plans.setdefault(cluster, Planned()))
+
+
+def clusters_of(site: Site, targets: list[Target]) -> list[str]:
+    """The clusters the targets act on, in the site's order."""
+    acted_on = {target.cluster for target in targets}
+    return [name for name in site.cluster_names if name in acted_on]
