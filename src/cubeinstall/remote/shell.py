@@ -56,6 +56,19 @@ def sudo_command(mode: str) -> str:
     raise ValueError(f"unknown sudo mode {mode!r}")
 
 
+# A user other than root (sudo on) gets its root shell from the session that finds out
+# how: uid 0 runs ``sh -s`` itself, anyone else ``sudo -n``; the shell's first line says
+# which. When sudo needs a password (or refuses), the session ends with sudo's message
+# on stderr. One session, one sudo: a separate probe cost each host a second session
+# (its login shell, ``id``, ``sudo true``) and two round trips. ``sh -c`` so that any
+# login shell runs it.
+SHELL_MARK = "@@cubeinstall-shell"
+ROOT_SHELL_OR_SUDO = (
+    f"exec sh -c 'if [ \"$(id -u)\" = 0 ]; then echo {SHELL_MARK} root; exec sh -s; fi; "
+    f"exec sudo -n -- sh -c \"echo {SHELL_MARK} nopasswd; exec sh -s\"'"
+)
+
+
 def wrap(body: str) -> str:
     """A complete script: fixed environment, body isolated from stdin."""
     return f"{PRELUDE}{{\n{body.rstrip()}\n}} </dev/null\n"
