@@ -1,10 +1,12 @@
 """Remote shell scripts, built so that no site value can become shell code.
 
 Every remote command is a POSIX ``sh`` script sent on the channel's STDIN;
-the remote command line is always the constant ``sh -s`` (behind sudo for
-non-root users). So nothing we send — file contents, secrets, paths — ever
-shows up in the node's process list, and every value that appears inside the
-script is a ``shlex.quote``d word or a base64 heredoc. The body runs inside
+the remote command line is always a constant: ``sh -s`` (behind sudo for
+non-root users, first through ``ROOT_SHELL_OR_SUDO``). So nothing we send —
+file contents, secrets, paths — ever shows up in the node's process list, and
+every value that appears inside the script is a ``shlex.quote``d word (printed
+by the ``printf`` builtin where it is a file's content), octal escapes or a
+base64 heredoc. The body runs inside
 ``{ ...; } </dev/null`` so no command in it can swallow the rest of the
 script from stdin.
 """
