@@ -129,7 +129,7 @@ def test_secret_file_is_never_read_back_nor_shown():
     outcome = op.decide({PathInfo("/etc/ceph/admin.secret", digest=True): MISSING})
     assert "AQBtopsecret" not in outcome.diff + outcome.detail
     assert "secret content" in outcome.diff
-    assert "AQBtopsecret" not in outcome.script  # base64 only, never the clear text
+    assert "AQBtopsecret" not in outcome.script  # octal escapes only, never the clear text
 
 
 # -- lines -----------------------------------------------------------------------------------
@@ -361,6 +361,51 @@ def test_atomic_write_is_exact_keeps_a_backup_and_runs_nothing(tmp_path):
     assert f"backup: {backups[0]}" in done.stdout
     assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, backups[0].name])
     assert not list(tmp_path.rglob("CANARY"))
+
+
+TEXT = "quote ' double \" dollar $(touch CANARY) %s %% \\n \\ -n é\r\n\n last line, no newline"
+
+
+def test_text_is_written_with_builtins_exactly_in_its_mode(tmp_path):
+    """Text (UTF-8, no NUL) for root:root without execute bits: created by a redirection
+    and filled by printf, no install or base64 process, byte for byte, in its mode."""
+    target = tmp_path / "conf"
+    script = atomic_write(str(target), TEXT.encode(), 0o640, "root", "root", backup=False)
+    assert "base64" not in script and script.count("install -m") == 1  # only for set-group-ID dirs
+    run_locally(script, tmp_path)
+    assert target.read_bytes() == TEXT.encode()
+    assert (oct(target.stat().st_mode & 0o7777), target.stat().st_uid, target.stat().st_gid) == (
+        "0o640", 0, 0)
+    assert not list(tmp_path.rglob("CANARY"))
+
+
+def test_a_secret_is_written_exactly_from_octal_escapes(tmp_path):
+    secret = "AQB+/=='\"%s\\ é\n".encode()
+    script = atomic_write(str(tmp_path / "key"), secret, 0o600, "root", "root", False, secret=True)
+    assert "AQB" not in script and "base64" not in script
+    run_locally(script, tmp_path)
+    assert (tmp_path / "key").read_bytes() == secret
+
+
+def test_in_a_set_group_id_directory_the_file_still_gets_root_s_group(tmp_path):
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chown(directory, 0, 65534)
+    os.chmod(directory, 0o2775)
+    run_locally(atomic_write(str(directory / "conf"), b"x\n", 0o644, "root", "root", False), tmp_path)
+    assert (directory / "conf").stat().st_gid == 0
+    assert ((directory / "conf").read_bytes(), oct((directory / "conf").stat().st_mode & 0o7777)) == (
+        b"x\n", "0o644")
+
+
+@pytest.mark.parametrize("mode, owner", [(0o755, "root"), (0o4644, "root"), (0o644, "nobody")])
+def test_execute_bits_special_bits_or_another_owner_are_set_by_install(tmp_path, mode, owner):
+    target = tmp_path / "tool"
+    script = atomic_write(str(target), b"#!/bin/sh\n", mode, owner, "root", backup=False)
+    assert "if [ -g" not in script
+    run_locally(script, tmp_path)
+    stat = target.stat()
+    assert (oct(stat.st_mode & 0o7777), stat.st_uid) == (oct(mode), 0 if owner == "root" else 65534)
 
 
 def test_two_backups_in_one_second_do_not_overwrite_each_other(tmp_path):

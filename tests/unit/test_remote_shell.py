@@ -7,6 +7,8 @@ import subprocess
 import pytest
 
 from cubeinstall.remote.shell import (
+    ROOT_SHELL_OR_SUDO,
+    SHELL_MARK,
     Section,
     batch,
     heredoc_base64,
@@ -80,6 +82,14 @@ def test_apply_batch_stops_at_the_first_failure_and_keeps_stderr(tmp_path):
 ])
 def test_the_remote_command_line_never_carries_values(mode, command):
     assert sudo_command(mode) == command
+
+
+def test_the_session_that_finds_root_says_so_and_becomes_the_shell(tmp_path):
+    """Run as the login shell would (bash -c), as root like the unit suite: uid 0 announces
+    itself and reads the scripts (sudo -n is the sudo user's test, on a real sshd node)."""
+    done = subprocess.run(["bash", "-c", ROOT_SHELL_OR_SUDO], input="echo $((6 * 7))\n",
+                          capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert done.stdout == f"{SHELL_MARK} root\n42\n"
 
 
 def test_reads_after_the_changes_run_only_when_every_change_succeeded(tmp_path):

@@ -8,16 +8,19 @@ that shell as one quoted word, run by ``eval`` in a subshell: a syntax error,
 an ``exit`` or ``set -e`` in it end the subshell only, and nothing in it can
 read the scripts that follow (its stdin is /dev/null).
 
-The subshell's stdout and stderr go to two spool files of its own (``/tmp``,
-a random name created exclusively with mode 600, unlinked at once), which
-one ``cat`` then sends back between a random begin marker, a stderr marker and
-an end marker with the exit status. So a script's output crosses the network
-in one or two writes instead of one per command it ran: each write is an SSH
-packet that both ends encrypt, MAC and hand between threads, which was most of
-the installer's CPU per host. A background child that a script leaves behind
-writes into its script's (removed) spool file: it cannot stall the match or
-leak into the next script. A shell that timed out or broke is closed, and
-the next script starts a new one.
+The subshell's stdout and stderr go to two spool files of the shell (``/tmp``,
+a random name created exclusively with mode 600 by its first script, unlinked
+at once and kept open), emptied before each script; one ``cat`` then sends
+them back between a random begin marker, a stderr marker and an end marker
+with the exit status. So a script's output crosses the network in one or two
+writes instead of one per command it ran: each write is an SSH packet that
+both ends encrypt, MAC and hand between threads, which was most of the
+installer's CPU per host. Opened once per shell, not per script, the spool
+costs a script no ``rm`` and no subshell on the host. A background child that a
+script leaves behind and that writes after its script ended writes into the
+emptied spool (before the next script's begin marker, or emptied again): it
+cannot stall the match or leak into the next script. A shell that timed out
+or broke is closed, and the next script starts a new one.
 """
 
 from __future__ import annotations
@@ -132,20 +135,28 @@ def _spooled(script: str, spool: str, begin: str, middle: str, end: str) -> byte
     begin marker, stdout, stderr marker, stderr, end marker and exit status (125 and the
     reason when the spool cannot be written). One write, because sshd leaves Nagle's
     algorithm on for sessions without a terminal: a second write would wait for the ACK
-    of the first, a network round trip. The files are opened once and their names
-    removed at once (nothing is left behind, even if the shell is killed); fd 3 reads
-    what fd 5 writes, fd 4 what fd 6 writes."""
+    of the first, a network round trip.
+
+    The shell's first script creates the spool files (``spool``.o and .e, exclusively,
+    mode 600), opens them for appending as fd 5 and 6 and removes their names at once
+    (nothing is left behind, even if the shell is killed); a shell that could not stays
+    without them and every script says so. Each script empties them through
+    /proc/self/fd (the files have no name) and ``cat`` reads them back the same way, from
+    their start, so a script costs the host no process but its subshell and one ``cat``.
+    (``true``, not ``:``, empties them: a failed redirection of a special builtin such as
+    ``:`` would end the shell.)"""
     out, err = f"{spool}.o", f"{spool}.e"
     failed = "printf '%s\\n\\n%s\\n%s\\n\\n%s 125\\n' {} {} {} {}".format(
         begin, middle, q(f"cannot write {out}: the node stages need /tmp writable by root"), end)
     return (
-        f"if ( umask 077; set -C; : >{out} && : >{err} ) 2>/dev/null; then\n"
-        f"exec 3<{out} 4<{err} 5>>{out} 6>>{err}; rm -f {out} {err}\n"
+        f'if [ -z "${{__cube_spool-}}" ] && ( umask 077; set -C; : >{out} && : >{err} ) 2>/dev/null; then\n'
+        f"exec 5>>{out} 6>>{err}; rm -f {out} {err}; __cube_spool=open\n"
+        f"fi\n"
+        f'if [ -n "${{__cube_spool-}}" ] && true >/proc/self/fd/5 && true >/proc/self/fd/6; then\n'
         f"printf '%s\\n' {begin} >&5\n"
-        f"( eval {q(script)} ) </dev/null >&5 2>&6 3<&- 4<&- 5>&- 6>&-; __cube_rc=$?\n"
-        f"printf '\\n%s\\n' {middle} >&5 && {{ [ ! -s /proc/self/fd/4 ] || cat <&4 >&5; }} &&\n"
-        f"printf '\\n%s %s\\n' {end} \"$__cube_rc\" >&5 && cat <&3 || {failed}\n"
-        f"exec 3<&- 4<&- 5>&- 6>&-\n"
+        f"( eval {q(script)} ) </dev/null >&5 2>&6 5>&- 6>&-; __cube_rc=$?\n"
+        f"printf '\\n%s\\n' {middle} >&5 && {{ [ ! -s /proc/self/fd/6 ] || cat </proc/self/fd/6 >&5; }} &&\n"
+        f"printf '\\n%s %s\\n' {end} \"$__cube_rc\" >&5 && cat </proc/self/fd/5 || {failed}\n"
         f"else {failed}; fi\n"
     ).encode()
 

@@ -1,10 +1,12 @@
 """Remote shell scripts, built so that no site value can become shell code.
 
 Every remote command is a POSIX ``sh`` script sent on the channel's STDIN;
-the remote command line is always the constant ``sh -s`` (behind sudo for
-non-root users). So nothing we send — file contents, secrets, paths — ever
-shows up in the node's process list, and every value that appears inside the
-script is a ``shlex.quote``d word or a base64 heredoc. The body runs inside
+the remote command line is always a constant: ``sh -s`` (behind sudo for
+non-root users, first through ``ROOT_SHELL_OR_SUDO``). So nothing we send —
+file contents, secrets, paths — ever shows up in the node's process list, and
+every value that appears inside the script is a ``shlex.quote``d word (printed
+by the ``printf`` builtin where it is a file's content), octal escapes or a
+base64 heredoc. The body runs inside
 ``{ ...; } </dev/null`` so no command in it can swallow the rest of the
 script from stdin.
 """
@@ -54,6 +56,19 @@ def sudo_command(mode: str) -> str:
     if mode == "password":
         return "sudo -k -S -p '' -- sh -s"
     raise ValueError(f"unknown sudo mode {mode!r}")
+
+
+# A user other than root (sudo on) gets its root shell from the session that finds out
+# how: uid 0 runs ``sh -s`` itself, anyone else ``sudo -n``; the shell's first line says
+# which. When sudo needs a password (or refuses), the session ends with sudo's message
+# on stderr. One session, one sudo: a separate probe cost each host a second session
+# (its login shell, ``id``, ``sudo true``) and two round trips. ``sh -c`` so that any
+# login shell runs it.
+SHELL_MARK = "@@cubeinstall-shell"
+ROOT_SHELL_OR_SUDO = (
+    f"exec sh -c 'if [ \"$(id -u)\" = 0 ]; then echo {SHELL_MARK} root; exec sh -s; fi; "
+    f"exec sudo -n -- sh -c \"echo {SHELL_MARK} nopasswd; exec sh -s\"'"
+)
 
 
 def wrap(body: str) -> str:

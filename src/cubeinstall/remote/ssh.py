@@ -3,7 +3,8 @@
 ``Connection.run(body)`` sends a script on stdin to ``sh -s`` — as root, or
 behind ``sudo`` for other users (see ``shell.sudo_command``) — and returns its
 exit code and output, within the site's command timeout. All scripts of a
-connection go to one such shell (``session.RemoteShell``). Every paramiko or
+connection go to one such shell (``session.RemoteShell``); for a user with
+sudo, the session that finds out how to become root is that shell. Every paramiko or
 socket failure becomes a ``HostError`` that names the node, the endpoint and
 what to do; secrets never reach a message unmasked (``redaction``).
 """
@@ -131,27 +132,27 @@ class Connection:
         return f"{self.target.name} (jump host {endpoint})"
 
     def _detect_sudo(self) -> str:
-        """How to become root: not at all, sudo without, or sudo with a password."""
+        """How to become root: not at all, sudo without, or sudo with a password. For a
+        user with sudo on, the session that finds out is kept as the root shell."""
         if self.target.endpoint.user == "root":
             return "root"
-        probe = self._exchange("id -u; sudo -n true 2>&1", b"", self.target.connect_timeout)
-        lines = probe.stdout.splitlines()
-        if lines and lines[0] == "0":
-            return "root"
         if not self.target.sudo:
+            if self._exchange("id -u", b"", self.target.connect_timeout).stdout.strip() == "0":
+                return "root"
             raise HostError(self.target.label, f"user {self.target.endpoint.user} is not root "
                             "and sudo is off for this node; every node stage needs root",
                             hint="set sudo: true on the node (or connect as root)")
-        if probe.exit_code == 0:
-            return "nopasswd"
-        if "tty" in probe.stdout:
+        mode, refusal = self._root_shell_or_sudo()
+        if mode is not None:
+            return mode
+        if "tty" in refusal:
             raise HostError(self.target.label, f"sudo refuses to run without a terminal: "
-                            f"{redact(probe.stdout.strip())}",
+                            f"{redact(refusal.strip())}",
                             hint=f"drop 'Defaults requiretty' for {self.target.endpoint.user} in "
                                  "the host's sudoers")
         if self.target.sudo_password is None:
             raise HostError(self.target.label, f"sudo for {self.target.endpoint.user} needs a "
-                            f"password: {redact(probe.stdout.strip())}",
+                            f"password: {redact(refusal.strip())}",
                             hint="set sudo_password on the node or under ssh: in site.yaml, "
                                  "or allow NOPASSWD in the host's sudoers")
         # Only the password on stdin: a wrong one is read once and the next read meets EOF,
@@ -164,6 +165,30 @@ class Connection:
                             f"{self.target.endpoint.user}: {redact(check.stderr.strip())}",
                             hint="check sudo_password in site.yaml and the host's sudoers")
         return "password"
+
+    def _root_shell_or_sudo(self) -> tuple[str | None, str]:
+        """(mode, "") with the root shell kept, or (None, what sudo said) when it refused
+        without a password (``shell.ROOT_SHELL_OR_SUDO``)."""
+        mark = f"{shell.SHELL_MARK} ".encode()
+
+        def said(out: bytearray) -> bytes | None:  # the word after the mark, once its line is whole
+            at = out.find(mark)
+            end = out.find(b"\n", at) if at != -1 else -1
+            return bytes(out[at + len(mark):end]) if end != -1 else None
+
+        try:
+            channel = self._clients[-1].get_transport().open_session(
+                timeout=self.target.connect_timeout)
+            channel.exec_command(shell.ROOT_SHELL_OR_SUDO)
+            out, err = collect(channel, Deadline(self.target.label, self.target.connect_timeout),
+                               lambda out, err: said(out) is not None)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from None
+        if said(out) in (b"root", b"nopasswd"):
+            self._shell = RemoteShell(channel, self.target.label)
+            return said(out).decode(), ""
+        channel.close()
+        return None, (out + err).decode("utf-8", "replace")
 
     def _password_line(self) -> bytes:
         assert self.target.sudo_password is not None
