@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import Counter
 
 import pytest
 
@@ -188,6 +190,58 @@ def test_crd_gate_asks_discovery_instead_of_listing_whole_schemas(kube, test_nam
         assert client.crd_lists <= 1 + int(elapsed // wait.FULL_EVERY), client.crd_lists
     finally:
         uninstall_stage(kube, stage, timeout=60)
+
+
+class RequestCountingClient(KubeClient):
+    """The real client, counting its LISTs and WATCHes per kind."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.lists, self.watches = Counter(), Counter()
+
+    def list_at(self, resource, *args, **kwargs):
+        self.lists[resource.kind] += 1
+        return super().list_at(resource, *args, **kwargs)
+
+    def watch(self, resource, **kwargs):
+        self.watches[resource.kind] += 1
+        return super().watch(resource, **kwargs)
+
+
+def test_a_gate_follows_a_type_with_one_list_and_one_watch_however_long_it_waits(
+        kube, test_namespace):
+    """The claim waits for a volume that appears seconds later: the gate passes on the
+    watch's event, without a LIST per poll (before: one LIST every 0.25-2 s)."""
+    stage, volume, claim = unique("watchgate"), unique("pv-late"), "late"
+    objects = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": test_namespace},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                         "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}}]
+    pvs, pvcs = kube.resolve("v1", "PersistentVolume"), kube.resolve("v1", "PersistentVolumeClaim")
+    late_volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+                   "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                            "storageClassName": "", "hostPath": {"path": f"/data/k8s/{volume}"},
+                            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                         "namespace": test_namespace, "name": claim}}}
+    client = RequestCountingClient(kube.api)
+    creator = threading.Timer(4.0, lambda: kube.apply(late_volume, pvs))
+    creator.start()
+    try:
+        started = time.monotonic()
+        assert [c.action for c in apply_objects(client, stage, objects, timeout=90)] == ["create"]
+        assert time.monotonic() - started >= 4.0  # it did wait for the volume
+        assert kube.get(pvcs, test_namespace, claim)["status"]["phase"] == "Bound"
+        # one LIST of what the stage owns before applying, one LIST + WATCH by the gate
+        # (a broken stream may start one more of each)
+        assert client.lists["PersistentVolumeClaim"] <= 3, client.lists
+        assert 1 <= client.watches["PersistentVolumeClaim"] <= 2, client.watches
+    finally:
+        creator.join()
+        uninstall_stage(kube, stage, purge=True, timeout=60)
+        try:
+            kube.delete(pvs, None, volume)
+        except NotFound:
+            pass
 
 
 def test_unsatisfiable_node_selector_times_out_with_the_fix(kube, test_namespace):
