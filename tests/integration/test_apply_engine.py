@@ -425,6 +425,60 @@ def test_a_run_context_supplies_timeouts_output_and_client(kube_cluster, test_na
     assert time.monotonic() - started < 15  # the site's 4 s, not the default 300 s
 
 
+class NameListCountingClient(KubeClient):
+    """The real client, counting its metadata-only LISTs (does it exist?) per namespace."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.name_lists = Counter()
+
+    def list_names(self, resource, namespace=None):
+        self.name_lists[namespace] += 1
+        return super().list_names(resource, namespace)
+
+
+def test_a_later_stage_does_not_look_for_objects_in_a_namespace_this_run_created(
+        kube_cluster, test_namespace):
+    """Nothing in a namespace an earlier stage of the same run created predates the run:
+    a later stage creates its objects there without asking whether they exist. A new run
+    (a resumed one too) does not know that and asks again."""
+    import io
+
+    from cubeinstall.core.context import RunContext, RunOptions
+    from cubeinstall.core.output import Output
+    from cubeinstall.site.loader import load_site
+    from tests.helpers import EXAMPLE_SITE
+
+    def run_context() -> tuple[RunContext, NameListCountingClient]:
+        ctx = RunContext(load_site(EXAMPLE_SITE), Output(json_mode=True, stream=io.StringIO()),
+                         RunOptions(kubeconfig=kube_cluster.kubeconfig))
+        kubeconfig, context = ctx.kubeconfig_for()
+        client = NameListCountingClient(kube_cluster.api_client())
+        ctx.cached(f"kube:{kubeconfig}:{context}", lambda: client)
+        return ctx, client
+
+    fresh, first, second, third = (unique("fresh"), unique("nsstage"), unique("cmstage"),
+                                   unique("cmstage"))
+    objects = [configmap(fresh, "settings", a="1"), configmap(test_namespace, "settings", a="1")]
+    ctx, client = run_context()
+    try:
+        [created] = apply_objects(ctx, first, [{"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": fresh}}])
+        assert created.action == "create"
+        assert ctx.planned.created_namespaces == {fresh}
+        assert {c.action for c in apply_objects(ctx, second, objects)} == {"create"}
+        assert client.name_lists[fresh] == 0
+        assert client.name_lists[test_namespace] == 1  # it existed before the run: asked
+
+        ctx, client = run_context()
+        [other] = apply_objects(ctx, third, [configmap(fresh, "other", a="1")])
+        assert other.action == "create"
+        assert client.name_lists[fresh] == 1  # a new run knows nothing of the namespace
+    finally:
+        for stage in (third, second, first):
+            uninstall_stage(kube_cluster.api_client(), stage, timeout=60)
+
+
 def test_a_released_volume_goes_back_to_its_claim_when_applied_again(kube, test_namespace):
     """uninstall --purge deletes the claim, the Retain volume stays Released with the old
     claim's uid: applying the stage again gives the kept data back to the new claim."""
