@@ -244,6 +244,32 @@ def test_a_gate_follows_a_type_with_one_list_and_one_watch_however_long_it_waits
             pass
 
 
+def test_the_discovery_cache_file_is_written_once_when_the_process_ends(
+        kube_cluster, tmp_path, monkeypatch):
+    """Refreshing discovery (after every CRD phase) and fetching a group no longer rewrite
+    the cache file each time; the process's last discovery is written at exit, and the
+    next process starts from it."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    client = KubeClient(kube_cluster.api_client())
+    cache = client.cache_file()
+    client.resolve("apps/v1", "Deployment")
+    client.invalidate_discovery()
+    client.resolve("batch/v1", "Job")
+    assert not cache.exists()
+    client.dynamic.resources.write()  # what atexit calls
+    assert "batch" in json.loads(cache.read_text())["resources"]["apis"]
+
+    cache.unlink()
+    script = ("import sys; from cubeinstall.kube.client import KubeClient; "
+              "KubeClient.from_kubeconfig(sys.argv[1]).resolve('apps/v1', 'Deployment')")
+    subprocess.run([sys.executable, "-c", script, str(kube_cluster.kubeconfig)], check=True)
+    assert "apps" in json.loads(cache.read_text())["resources"]["apis"]
+
+
 def test_unsatisfiable_node_selector_times_out_with_the_fix(kube, test_namespace):
     stage = unique("sel")
     objects = [deployment(test_namespace, "mysql", replicas=1,

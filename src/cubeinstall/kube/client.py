@@ -10,6 +10,7 @@ leaves this module as a typed ``KubeError``.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
@@ -26,6 +27,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient, Resource, ResourceList
+from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
 from cubeinstall.core.context import RunContext
@@ -136,7 +138,7 @@ class KubeClient:
                 cache = self.cache_file()
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 self._dynamic = self._guard("discovery", lambda: DynamicClient(
-                    self.api, cache_file=str(cache)))
+                    self.api, cache_file=str(cache), discoverer=CacheWrittenAtExit))
             return self._dynamic
 
     def server_version(self) -> str:
@@ -280,12 +282,19 @@ class KubeClient:
         return json.loads(data) if data else {}
 
     def apply(self, obj: dict, resource: ApiResource, *, dry_run: bool = False,
-              force: bool = False, what: str = "") -> dict:
+              force: bool = False, what: str = "", answer: bool = True) -> dict:
+        """The object as the server made it; ``answer=False``: not read ({}), for a caller
+        that does not need it (a CRD's answer is its whole schema, megabytes to parse)."""
         meta = obj["metadata"]
         query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else None),
                  ("dryRun", "All" if dry_run else None)]
-        return self.request("PATCH", resource.path(meta.get("namespace"), meta["name"]), body=obj,
-                            query=query, content_type="application/apply-patch+yaml", what=what)
+        path = resource.path(meta.get("namespace"), meta["name"])
+        if not answer:
+            self.request("PATCH", path, body=obj, query=query, raw=True,
+                         content_type="application/apply-patch+yaml", what=what)
+            return {}
+        return self.request("PATCH", path, body=obj, query=query,
+                            content_type="application/apply-patch+yaml", what=what)
 
     def get(self, resource: ApiResource, namespace: str | None, name: str) -> dict:
         return self.request("GET", resource.path(namespace, name))
@@ -349,6 +358,25 @@ class KubeClient:
         return self.request("GET", path, raw=True, query=[
             ("container", container), ("previous", "true" if previous else None),
             ("tailLines", str(tail_lines))])
+
+
+class CacheWrittenAtExit(LazyDiscoverer):
+    """The official discoverer rewrites its whole cache file after every refresh and every
+    group it fetches (~30 times in a full apply, the file encoded by a Python hook each
+    time); this one writes it once, when the process ends."""
+
+    def __init__(self, client: Any, cache_file: str):
+        self._unwritten = False
+        super().__init__(client, cache_file)
+        atexit.register(self.write)
+
+    def _write_cache(self) -> None:
+        self._unwritten = True
+
+    def write(self) -> None:
+        if self._unwritten:
+            self._unwritten = False
+            super()._write_cache()
 
 
 class WatchStream:

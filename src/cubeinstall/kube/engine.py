@@ -232,9 +232,11 @@ class Engine:
             return object_failure(self.stage, name, error)
 
     def apply(self, item: Item, dry_run: bool = False) -> dict:
+        """The dry run's answer; a write's is not read ({}): nothing needs it."""
         def call() -> dict:
             return self.client.apply(item.desired, item.resource, dry_run=dry_run,
-                                     force=self.options.force_conflicts, what=str(item.key))
+                                     force=self.options.force_conflicts, what=str(item.key),
+                                     answer=dry_run)
         try:
             return self.call(call, also=namespace_not_yet)
         except NotFound as error:
