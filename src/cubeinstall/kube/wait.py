@@ -14,9 +14,10 @@ CRDs are the exception: they are polled. Their objects are the whole schemas
 update while the API server is busiest establishing them. A CRD is ready when
 its resource is served, which one small aggregated-discovery request tells
 for all of them (the API server publishes a CRD's resource only once it is
-Established); the full LIST runs only every FULL_EVERY seconds and at the
-deadline, to catch a CRD that failed (names not accepted) and to explain what
-is still waiting.
+Established); the full LIST runs only after FULL_EVERY seconds, then twice as
+long each time up to FULL_MAX (a busy API server is not made busier the longer
+it takes), and at the deadline, to catch a CRD that failed (names not
+accepted) and to explain what is still waiting.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from cubeinstall.kube.retry import is_transient
 
 POLL_FIRST, POLL_MAX = 0.25, 2.0
 PROGRESS_EVERY = 10.0
-FULL_EVERY = 5.0
+FULL_EVERY, FULL_MAX = 5.0, 40.0
 WATCH_SECONDS = 60  # one watch request at most this long; then another from where it ended
 GONE = 410  # the watch's resourceVersion is too old: list again
 CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
@@ -63,7 +64,8 @@ def wait_ready(client: KubeClient, watched: list[Watched], *, stage: str, deadli
     last: dict[ObjectKey, tuple[dict | None, Readiness]] = {
         key: (None, NOT_FOUND) for key in remaining}
     started = next_progress = next_poll = time.monotonic()
-    next_full = started + FULL_EVERY
+    full_every = FULL_EVERY
+    next_full = started + full_every
     delay = POLL_FIRST
     followed = {item.resource for item in watched if not _is_crd(item.resource)}
     with Feed(client, followed, stage_selector(stage), deadline) as feed:
@@ -74,7 +76,8 @@ def wait_ready(client: KubeClient, watched: list[Watched], *, stage: str, deadli
             if crds and now >= next_poll:
                 full = now >= next_full or now >= deadline
                 if full:
-                    next_full = now + FULL_EVERY
+                    full_every = min(FULL_MAX, full_every * 2)
+                    next_full = now + full_every
                 live, served = _poll(client, crds, stage, full=full)
                 for key in served:
                     del remaining[key]
