@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections import Counter
 
 import pytest
 
@@ -190,6 +192,84 @@ def test_crd_gate_asks_discovery_instead_of_listing_whole_schemas(kube, test_nam
         uninstall_stage(kube, stage, timeout=60)
 
 
+class RequestCountingClient(KubeClient):
+    """The real client, counting its LISTs and WATCHes per kind."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.lists, self.watches = Counter(), Counter()
+
+    def list_at(self, resource, *args, **kwargs):
+        self.lists[resource.kind] += 1
+        return super().list_at(resource, *args, **kwargs)
+
+    def watch(self, resource, **kwargs):
+        self.watches[resource.kind] += 1
+        return super().watch(resource, **kwargs)
+
+
+def test_a_gate_follows_a_type_with_one_list_and_one_watch_however_long_it_waits(
+        kube, test_namespace):
+    """The claim waits for a volume that appears seconds later: the gate passes on the
+    watch's event, without a LIST per poll (before: one LIST every 0.25-2 s)."""
+    stage, volume, claim = unique("watchgate"), unique("pv-late"), "late"
+    objects = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim, "namespace": test_namespace},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                         "volumeName": volume, "resources": {"requests": {"storage": "1Gi"}}}}]
+    pvs, pvcs = kube.resolve("v1", "PersistentVolume"), kube.resolve("v1", "PersistentVolumeClaim")
+    late_volume = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+                   "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                            "storageClassName": "", "hostPath": {"path": f"/data/k8s/{volume}"},
+                            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                         "namespace": test_namespace, "name": claim}}}
+    client = RequestCountingClient(kube.api)
+    creator = threading.Timer(4.0, lambda: kube.apply(late_volume, pvs))
+    creator.start()
+    try:
+        started = time.monotonic()
+        assert [c.action for c in apply_objects(client, stage, objects, timeout=90)] == ["create"]
+        assert time.monotonic() - started >= 4.0  # it did wait for the volume
+        assert kube.get(pvcs, test_namespace, claim)["status"]["phase"] == "Bound"
+        # one LIST of what the stage owns before applying, one LIST + WATCH by the gate
+        # (a broken stream may start one more of each)
+        assert client.lists["PersistentVolumeClaim"] <= 3, client.lists
+        assert 1 <= client.watches["PersistentVolumeClaim"] <= 2, client.watches
+    finally:
+        creator.join()
+        uninstall_stage(kube, stage, purge=True, timeout=60)
+        try:
+            kube.delete(pvs, None, volume)
+        except NotFound:
+            pass
+
+
+def test_the_discovery_cache_file_is_written_once_when_the_process_ends(
+        kube_cluster, tmp_path, monkeypatch):
+    """Refreshing discovery (after every CRD phase) and fetching a group no longer rewrite
+    the cache file each time; the process's last discovery is written at exit, and the
+    next process starts from it."""
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    client = KubeClient(kube_cluster.api_client())
+    cache = client.cache_file()
+    client.resolve("apps/v1", "Deployment")
+    client.invalidate_discovery()
+    client.resolve("batch/v1", "Job")
+    assert not cache.exists()
+    client.dynamic.resources.write()  # what atexit calls
+    assert "batch" in json.loads(cache.read_text())["resources"]["apis"]
+
+    cache.unlink()
+    script = ("import sys; from cubeinstall.kube.client import KubeClient; "
+              "KubeClient.from_kubeconfig(sys.argv[1]).resolve('apps/v1', 'Deployment')")
+    subprocess.run([sys.executable, "-c", script, str(kube_cluster.kubeconfig)], check=True)
+    assert "apps" in json.loads(cache.read_text())["resources"]["apis"]
+
+
 def test_unsatisfiable_node_selector_times_out_with_the_fix(kube, test_namespace):
     stage = unique("sel")
     objects = [deployment(test_namespace, "mysql", replicas=1,
@@ -369,6 +449,60 @@ def test_a_run_context_supplies_timeouts_output_and_client(kube_cluster, test_na
         apply_objects(ctx, stage, [deployment(test_namespace, "redis", replicas=1,
                                               node_selector={"gpu": "true", "redis": "true"})])
     assert time.monotonic() - started < 15  # the site's 4 s, not the default 300 s
+
+
+class NameListCountingClient(KubeClient):
+    """The real client, counting its metadata-only LISTs (does it exist?) per namespace."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.name_lists = Counter()
+
+    def list_names(self, resource, namespace=None):
+        self.name_lists[namespace] += 1
+        return super().list_names(resource, namespace)
+
+
+def test_a_later_stage_does_not_look_for_objects_in_a_namespace_this_run_created(
+        kube_cluster, test_namespace):
+    """Nothing in a namespace an earlier stage of the same run created predates the run:
+    a later stage creates its objects there without asking whether they exist. A new run
+    (a resumed one too) does not know that and asks again."""
+    import io
+
+    from cubeinstall.core.context import RunContext, RunOptions
+    from cubeinstall.core.output import Output
+    from cubeinstall.site.loader import load_site
+    from tests.helpers import EXAMPLE_SITE
+
+    def run_context() -> tuple[RunContext, NameListCountingClient]:
+        ctx = RunContext(load_site(EXAMPLE_SITE), Output(json_mode=True, stream=io.StringIO()),
+                         RunOptions(kubeconfig=kube_cluster.kubeconfig))
+        kubeconfig, context = ctx.kubeconfig_for()
+        client = NameListCountingClient(kube_cluster.api_client())
+        ctx.cached(f"kube:{kubeconfig}:{context}", lambda: client)
+        return ctx, client
+
+    fresh, first, second, third = (unique("fresh"), unique("nsstage"), unique("cmstage"),
+                                   unique("cmstage"))
+    objects = [configmap(fresh, "settings", a="1"), configmap(test_namespace, "settings", a="1")]
+    ctx, client = run_context()
+    try:
+        [created] = apply_objects(ctx, first, [{"apiVersion": "v1", "kind": "Namespace",
+                                                "metadata": {"name": fresh}}])
+        assert created.action == "create"
+        assert ctx.planned.created_namespaces == {fresh}
+        assert {c.action for c in apply_objects(ctx, second, objects)} == {"create"}
+        assert client.name_lists[fresh] == 0
+        assert client.name_lists[test_namespace] == 1  # it existed before the run: asked
+
+        ctx, client = run_context()
+        [other] = apply_objects(ctx, third, [configmap(fresh, "other", a="1")])
+        assert other.action == "create"
+        assert client.name_lists[fresh] == 1  # a new run knows nothing of the namespace
+    finally:
+        for stage in (third, second, first):
+            uninstall_stage(kube_cluster.api_client(), stage, timeout=60)
 
 
 def test_a_released_volume_goes_back_to_its_claim_when_applied_again(kube, test_namespace):

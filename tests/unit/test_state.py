@@ -33,6 +33,28 @@ def test_journal_round_trip_and_resume_semantics(tmp_path):
     assert not list(tmp_path.glob(".s1.journal.json.*")), "temp files left behind"
 
 
+def test_the_cluster_copy_gets_each_start_at_once_and_the_ends_with_the_next_write(tmp_path):
+    """One write per stage: a start is copied before the stage changes anything (a copy
+    must never say ok for a stage that is running); an end waits for the next start or
+    for flush at the end of the run, and a lagging copy only says `running`."""
+    copies: list[dict] = []
+    journal = Journal.load("s1", tmp_path)
+    journal.mirror = lambda text: copies.append(json.loads(text)["stages"])
+    journal.started("namespaces", "sha256:a")
+    assert [c["namespaces"]["status"] for c in copies] == ["running"]
+    journal.finished("namespaces", ok=True)
+    assert len(copies) == 1  # the file has it; the copy still says running
+    assert Journal.load("s1", tmp_path).is_current("namespaces", "sha256:a")
+    journal.started("mysql", "sha256:b")
+    assert {name: record["status"] for name, record in copies[-1].items()} == {
+        "namespaces": "ok", "mysql": "running"}
+    journal.finished("mysql", ok=False, message="timeout")
+    journal.flush()
+    journal.flush()  # nothing new: not written again
+    assert len(copies) == 3
+    assert copies[-1] == json.loads(journal.to_json())["stages"]
+
+
 def test_fingerprint_follows_inputs_and_secrets(tmp_path, monkeypatch):
     site = load_site(EXAMPLE_SITE)
     storage = registry.get("storage")

@@ -27,10 +27,15 @@ class RunOptions:
 class Planned:
     """What the earlier stages of one plan would create: a later stage's objects in those
     namespaces, or of those custom kinds, are planned as creations instead of failing
-    the server's dry-run (the plan of a whole site before anything exists)."""
+    the server's dry-run (the plan of a whole site before anything exists).
+
+    ``created_namespaces``: those an earlier stage of this run did create (on this
+    cluster, in this process). Nothing in them predates the run, so a later stage need
+    not ask whether its objects there exist already: they are created directly."""
 
     namespaces: set[str] = field(default_factory=set)
     kinds: set[tuple[str, str]] = field(default_factory=set)  # (group, kind) of planned CRDs
+    created_namespaces: set[str] = field(default_factory=set)
 
 
 @dataclass

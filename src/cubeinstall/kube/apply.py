@@ -21,7 +21,12 @@ from cubeinstall.kube.engine import Engine, Options
 __all__ = ["Engine", "Options", "apply_objects", "plan_objects", "uninstall_stage"]
 
 
-def _options(target_: Any, timeout: Any, **overrides: Any) -> Options:
+def _own_cluster(target_: Any, cluster: str | None) -> bool:
+    """``target_`` is a RunContext of the cluster acted on: its ``planned`` is that cluster's."""
+    return isinstance(target_, RunContext) and cluster in (None, target_.cluster_name)
+
+
+def _options(target_: Any, timeout: Any, cluster: str | None = None, **overrides: Any) -> Options:
     options = Options()
     if isinstance(target_, RunContext):
         site = target_.site
@@ -29,6 +34,9 @@ def _options(target_: Any, timeout: Any, **overrides: Any) -> Options:
                           stage_seconds=site.timeouts.stage_seconds, webhooks=site.gates.webhooks,
                           planned_namespaces=frozenset(target_.planned.namespaces),
                           planned_kinds=frozenset(target_.planned.kinds))
+    if _own_cluster(target_, cluster):
+        options = replace(options, created_namespaces=frozenset(
+            target_.planned.created_namespaces))
     if isinstance(timeout, (int, float)):
         options = replace(options, object_seconds=float(timeout),
                           stage_seconds=max(options.stage_seconds, float(timeout)))
@@ -47,6 +55,8 @@ def _run(target_: Any, stage: str, cluster: str | None, options: Options, call,
         return call(engine)
     finally:
         engine.close()
+        if _own_cluster(target_, cluster):  # later stages need not look for objects there
+            target_.planned.created_namespaces |= engine.created_namespaces
 
 
 def apply_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, dry_run: bool = False,
@@ -59,7 +69,7 @@ def apply_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, dry_ru
     a KubeClient or a kubernetes ApiClient. ``timeout``: seconds per object, or
     a site ``Timeouts``. ``webhooks``: "probe" or "skip" (default: the site's).
     """
-    options = _options(ctx_or_client, timeout, gates=gates, prune=prune,
+    options = _options(ctx_or_client, timeout, cluster, gates=gates, prune=prune,
                        force_conflicts=force_conflicts, webhooks=webhooks)
     return _run(ctx_or_client, stage, cluster, options,
                 lambda engine: engine.run(list(objects), dry_run=dry_run), out)

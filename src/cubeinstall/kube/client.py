@@ -10,6 +10,7 @@ leaves this module as a typed ``KubeError``.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
@@ -26,6 +27,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient, Resource, ResourceList
+from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
 from cubeinstall.core.context import RunContext
@@ -136,7 +138,7 @@ class KubeClient:
                 cache = self.cache_file()
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 self._dynamic = self._guard("discovery", lambda: DynamicClient(
-                    self.api, cache_file=str(cache)))
+                    self.api, cache_file=str(cache), discoverer=CacheWrittenAtExit))
             return self._dynamic
 
     def server_version(self) -> str:
@@ -249,23 +251,29 @@ class KubeClient:
                          "give the cluster's CA in the kubeconfig (certificate-authority-data, "
                          "or certificate-authority: FILE) for this cluster")
 
-    def request(self, method: str, path: str, *, body: Any = None, query: list | None = None,
-                content_type: str = "application/json", what: str = "",
-                raw: bool = False, accept: str = "application/json") -> Any:
+    def _open(self, method: str, path: str, query: list | None, *, body: Any = None,
+              content_type: str = "application/json", accept: str = "application/json",
+              what: str, timeout: urllib3.Timeout | None = None, stream: bool = False) -> Any:
         query = [(k, v) for k, v in (query or []) if v is not None]
         headers = {"Accept": accept, "Content-Type": content_type,
                    **self.api.default_headers}
         self.api.update_params_for_auth(headers, query, ["BearerToken"])
         url = f"{self._base_path}{path}?{urlencode(query)}" if query else self._base_path + path
         payload = json.dumps(body).encode() if body is not None else None
-        what = what or f"{method} {path}"
         # Straight to the connection pool the official client configured (TLS, client
         # certificate, proxy): its PoolManager would parse the whole URL again on every
         # request, and this process's CPU is on the critical path of a big apply.
-        response = self._guard(what, lambda: self._pool.urlopen(
-            method, url, body=payload, headers=headers, timeout=self._current_timeout(),
-            retries=False,
-            redirect=False, preload_content=True))
+        return self._guard(what, lambda: self._pool.urlopen(
+            method, url, body=payload, headers=headers,
+            timeout=timeout or self._current_timeout(), retries=False, redirect=False,
+            preload_content=not stream))
+
+    def request(self, method: str, path: str, *, body: Any = None, query: list | None = None,
+                content_type: str = "application/json", what: str = "",
+                raw: bool = False, accept: str = "application/json") -> Any:
+        what = what or f"{method} {path}"
+        response = self._open(method, path, query, body=body, content_type=content_type,
+                              accept=accept, what=what)
         data = response.data
         if not 200 <= response.status < 300:
             raise from_status(response.status, data, what)
@@ -274,25 +282,52 @@ class KubeClient:
         return json.loads(data) if data else {}
 
     def apply(self, obj: dict, resource: ApiResource, *, dry_run: bool = False,
-              force: bool = False, what: str = "") -> dict:
+              force: bool = False, what: str = "", answer: bool = True) -> dict:
+        """The object as the server made it; ``answer=False``: not read ({}), for a caller
+        that does not need it (a CRD's answer is its whole schema, megabytes to parse)."""
         meta = obj["metadata"]
         query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else None),
                  ("dryRun", "All" if dry_run else None)]
-        return self.request("PATCH", resource.path(meta.get("namespace"), meta["name"]), body=obj,
-                            query=query, content_type="application/apply-patch+yaml", what=what)
+        path = resource.path(meta.get("namespace"), meta["name"])
+        if not answer:
+            self.request("PATCH", path, body=obj, query=query, raw=True,
+                         content_type="application/apply-patch+yaml", what=what)
+            return {}
+        return self.request("PATCH", path, body=obj, query=query,
+                            content_type="application/apply-patch+yaml", what=what)
 
     def get(self, resource: ApiResource, namespace: str | None, name: str) -> dict:
         return self.request("GET", resource.path(namespace, name))
 
     def list(self, resource: ApiResource, namespace: str | None = None,
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
+        return self.list_at(resource, namespace, label_selector, field_selector)[0]
+
+    def list_at(self, resource: ApiResource, namespace: str | None = None,
+                label_selector: str | None = None, field_selector: str | None = None
+                ) -> tuple[list[dict], str]:
+        """The objects, and the resourceVersion of the list (where a watch starts from)."""
         answer = self.request("GET", resource.path(namespace), query=[
             ("labelSelector", label_selector), ("fieldSelector", field_selector)])
         items = answer.get("items") or []
         for item in items:  # list items omit apiVersion/kind
             item.setdefault("apiVersion", resource.group_version)
             item.setdefault("kind", resource.kind)
-        return items
+        return items, (answer.get("metadata") or {}).get("resourceVersion", "")
+
+    def watch(self, resource: ApiResource, *, label_selector: str | None,
+              resource_version: str, seconds: int) -> WatchStream:
+        """Changes to the objects of a type after ``resource_version``, as they happen; the
+        server ends the stream after ``seconds``."""
+        what = f"watch {resource.plural}"
+        response = self._open("GET", resource.path(), [
+            ("watch", "true"), ("labelSelector", label_selector),
+            ("resourceVersion", resource_version), ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(seconds))], what=what, stream=True,
+            timeout=urllib3.Timeout(connect=self._timeout.connect_timeout, read=seconds + 10))
+        if not 200 <= response.status < 300:
+            raise from_status(response.status, response.data, what)
+        return WatchStream(response, resource, what)
 
     def list_names(self, resource: ApiResource, namespace: str | None = None) -> list[str]:
         """Names of every object of a type (metadata only: cheap even for big objects)."""
@@ -323,6 +358,59 @@ class KubeClient:
         return self.request("GET", path, raw=True, query=[
             ("container", container), ("previous", "true" if previous else None),
             ("tailLines", str(tail_lines))])
+
+
+class CacheWrittenAtExit(LazyDiscoverer):
+    """The official discoverer rewrites its whole cache file after every refresh and every
+    group it fetches (~30 times in a full apply, the file encoded by a Python hook each
+    time); this one writes it once, when the process ends."""
+
+    def __init__(self, client: Any, cache_file: str):
+        self._unwritten = False
+        super().__init__(client, cache_file)
+        atexit.register(self.write)
+
+    def _write_cache(self) -> None:
+        self._unwritten = True
+
+    def write(self) -> None:
+        if self._unwritten:
+            self._unwritten = False
+            super()._write_cache()
+
+
+class WatchStream:
+    """The events of one watch request: (type, object) pairs; ``close`` from another
+    thread ends the iteration at once."""
+
+    def __init__(self, response: Any, resource: ApiResource, what: str):
+        self._response, self._resource, self._what = response, resource, what
+        self._closed = False
+
+    def __iter__(self):
+        try:
+            for line in self._response:
+                if self._closed:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    obj.setdefault("apiVersion", self._resource.group_version)
+                    obj.setdefault("kind", self._resource.kind)
+                yield event.get("type", ""), obj
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            if not self._closed:  # not ended by close(): the connection broke
+                raise Unreachable(f"{self._what}: the stream broke: {exc}",
+                                  UNREACHABLE_HINT) from None
+        finally:  # a connection left mid-stream cannot carry another request
+            self._response.close()
+            self._response.release_conn()
+
+    def close(self) -> None:
+        self._closed = True
+        self._response.shutdown()
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -68,6 +68,8 @@ class Options:
     # What earlier stages of the same plan would create (core.context.Planned).
     planned_namespaces: frozenset[str] = frozenset()
     planned_kinds: frozenset[tuple[str, str]] = frozenset()
+    # Namespaces an earlier stage of this run created (core.context.Planned).
+    created_namespaces: frozenset[str] = frozenset()
 
 
 class Engine:
@@ -77,6 +79,7 @@ class Engine:
         self.outage = client.outage  # one budget for every call to this cluster in the run
         self.pool = ThreadPoolExecutor(max_workers=options.workers,
                                        thread_name_prefix=f"apply-{stage}")
+        self.created_namespaces: set[str] = set()  # by this engine's run
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -126,7 +129,8 @@ class Engine:
         items = prepare(self, objects)
         changes: list[Change] = []
         # Created by this run or by an earlier stage of this plan: nothing can exist in them.
-        fresh_namespaces = absent_namespaces(self, self.options.planned_namespaces)
+        fresh_namespaces = (absent_namespaces(self, self.options.planned_namespaces)
+                            | (set() if dry_run else set(self.options.created_namespaces)))
         for phase, phase_items in by_phase_items(items):
             resolve_deferred(self, phase_items, dry_run)
             live, existing = self.live_objects(phase_items, fresh_namespaces)
@@ -140,8 +144,11 @@ class Engine:
             if failures:  # the rest of the phase is done and recorded; later phases are not
                 raise merge_failures(self.stage, phase, failures)
             if phase == "namespaces":
-                fresh_namespaces |= {item.key.name for item, change in zip(phase_items, results)
-                                     if change.action == "create"}
+                created = {item.key.name for item, change in zip(phase_items, results)
+                           if change.action == "create"}
+                fresh_namespaces |= created
+                if not dry_run:
+                    self.created_namespaces = created
             if not dry_run:
                 settled = {item.key for item, change in zip(phase_items, results)
                            if change.action == "unchanged" and item.key in live
@@ -225,9 +232,11 @@ class Engine:
             return object_failure(self.stage, name, error)
 
     def apply(self, item: Item, dry_run: bool = False) -> dict:
+        """The dry run's answer; a write's is not read ({}): nothing needs it."""
         def call() -> dict:
             return self.client.apply(item.desired, item.resource, dry_run=dry_run,
-                                     force=self.options.force_conflicts, what=str(item.key))
+                                     force=self.options.force_conflicts, what=str(item.key),
+                                     answer=dry_run)
         try:
             return self.call(call, also=namespace_not_yet)
         except NotFound as error:

@@ -121,4 +121,4 @@ def save_journal(client: KubeClient, site: str, text: str) -> None:
             "metadata": {"name": f"cubeinstall-journal-{site}", "namespace": NAMESPACE,
                          "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
             "data": {"journal.json": text}}
-    client.apply(body, CONFIGMAP)
+    client.apply(body, CONFIGMAP, answer=False)

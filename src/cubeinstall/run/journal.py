@@ -8,6 +8,11 @@ and the platform cluster (as before sites had several clusters), ``stage@cluster
 for the others (run/targets.py). ``all`` reads it to skip
 stages whose inputs are unchanged and that finished ok, and to resume after an
 interruption: a stage recorded ``running`` never finished and runs again.
+
+The cluster copy gets a stage's ``running`` record before the stage changes
+anything; its end is copied with the next start or when the run ends (``flush``):
+one write per stage, not two. A copy that lags says ``running`` for a finished
+stage, which only makes a reader run it again, never skip it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Journal:
     path: Path
     stages: dict[str, StageRecord] = field(default_factory=dict)
     mirror: Callable[[str], None] | None = None  # receives the JSON text
+    _unmirrored: bool = field(default=False, repr=False, compare=False)  # the copy lags
     # stages running at once record their start and end from their own threads
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -69,7 +75,7 @@ class Journal:
             record.finished = time.time()
             record.changes = changes
             record.message = message
-            self.save()
+            self.save(mirror=False)
 
     def forget(self, key: str) -> None:
         with self._lock:
@@ -85,12 +91,22 @@ class Journal:
                     "stages": {name: asdict(record) for name, record in sorted(self.stages.items())}}
         return json.dumps(document, indent=2, sort_keys=True)
 
-    def save(self) -> None:
+    def save(self, mirror: bool = True) -> None:
+        """Write the file; copy it to the cluster too unless ``mirror`` is False (then
+        ``flush`` or the next save does)."""
         with self._lock:  # one writer at a time: the file and its copy see every record
             text = self.to_json()
             write_atomically(self.path, text)
-            if self.mirror is not None:
+            self._unmirrored = self.mirror is not None and not mirror
+            if self.mirror is not None and mirror:
                 self.mirror(text)
+
+    def flush(self) -> None:
+        """Bring the cluster copy up to date with the file (at the end of a run)."""
+        with self._lock:
+            if self._unmirrored and self.mirror is not None:
+                self._unmirrored = False
+                self.mirror(self.to_json())
 
 
 def parse(text: str) -> dict[str, StageRecord]:

@@ -30,6 +30,7 @@ def changing_run(ctx: RunContext, stages: list[Stage]) -> Iterator[Journal]:
             client = client_for(ctx)
             stack.enter_context(site_lease(client, site))
             journal.mirror = _mirror(ctx, lambda text: save_journal(client, site, text))
+            stack.callback(journal.flush)  # before the Lease is given back
         yield journal
 
 
