@@ -104,6 +104,45 @@ def test_second_apply_writes_nothing(kube, test_namespace):
     assert {c.action for c in planned} == {"unchanged"}
 
 
+class DryRunCountingClient(KubeClient):
+    """The real client, counting the server-side dry runs it sends."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.dry_runs: list[str] = []
+
+    def apply(self, obj, resource, *, dry_run=False, **kwargs):
+        if dry_run:
+            self.dry_runs.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        return super().apply(obj, resource, dry_run=dry_run, **kwargs)
+
+
+def test_a_rerun_does_not_ask_the_server_about_values_it_stores_in_another_form(
+        kube, test_namespace):
+    """cpu 10 is stored as "10", "2000m" as "2", a volume's storageClassName "" not at
+    all: a re-run knows these are what it applied, with no dry run (the platform's
+    volumes and cube's Deployments were asked about on every re-run)."""
+    stage, volume = unique("forms"), unique("pv-forms")
+    web = deployment(test_namespace, "web", replicas=1)
+    web["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+        "limits": {"cpu": 10, "memory": "1Gi"}, "requests": {"cpu": "2000m"}}
+    objects = [web, {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+                     "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                              "storageClassName": "",
+                              "hostPath": {"path": f"/data/k8s/{volume}"}}}]
+    try:
+        apply_objects(kube, stage, objects, timeout=120)
+        live = kube.get(kube.resolve("apps/v1", "Deployment"), test_namespace, "web")
+        assert live["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"] == \
+            {"cpu": "2"}  # the server's form, not ours
+        client = DryRunCountingClient(kube.api)
+        assert [c.action for c in apply_objects(client, stage, objects, timeout=60)] == \
+            ["unchanged"] * 2
+        assert client.dry_runs == []
+    finally:
+        uninstall_stage(kube, stage, purge=True, timeout=60)
+
+
 def test_plan_shows_a_diff_and_apply_changes_only_that_object(kube, test_namespace):
     stage = unique("diff")
     objects = workload_set(test_namespace)[:2]

@@ -49,6 +49,22 @@ def test_contained_in_is_exact_and_conservative():
     assert not contained_in({"spec": {"ports": []}}, live)
 
 
+def test_contained_in_knows_canonical_quantities_and_omitted_empty_strings():
+    """What the server stores for what we applied: cpu 10 -> "10", "2000m" -> "2"; a
+    PersistentVolume's storageClassName "" is omitted. A re-run must not ask again."""
+    live = {"spec": {"resources": {"limits": {"cpu": "2", "memory": "1Gi"},
+                                   "requests": {"cpu": "10"}}},
+            "capacity": {"storage": "100Gi"}}
+    assert contained_in({"spec": {"resources": {"limits": {"cpu": "2000m"},
+                                                "requests": {"cpu": 10}}}}, live)
+    assert contained_in({"capacity": {"storage": "100Gi"}, "spec": {"storageClassName": ""}}, live)
+    assert not contained_in({"spec": {"resources": {"limits": {"cpu": "3"}}}}, live)
+    assert not contained_in({"spec": {"resources": {"limits": {"memory": "1G"}}}}, live)
+    assert not contained_in({"spec": {"resources": {"limits": {"cpu": "two"}}}}, live)
+    assert not contained_in({"spec": {"replicas": "2000m"}}, {"spec": {"replicas": 2}})  # no quantity
+    assert not contained_in({"spec": {"name": ""}}, {"spec": {"name": "x"}})
+
+
 def test_desired_object_labels_only_top_level_metadata():
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
                   "metadata": {"name": "web", "creationTimestamp": None},

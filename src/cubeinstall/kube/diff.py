@@ -82,18 +82,26 @@ def same(live: dict | None, result: dict | None) -> bool:
     return normalized(live) == normalized(result)
 
 
-def contained_in(desired, live) -> bool:
+# Maps whose values the API server stores as canonical quantities (cpu 10 -> "10",
+# "2000m" -> "2"): compared by amount, or every re-run would ask the server again.
+QUANTITY_MAPS = frozenset({"limits", "requests", "capacity", "hard"})
+
+
+def contained_in(desired, live, quantities: bool = False) -> bool:
     """True when every value we set is already live, exactly (lists: same length).
 
-    A conservative shortcut: False only means "ask the server" (a defaulted or
-    re-formatted value, like cpu "1000m" for 1, also gives False).
+    A conservative shortcut: False only means "ask the server". Two server habits
+    are understood, as our last apply (the digest) set these very values: a quantity
+    is stored in its canonical form, and an empty string in a field the server omits
+    when empty (a PersistentVolume's storageClassName "") is absent.
     """
     if isinstance(desired, dict):
         if not isinstance(live, dict):
             return False
         return all(
             (value is None and live.get(key) is None) or
-            (key in live and contained_in(value, live[key]))
+            (value == "" and key not in live) or
+            (key in live and contained_in(value, live[key], quantities or key in QUANTITY_MAPS))
             for key, value in desired.items()
         )
     if isinstance(desired, list):
@@ -101,8 +109,19 @@ def contained_in(desired, live) -> bool:
                 all(contained_in(a, b) for a, b in zip(desired, live)))
     if isinstance(desired, bool) or isinstance(live, bool):
         return desired is live
-    return type(desired) is type(live) and desired == live or (
-        isinstance(desired, (int, float)) and isinstance(live, (int, float)) and desired == live)
+    if type(desired) is type(live) and desired == live or (
+            isinstance(desired, (int, float)) and isinstance(live, (int, float)) and desired == live):
+        return True
+    return quantities and same_quantity(desired, live)
+
+
+def same_quantity(desired, live) -> bool:
+    from kubernetes.utils.quantity import parse_quantity  # loaded once a cluster is asked
+
+    try:
+        return parse_quantity(desired) == parse_quantity(live)
+    except ValueError:
+        return False
 
 
 def label_changes(live: dict | None, desired: dict) -> str:
