@@ -68,6 +68,8 @@ class Options:
     # What earlier stages of the same plan would create (core.context.Planned).
     planned_namespaces: frozenset[str] = frozenset()
     planned_kinds: frozenset[tuple[str, str]] = frozenset()
+    # Objects another stage took over (site/stages.py took_over_from): never pruned here.
+    taken_over: frozenset[ObjectKey] = frozenset()
 
 
 class Engine:
@@ -329,7 +331,7 @@ class Engine:
         wanted = {item.key for item in items}
         found = [f for f in prune.find_owned(self.client, self.stage, self.pool, self.report,
                                              kept=self.options.purge)
-                 if f.key not in wanted]
+                 if f.key not in wanted and f.key not in self.options.taken_over]
         return prune.delete_found(
             self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
             object_seconds=self.options.object_seconds, stage_deadline=self.deadline,
