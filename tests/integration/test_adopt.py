@@ -10,15 +10,13 @@ its volume, one Volcano, one Argo and one istiod run, no leftover stays.
 
 from __future__ import annotations
 
-import os
-import subprocess
 
 import pytest
 import yaml
 
 from cubeinstall.core.yamlio import dump_documents, load_documents
-from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kubectl import kubectl
 from tests.helpers import CUBE_INSTALL, json_events, run_cli
 from tests.servers.http_upstream import component_site
 
@@ -30,13 +28,6 @@ VOLUME_FILES = ("pv-pvc-infra.yaml", "pv-pvc-jupyter.yaml", "pv-pvc-automl.yaml"
 OLD_CONTAINER = "old-sidecar"
 BINDING = "kubernetes-dashboard-cluster"
 OLD_ROLE = "view"  # a role every cluster has
-
-
-def kubectl(kubeconfig, *args: str) -> None:
-    binary = build.toolset().binary("kubectl")
-    result = subprocess.run([str(binary), *args], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
 
 
 def install_like_start_sh(kubeconfig, tmp_path) -> str:
