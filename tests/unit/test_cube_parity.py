@@ -211,6 +211,10 @@ def test_every_site_cluster_is_in_clusters(tmp_path):
                                     "SERVICE_DOMAIN": "service.gpu-east.cube.example.com",
                                     "HOST": "10.0.1.11|gpu-east.cube.example.com"}
     assert cube.deploy_config(site)["ENVIRONMENT"] == "main"
+    # a NodePort gateway has no address of its own: HOST is the cluster's domain
+    data["clusters"][1]["gateway"] = {"expose": "NodePort"}
+    nodeport = load_site(write_site(tmp_path, data))
+    assert cube_config.clusters(nodeport)["gpu-east"]["HOST"] == "gpu-east.cube.example.com"
     # each KUBECONFIG is a file of the Secret mounted at /home/myapp/kubeconfig
     secret = kubeconfig.render(site)[0]
     for entry in clusters.values():
