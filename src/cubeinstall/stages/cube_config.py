@@ -87,10 +87,10 @@ def environment(site: Site) -> str:
     return site.platform_cluster.name
 
 
-def service_domain(site: Site, cluster: Cluster | None = None) -> str:
+def service_domain(site: Site, cluster: Cluster) -> str:
     """Domain of the inference services of a cluster (``<service>.<SERVICE_DOMAIN>``,
-    routed by that cluster's gateway; default: the platform cluster's)."""
-    return f"service.{site.domain_of(cluster or site.platform_cluster)}"
+    routed by that cluster's gateway)."""
+    return f"service.{site.domain_of(cluster)}"
 
 
 def host(site: Site, cluster: Cluster) -> str:
