@@ -57,6 +57,13 @@ def example_site_data() -> dict:
     return yaml.safe_load(EXAMPLE_SITE.read_text())
 
 
+def other_cluster(name: str, address: str = "10.0.1.11") -> dict:
+    """A cluster after the first, for the example site: its own gateway domain and address."""
+    return {"name": name, "kubeconfig": "kubeconfigs/main.demo.yaml",
+            "domain": f"{name}.cube.example.com",
+            "gateway": {"expose": "externalIPs", "addresses": [address]}}
+
+
 def write_site(directory: Path, data: dict, name: str = "site.yaml") -> Path:
     """Write a site file next to copies of the example's demo secrets and kubeconfig."""
     for sub in ("secrets", "kubeconfigs"):

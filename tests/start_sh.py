@@ -4,20 +4,10 @@ What start.sh creates is read by tests/upstream_install.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
+from tests.cluster.kubectl import kubectl
 from tests.helpers import CUBE_INSTALL
-
-
-def kubectl(kubeconfig: Path, *args: str) -> None:
-    from tests.cluster import build
-
-    binary = build.toolset().binary("kubectl")
-    result = subprocess.run([str(binary), *args], env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-                            capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
 
 
 def create_namespaces_and_secrets(kubeconfig: Path) -> None:

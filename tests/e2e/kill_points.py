@@ -130,7 +130,7 @@ POINTS = (
               perturb=database_dropped),
     KillPoint("namespaces", "cluster", ("namespaces", "node-labels", "dashboard"),
               in_stage("namespaces", after=5), perturb=deleting("namespaces", "secrets")),
-    KillPoint("kubeflow", "cluster", ("istio", "kubeflow"), in_stage("kubeflow", after=8),
+    KillPoint("kubeflow", "cluster", ("istio", "ingress", "kubeflow"), in_stage("kubeflow", after=8),
               perturb=deleting("kubeflow", "configmaps", "deployments")),
     KillPoint("prometheus", "cluster", ("prometheus", "efk"), in_stage("prometheus", after=12),
               perturb=deleting("prometheus", "configmaps", "deployments")),

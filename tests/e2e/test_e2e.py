@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 # Every stage the e2e site enables, in install order. mysql is off (external MySQL),
 # kube-batch is off (APIs removed in Kubernetes 1.22).
 ENABLED = ("node-prep", "storage", "gpu-runtime", "registry-trust", "images", "namespaces", "node-labels",
-           "dashboard", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
+           "dashboard", "databases", "redis", "istio", "ingress", "kubeflow", "prometheus", "efk",
            "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu")
 PLATFORM_DATABASES = {"kubeflow", "mlpipeline", "katib", "metadb", "cachedb"}
 PREFLIGHT_CHECKS = {"placement-labels", "gateway-exposure", "cluster-version",

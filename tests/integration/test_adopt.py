@@ -15,9 +15,10 @@ import yaml
 
 from cubeinstall.core.yamlio import dump_documents, load_documents
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.kubectl import kubectl
 from tests.helpers import CUBE_INSTALL, json_events, run_cli
 from tests.servers.http_upstream import component_site
-from tests.start_sh import claims, create_namespaces_and_secrets, kubectl
+from tests.start_sh import claims, create_namespaces_and_secrets
 
 pytestmark = pytest.mark.cluster
 

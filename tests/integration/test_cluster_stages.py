@@ -40,6 +40,7 @@ from cubeinstall.stages import (
     efk,
     gateway,
     gpu,
+    ingress,
     load,
     mysql,
     prometheus_objects,
@@ -179,21 +180,27 @@ def test_stage_applies_places_is_idempotent_and_uninstalls(name, site, client, i
 
 @pytest.mark.cluster
 def test_gateway_objects_pass_istios_validation_and_reapply_unchanged(site, client, installed_before):
-    """upstream's Gateways and VirtualServices, patched, against Istio 1.30's CRD schemas
-    (which require fields Istio 1.15's did not), in their namespaces."""
+    """upstream's Gateways (ingress) and VirtualServices (gateway), patched, against Istio
+    1.30's CRD schemas (which require fields Istio 1.15's did not), in their namespaces."""
     crds = [doc for doc in load_documents(ISTIO_CRDS.read_text())
             if doc["spec"]["group"] == "networking.istio.io"]
     apply_objects(client, ISTIO_CRD_STAGE, crds, timeout=TIMEOUT)
-    objects = finalize(site, gateway.render(site))
+    stages = {"ingress": finalize(site, ingress.render(site)),
+              "gateway": finalize(site, gateway.render(site))}
     try:
-        applied = apply_objects(client, "gateway", objects, timeout=TIMEOUT)
-        assert {c.action for c in applied} == {"create"}
-        again = apply_objects(client, "gateway", objects, timeout=TIMEOUT)
-        assert [c.target for c in again if c.action != "unchanged"] == []
-        kinds = {(o["kind"], o["metadata"]["namespace"]) for o in objects}
-        assert ("VirtualService", "kube-system") in kinds and ("Gateway", "kubeflow") in kinds
+        for stage, objects in stages.items():
+            applied = apply_objects(client, stage, objects, timeout=TIMEOUT)
+            assert {c.action for c in applied} == {"create"}, stage
+        for stage, objects in stages.items():
+            again = apply_objects(client, stage, objects, timeout=TIMEOUT)
+            assert [c.target for c in again if c.action != "unchanged"] == [], stage
+        kinds = {(o["kind"], o["metadata"]["namespace"]) for o in stages["gateway"]}
+        assert ("VirtualService", "kube-system") in kinds
+        assert ("Gateway", "kubeflow") in {(o["kind"], o["metadata"]["namespace"])
+                                           for o in stages["ingress"]}
     finally:
         uninstall_stage(client, "gateway", timeout=TIMEOUT)
+        uninstall_stage(client, "ingress", timeout=TIMEOUT)
         uninstall_stage(client, ISTIO_CRD_STAGE, timeout=TIMEOUT)
 
 

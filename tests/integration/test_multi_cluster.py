@@ -1,12 +1,14 @@
 """A site of two clusters on two real control planes of its own (started only here).
 
 The platform cluster ``main`` holds the example's nodes, ``east`` one node of its own.
-Stages of every cluster (namespaces, node-labels, pv-pvc) go to both; the platform's
-(kubeconfig: the Secret the platform reads CLUSTERS' kubeconfigs from) to main only. A
-second run changes nothing; plan, status, preflight and uninstall narrow with --cluster; an
-unreachable east fails its targets and its preflight checks with its name while main still
-finishes (and passes); preflight checks each cluster's own nodes; uninstall of the site
-removes from both.
+Stages of every cluster (namespaces, node-labels, ingress: the Gateways and cube-ingress,
+pv-pvc) go to both; the platform's (kubeconfig: the Secret the platform reads CLUSTERS'
+kubeconfigs from; gateway: its VirtualServices) to main only. A second run changes
+nothing; plan, status, preflight and uninstall narrow with --cluster; an unreachable east
+fails its targets and its preflight checks with its name while main still finishes (and
+passes); preflight checks each cluster's own nodes; uninstall of the site removes from
+both. Last, a site installed by the version before the ingress stage (its Gateways applied
+by the gateway stage) keeps its Gateways, same uids, through a prune and the take-over.
 """
 
 from __future__ import annotations
@@ -16,16 +18,28 @@ import json
 import pytest
 import yaml
 
+from cubeinstall.kube import apply_objects
+from cubeinstall.render import finalize
+from cubeinstall.site.loader import load_site
+from cubeinstall.stages import gateway, ingress
 from tests.cluster.fixtures import start_control_plane
+from tests.cluster.kubectl import kubectl
 from tests.cluster.nodes import FakeNode
 from tests.cluster.processes import free_port
 from tests.e2e.observe import owned_objects, without_bookkeeping
-from tests.helpers import example_site_data, json_events, run_cli, write_site
+from tests.helpers import SHARED, example_site_data, json_events, run_cli, write_site
 
 pytestmark = pytest.mark.cluster
 
-STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig")
-EVERY_CLUSTER_STAGES = ("namespaces", "node-labels", "pv-pvc")
+STAGES = ("namespaces", "node-labels", "ingress", "pv-pvc", "kubeconfig", "gateway")
+EVERY_CLUSTER_STAGES = ("namespaces", "node-labels", "ingress", "pv-pvc")
+PLATFORM_STAGES = ("kubeconfig", "gateway")
+INDEPENDENT_STAGES = ("namespaces", "node-labels", "pv-pvc")  # of every cluster, no CRDs
+ISTIO_CRDS = SHARED / "upstream/istio/1.30.3/manifests/charts/base/files/crd-all.gen.yaml"
+GATEWAYS = ("networking.istio.io/Gateway/kubeflow/kubeflow-gateway",
+            "networking.istio.io/Gateway/kubeflow/kubeflow-gateway-8080")
+EXPOSURE = "/Service/istio-system/cube-ingress"
+EAST_GATEWAY = {"expose": "externalIPs", "addresses": ["10.0.1.11"]}
 EAST_ROLES = ["cpu", "train", "notebook", "service", "kubeflow", "istio", "monitoring"]
 EAST_NODES = (FakeNode("east1", labels={"org": "public"}, address="127.0.10.31"),)
 
@@ -39,6 +53,8 @@ def clusters(tmp_path_factory):
         east = start_control_plane(tmp_path_factory.mktemp("east-cluster"), "the second cluster",
                                    nodes=EAST_NODES)
         try:
+            for plane in (main, east):  # what the istio stage brings: not this test's subject
+                istio_crds(plane.kubeconfig)
             yield {"main": main.kubeconfig, "east": east.kubeconfig}
         finally:
             east.stop()
@@ -46,9 +62,18 @@ def clusters(tmp_path_factory):
         main.stop()
 
 
+def istio_crds(kubeconfig) -> None:
+    """Istio's CRDs, applied by kubectl (not labelled: no stage of the site owns them)."""
+    kubectl(kubeconfig, "apply", "--server-side", "-f", str(ISTIO_CRDS))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/gateways.networking.istio.io", "crd/virtualservices.networking.istio.io")
+
+
 def site_data(kubeconfigs: dict) -> dict:
     data = example_site_data()
     data["clusters"] = [{"name": name, "kubeconfig": str(path)} for name, path in kubeconfigs.items()]
+    for cluster in data["clusters"][1:]:
+        cluster.update(domain=f"{cluster['name']}.cube.example.com", gateway=EAST_GATEWAY)
     data["nodes"].append({"name": "east1", "address": "east1.cube.example.com", "cluster": "east",
                           "roles": EAST_ROLES})
     data["gates"] = {"webhooks": "skip", "services": "skip"}
@@ -78,11 +103,17 @@ def only(*stages: str) -> list[str]:
     return [*(arg for stage in stages for arg in ("--only", stage)), "--ignore", "storage-mounted"]
 
 
+# A Service's labels are copied onto its endpoints by controllers: not ours.
+COPIES = ("/Endpoints/", "discovery.k8s.io/EndpointSlice/")
+
+
 def owned(kubeconfig, stage: str | None = None) -> dict[str, str]:
     selector = "app.kubernetes.io/managed-by=cubeinstall"
     if stage:
         selector += f",cubeinstall.io/stage={stage}"
-    return without_bookkeeping(owned_objects(kubeconfig, selector))
+    return {key: version for key, version in
+            without_bookkeeping(owned_objects(kubeconfig, selector)).items()
+            if not any(copy in key for copy in COPIES)}
 
 
 def journal(workdir) -> dict:
@@ -114,8 +145,8 @@ def test_each_cluster_gets_its_own_objects_and_a_second_run_changes_nothing(cli,
     assert code == 0, (err, events)
     done = {(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-done"}
     assert done == {*((s, c) for s in EVERY_CLUSTER_STAGES for c in ("main", "east")),
-                    ("kubeconfig", "main")}
-    for stage in ("namespaces", "pv-pvc"):  # the same objects on both clusters
+                    *((s, "main") for s in PLATFORM_STAGES)}
+    for stage in ("namespaces", "ingress", "pv-pvc"):  # the same objects on both clusters
         assert owned(clusters["main"], stage), stage
         assert set(owned(clusters["main"], stage)) == set(owned(clusters["east"], stage)), stage
     # node labels: each cluster's own nodes
@@ -123,6 +154,15 @@ def test_each_cluster_gets_its_own_objects_and_a_second_run_changes_nothing(cli,
         "/Node//node1", "/Node//node2", "/Node//gpu1"}
     assert set(owned(clusters["east"], "node-labels")) == {"/Node//east1"}
     assert owned(clusters["main"], "kubeconfig") and not owned(clusters["east"], "kubeconfig")
+    # each cluster its Gateways and its own exposure; the platform's routes on main only
+    for name in ("main", "east"):
+        assert set(GATEWAYS) | {EXPOSURE} == set(owned(clusters[name], "ingress")), name
+    assert external_ips(clusters["main"]) == ["10.0.0.11"]
+    assert external_ips(clusters["east"]) == ["10.0.1.11"]
+    routes = set(owned(clusters["main"], "gateway"))
+    assert "networking.istio.io/VirtualService/infra/infra-kubeflow-dashboard" in routes
+    assert all("/VirtualService/" in key for key in routes), routes
+    assert not owned(clusters["east"], "gateway")
     assert "/Namespace//jupyter" in " ".join(owned(clusters["east"], "namespaces"))
     records = journal(workdir)
     assert records["namespaces"]["cluster"] == "main"  # the platform cluster's keys as before
@@ -135,6 +175,11 @@ def test_each_cluster_gets_its_own_objects_and_a_second_run_changes_nothing(cli,
     assert [e for e in events if e["event"] in ("stage-start", "stage-done")] == []
     assert len([e for e in events if e["event"] == "stage-skipped"]) == len(done)
     assert {name: owned(path) for name, path in clusters.items()} == before
+
+
+def external_ips(kubeconfig) -> list[str]:
+    return json.loads(kubectl(kubeconfig, "get", "service", "cube-ingress", "-n", "istio-system",
+                              "-o", "json"))["spec"]["externalIPs"]
 
 
 def test_plan_and_status_narrow_to_one_cluster(cli):
@@ -161,7 +206,7 @@ def test_an_unreachable_cluster_fails_with_its_name_and_the_other_finishes(cli, 
     # preflight would stop the run before any change (next test): accepted here, to see a
     # cluster that is out of reach while its stages run
     accepted = [arg for check in CLUSTER_CHECKS for arg in ("--ignore", check)]
-    code, events, err = cli("all", "--force", *only(*EVERY_CLUSTER_STAGES), *accepted,
+    code, events, err = cli("all", "--force", *only(*INDEPENDENT_STAGES), *accepted,
                             site_file=site)
     assert code != 0
     failed = {(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-failed"}
@@ -172,7 +217,7 @@ def test_an_unreachable_cluster_fails_with_its_name_and_the_other_finishes(cli, 
     said = json.dumps(events) + err
     assert "stage namespaces (cluster east)" in said and "stage node-labels (cluster east)" in said
     finished = {(e["stage"], e["cluster"]) for e in events if e["event"] == "stage-done"}
-    assert finished == {(stage, "main") for stage in EVERY_CLUSTER_STAGES}
+    assert finished == {(stage, "main") for stage in INDEPENDENT_STAGES}
     assert journal(workdir)["namespaces@east"]["status"] == "failed"
 
 
@@ -236,3 +281,52 @@ def test_uninstall_of_one_cluster_then_of_the_site(cli, clusters, workdir):
     code, events, err = cli("uninstall")
     assert code == 0, err
     assert owned(clusters["main"]) == {} and owned(clusters["east"]) == {}
+
+
+def uids(kubeconfig, *keys: str) -> dict[str, str]:
+    """"group/Kind/namespace/name" -> uid (the object is the same object, not re-created)."""
+    found = {}
+    for key in keys:
+        group, kind, namespace, name = key.split("/")
+        kind = f"{kind.lower()}.{group}" if group else kind.lower()
+        found[key] = kubectl(kubeconfig, "get", kind, name, "-n", namespace,
+                             "-o", "jsonpath={.metadata.uid}")
+    return found
+
+
+def test_a_site_installed_before_the_ingress_stage_keeps_its_gateways(cli, clusters, workdir):
+    """The version before: stage gateway applied the Gateways and cube-ingress with its
+    routes, on the platform cluster. Its prune (alone, before ingress took them over) leaves
+    them; ingress takes them over in place; the second run changes nothing."""
+    code, _, err = cli("all", *only("namespaces"))
+    assert code == 0, err
+    main = clusters["main"]
+    site = load_site(workdir / "site.yaml")
+    old_split = finalize(site, ingress.render(site) + gateway.render(site))
+    apply_objects(main, "gateway", old_split)  # labelled as the version before did
+    before = uids(main, *GATEWAYS, EXPOSURE)
+    assert set(before) <= set(owned(main, "gateway"))
+
+    code, events, err = cli("all", "--prune", *only("gateway"))
+    assert code == 0, err
+    assert not [e for e in events if e.get("action") == "delete"], events
+    assert uids(main, *GATEWAYS, EXPOSURE) == before
+    assert set(before) <= set(owned(main, "gateway"))  # not taken over yet: still labelled
+
+    code, events, err = cli("all", "--prune", *only("namespaces", "ingress", "gateway"))
+    assert code == 0, err
+    assert not [e for e in events if e.get("action") == "delete"], events
+    assert uids(main, *GATEWAYS, EXPOSURE) == before  # the same objects, not re-created
+    assert set(owned(main, "ingress")) == set(before)
+    assert not set(before) & set(owned(main, "gateway"))
+    assert set(owned(clusters["east"], "ingress")) == set(before)
+
+    after = {name: owned(path) for name, path in clusters.items()}
+    code, events, err = cli("all", "--prune", *only("namespaces", "ingress", "gateway"))
+    assert code == 0, err
+    assert [e for e in events if e["event"] in ("stage-start", "stage-done")] == []
+    assert {name: owned(path) for name, path in clusters.items()} == after
+
+    code, _, err = cli("uninstall")
+    assert code == 0, err
+    assert owned(main) == {} and owned(clusters["east"]) == {}

@@ -123,6 +123,9 @@ def cli(tmp_path_factory, clusters, nodes, registry, ssh_client_key, upstream_se
     data["site"] = "two"
     data["clusters"] = [{"name": name, "kubeconfig": str(plane.kubeconfig)}
                         for name, plane in clusters.items()]
+    for cluster in data["clusters"][1:]:  # its own gateway (the first: the site's)
+        cluster.update(domain=f"{cluster['name']}.cube.example.com",
+                       gateway={"expose": "NodePort"})
     data["registry"].update(host=registry.host, ca_file=str(registry.ca_file))
     data["ssh"].update(key_file=str(ssh_client_key), known_hosts=str(workdir / "known_hosts"),
                        config_file=str(workdir / "no-ssh-config"))

@@ -15,7 +15,7 @@ from tests.servers.http_upstream import component_site
 
 pytestmark = pytest.mark.cluster
 
-STAGES = ("namespaces", "dashboard", "istio", "kubeflow", "gateway")
+STAGES = ("namespaces", "dashboard", "istio", "ingress", "kubeflow", "gateway")
 
 
 def test_a_whole_site_plans_on_a_fresh_cluster_and_writes_nothing(tmp_path, capsys):
@@ -29,9 +29,9 @@ def test_a_whole_site_plans_on_a_fresh_cluster_and_writes_nothing(tmp_path, caps
         assert changes[("namespaces", "Namespace pipeline")]["action"] == "create"
         role = changes[("dashboard", "RoleBinding pipeline/kubernetes-dashboard-pipeline")]
         assert role["action"] == "create" and "namespace" in role["detail"]
-        # istio would create the Gateway CRD; the gateway stage's Gateways are planned
+        # istio would create the Gateway CRD; the ingress stage's Gateways are planned
         gateways = [e for (stage, target), e in changes.items()
-                    if stage == "gateway" and target.startswith("Gateway ")]
+                    if stage == "ingress" and target.startswith("Gateway ")]
         assert gateways and {e["action"] for e in gateways} == {"create"}
         with fresh.api_client() as api:
             from kubernetes import client

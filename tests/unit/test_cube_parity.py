@@ -28,6 +28,7 @@ from tests.helpers import (
     EXAMPLE_SITE,
     REPO,
     example_site_data,
+    other_cluster,
     write_site,
 )
 
@@ -196,15 +197,24 @@ def test_config_py_with_upstream_defaults_would_fail(monkeypatch):
 
 def test_every_site_cluster_is_in_clusters(tmp_path):
     data = example_site_data()
-    data["clusters"].append({"name": "gpu-east", "kubeconfig": "kubeconfigs/main.demo.yaml"})
+    data["clusters"].append(other_cluster("gpu-east"))
     data["cube"]["environment"] = "MAIN"  # upper case is accepted: config.py lower-cases it
     site = load_site(write_site(tmp_path, data))
     clusters = ast.literal_eval(_value_text(cube_config.files(site)["config.py"], "CLUSTERS"))
     assert list(clusters) == ["main", "gpu-east"]
+    # each cluster's HOST and SERVICE_DOMAIN are its own gateway's (the platform starts a
+    # notebook's VirtualService on the gateway of the cluster it runs in)
+    assert clusters["main"]["HOST"] == "10.0.0.11|cube.example.com"
+    assert clusters["main"]["SERVICE_DOMAIN"] == "service.cube.example.com"
     assert clusters["gpu-east"] == {"NAME": "gpu-east",
                                     "KUBECONFIG": "/home/myapp/kubeconfig/gpu-east-kubeconfig",
-                                    "SERVICE_DOMAIN": "service.cube.example.com"}
+                                    "SERVICE_DOMAIN": "service.gpu-east.cube.example.com",
+                                    "HOST": "10.0.1.11|gpu-east.cube.example.com"}
     assert cube.deploy_config(site)["ENVIRONMENT"] == "main"
+    # a NodePort gateway has no address of its own: HOST is the cluster's domain
+    data["clusters"][1]["gateway"] = {"expose": "NodePort"}
+    nodeport = load_site(write_site(tmp_path, data))
+    assert cube_config.clusters(nodeport)["gpu-east"]["HOST"] == "gpu-east.cube.example.com"
     # each KUBECONFIG is a file of the Secret mounted at /home/myapp/kubeconfig
     secret = kubeconfig.render(site)[0]
     for entry in clusters.values():

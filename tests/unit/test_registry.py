@@ -10,13 +10,26 @@ from tests.helpers import EXAMPLE_SITE
 
 DESIGN_ORDER = [
     "node-prep", "storage", "gpu-runtime", "registry-trust", "images", "namespaces", "node-labels", "dashboard",
-    "kube-batch", "mysql", "databases", "redis", "istio", "kubeflow", "prometheus", "efk",
+    "kube-batch", "mysql", "databases", "redis", "istio", "ingress", "kubeflow", "prometheus", "efk",
     "frameworkcontroller", "volcano", "kubeconfig", "pv-pvc", "cube", "gateway", "gpu",
 ]
 
 
 def test_every_stage_in_design_order():
     assert list(registry.STAGE_NAMES) == DESIGN_ORDER
+
+
+def test_gateways_on_every_cluster_routes_on_the_platform():
+    """The platform binds its notebooks' VirtualServices to kubeflow/kubeflow-gateway of
+    the cluster they run in: the Gateways (ingress) go everywhere, its own routes
+    (gateway) only where it runs; ingress took the Gateways over from gateway."""
+    ingress, gateway = registry.get("ingress"), registry.get("gateway")
+    assert ingress.scope is registry.Scope.EVERY_CLUSTER
+    assert gateway.scope is registry.Scope.PLATFORM
+    assert "ingress" in registry.prerequisites(gateway)
+    assert "istio" in registry.prerequisites(ingress)
+    assert registry.taken_over_by("gateway") == (ingress,)
+    assert registry.taken_over_by("ingress") == ()
 
 
 def test_every_need_is_provided_by_an_earlier_stage():

@@ -14,7 +14,7 @@ from cubeinstall.site.loader import load_site
 from cubeinstall.stages.rendered import all_objects
 from tests.helpers import EXAMPLE_SITE, assert_golden
 
-GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "gateway", "gpu")
+GOLDEN_STAGES = ("namespaces", "node-labels", "pv-pvc", "kubeconfig", "ingress", "gateway", "gpu")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_render_is_byte_identical_across_processes(tmp_path):
                         "--out", str(out_dir)], check=True, env=env, capture_output=True)
         outputs.append({p.name: p.read_bytes() for p in sorted(out_dir.iterdir())})
     assert outputs[0] == outputs[1]
-    assert set(outputs[0]) >= {f"{i:02d}-{s}.yaml" for i, s in ((6, "namespaces"), (22, "gateway"))}
+    assert set(outputs[0]) >= {f"{i:02d}-{s}.yaml" for i, s in ((6, "namespaces"), (14, "ingress"), (23, "gateway"))}
 
 
 def test_every_namespace_has_pull_secret_and_injection_label(rendered):
@@ -95,10 +95,36 @@ def test_gateway_serves_any_host_and_the_domain(rendered):
         "kube-system-k8s-dashboard-user1", "kubeflow-labelstudio", "monitoring-grafana",
         "cube-studio"}
     assert all(o["spec"]["hosts"] == ["*", "cube.example.com"] for o in vs)
-    gateways = {o["metadata"]["name"]: o for o in rendered["gateway"] if o["kind"] == "Gateway"}
+    gateways = {o["metadata"]["name"]: o for o in rendered["ingress"] if o["kind"] == "Gateway"}
     assert {g: o["spec"]["servers"][0]["port"]["number"] for g, o in gateways.items()} == {
         "kubeflow-gateway": 80, "kubeflow-gateway-8080": 8080}
     assert all(o["spec"]["servers"][0]["hosts"] == ["*"] for o in gateways.values())
+
+
+def exposure(site) -> dict:
+    from cubeinstall.stages import ingress
+
+    [service] = [o for o in ingress.render(site) if o["kind"] == "Service"]
+    return service["spec"]
+
+
+def test_each_cluster_exposes_its_own_gateway(tmp_path):
+    """The ingress stage renders, for each cluster's view of the site, that cluster's
+    exposure: the first the site's `gateway`, another its `clusters[].gateway`."""
+    from tests.helpers import example_site_data, other_cluster, write_site
+
+    data = example_site_data()
+    data["clusters"].append(other_cluster("east", "10.0.1.11"))
+    west = other_cluster("west")
+    west["gateway"] = {"expose": "NodePort", "node_port_http": 31080, "node_port_http_alt": 31808}
+    data["clusters"].append(west)
+    site = load_site(write_site(tmp_path, data))
+    assert site.for_cluster("main").cluster.name == "main"
+    assert exposure(site.for_cluster("main"))["externalIPs"] == ["10.0.0.11"]
+    assert exposure(site.for_cluster("east"))["externalIPs"] == ["10.0.1.11"]
+    spec = exposure(site.for_cluster("west"))
+    assert spec["type"] == "NodePort" and "externalIPs" not in spec
+    assert [p["nodePort"] for p in spec["ports"]] == [31080, 31808]
 
 
 def test_kubeconfig_secret_holds_an_empty_file_for_the_platform_cluster(rendered, tmp_path):
@@ -115,10 +141,10 @@ def test_kubeconfig_of_another_cluster_is_self_contained(tmp_path):
     import yaml
 
     from cubeinstall.stages import kubeconfig
-    from tests.helpers import example_site_data, write_site
+    from tests.helpers import example_site_data, other_cluster, write_site
 
     data = example_site_data()
-    data["clusters"].append({"name": "gpu-east", "kubeconfig": "kubeconfigs/main.demo.yaml"})
+    data["clusters"].append(other_cluster("gpu-east"))
     site = load_site(write_site(tmp_path, data))
     [secret, *_] = kubeconfig.render(site)
     assert set(secret["data"]) == {"main-kubeconfig", "gpu-east-kubeconfig"}
@@ -156,3 +182,26 @@ def test_upstream_crd_with_value_tag_parses():
     docs = load_documents(path.read_text())
     assert docs[0]["kind"] == "CustomResourceDefinition"
     assert "=" in str(docs[0])
+
+
+def test_preflight_checks_each_clusters_own_gateway_exposure(tmp_path):
+    """gateway-exposure runs for each cluster with its own `gateway`; a finding names the
+    field of the cluster at fault (the site's `gateway` is the first cluster's)."""
+    import io
+
+    from cubeinstall.core.context import RunContext
+    from cubeinstall.core.output import Output
+    from cubeinstall.run.preflight import gateway_exposure
+    from cubeinstall.run.targets import cluster_context
+    from tests.helpers import example_site_data, other_cluster, write_site
+
+    data = example_site_data()
+    data["clusters"].append(other_cluster("east", "127.0.0.1"))  # the API server refuses it
+    ctx = RunContext(load_site(write_site(tmp_path, data)),
+                     Output(json_mode=True, stream=io.StringIO()))
+    [main] = gateway_exposure(cluster_context(ctx, "main"), [])
+    [east] = gateway_exposure(cluster_context(ctx, "east"), [])
+    assert main.grade != "error" and "10.0.0.11" in main.message
+    assert east.grade == "error"
+    assert east.message.startswith("clusters[1].gateway.addresses 127.0.0.1")
+    assert "clusters[1].gateway.expose: NodePort" in east.hint

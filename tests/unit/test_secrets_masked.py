@@ -157,7 +157,7 @@ def test_render_out_writes_secret_data_0600_and_redact_writes_placeholders(secre
     objects = list(yaml.safe_load_all(namespaces.read_text()))
     assert REGISTRY_IN_JSON in _secret_values(objects)  # the pull secret's auth
     assert stat.S_IMODE(namespaces.stat().st_mode) == 0o600
-    gateway = plain / "22-gateway.yaml"
+    gateway = plain / "23-gateway.yaml"
     assert "kind: Secret" not in gateway.read_text()
     assert stat.S_IMODE(gateway.stat().st_mode) == 0o666 & ~umask
 

@@ -10,6 +10,7 @@ import pytest
 from tests.helpers import EXAMPLE_SITE, run_cli
 
 BASE = EXAMPLE_SITE.read_text()
+FIRST_CLUSTER = "    kubeconfig: kubeconfigs/main.demo.yaml   # a real site: ~/.kube/config"
 
 # (id, text to replace in examples/site.yaml, replacement, field path in the
 #  message, words of the message, text on the line the message must point at)
@@ -124,6 +125,28 @@ CASES = [
      "clusters[0].kubeconfig", "must be one path, a string (got a mapping)", "kubeconfig: {path"),
     ("duplicate-key", "  username: robot-cube", "  username: robot-cube\n  username: robot-two",
      "registry.username", "given twice (first at line 18); keep one", "username: robot-two"),
+    # every cluster after the first has a gateway of its own (#15)
+    ("cluster-without-gateway", FIRST_CLUSTER, FIRST_CLUSTER + "\n  - name: east",
+     "clusters[1]", "cluster east needs `domain`", "- name: east"),
+    ("first-cluster-domain", FIRST_CLUSTER, FIRST_CLUSTER + "\n    domain: main.example.com",
+     "clusters[0].domain", "move clusters[0].domain there", "domain: main.example.com"),
+    ("cluster-domain-twice", FIRST_CLUSTER,
+     FIRST_CLUSTER + "\n  - name: east\n    domain: cube.example.com\n"
+     "    gateway: {addresses: [10.0.1.11]}",
+     "clusters[1].domain", "is also domain", "domain: cube.example.com\n    gateway"),
+    ("gateway-address-twice", FIRST_CLUSTER,
+     FIRST_CLUSTER + "\n  - name: east\n    domain: east.example.com\n"
+     "    gateway: {addresses: [10.0.1.11, 10.0.0.11]}",
+     "clusters[1].gateway.addresses[1]", "10.0.0.11 is also in gateway.addresses",
+     "gateway: {addresses: [10.0.1.11, 10.0.0.11]}"),
+    ("gateway-node-port-clash", FIRST_CLUSTER,
+     FIRST_CLUSTER + "\n  - name: east\n    domain: east.example.com\n"
+     "    gateway: {expose: NodePort, node_port_http: 31080, node_port_http_alt: 31080}",
+     "clusters[1].gateway.node_port_http_alt", "the two Gateways need two ports",
+     "gateway: {expose: NodePort"),
+    ("cluster-gateway-without-addresses", FIRST_CLUSTER,
+     FIRST_CLUSTER + "\n  - name: east\n    domain: east.example.com\n    gateway: {}",
+     "clusters[1].gateway.addresses", "no addresses are given", "gateway: {}"),
     ("volume-size", "  type: cephfs", "  type: cephfs\n", None, None, None),
     ("no-nodes", None, None, None, None, None),
     ("yaml-syntax", "  naming: flatten", "  naming: [flatten", "", "not valid YAML", None),

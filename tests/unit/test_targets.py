@@ -16,7 +16,7 @@ from cubeinstall.run.targets import expand, prerequisites
 from cubeinstall.site import stages as registry
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.stages import Scope
-from tests.helpers import example_site_data, write_site
+from tests.helpers import example_site_data, other_cluster, write_site
 
 EAST_NODE = {"name": "east1", "address": "east1.cube.example.com", "cluster": "east",
              "roles": ["gpu", "train", "notebook", "service", "kubeflow", "istio", "monitoring"]}
@@ -26,7 +26,7 @@ def two_cluster_data() -> dict:
     """The example site with a second cluster, east, holding one GPU node; the example's
     gpu1 becomes a CPU node so that only east has GPUs."""
     data = example_site_data()
-    data["clusters"].append({"name": "east", "kubeconfig": "kubeconfigs/main.demo.yaml"})
+    data["clusters"].append(other_cluster("east"))
     gpu1 = next(node for node in data["nodes"] if node["name"] == "gpu1")
     gpu1["roles"] = ["cpu" if role == "gpu" else role for role in gpu1["roles"]]
     data["nodes"].append(copy.deepcopy(EAST_NODE))

@@ -62,25 +62,30 @@ def _run(target_: Any, stage: str, cluster: str | None, options: Options, call,
 def apply_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, dry_run: bool = False,
                   timeout: Any = None, gates: bool = True, prune: bool = False,
                   force_conflicts: bool = False, webhooks: str | None = None,
-                  cluster: str | None = None, out: Any = None) -> list[Change]:
+                  cluster: str | None = None, out: Any = None,
+                  taken_over: frozenset | None = None) -> list[Change]:
     """Apply ``objects`` for ``stage``; returns one Change per object (and per pruned one).
 
     ``ctx_or_client``: a RunContext (its site's timeouts and gates, its output),
     a KubeClient or a kubernetes ApiClient. ``timeout``: seconds per object, or
     a site ``Timeouts``. ``webhooks``: "probe" or "skip" (default: the site's).
+    ``taken_over``: keys of objects another stage took over from this one: never pruned.
     """
     options = _options(ctx_or_client, timeout, cluster, gates=gates, prune=prune,
-                       force_conflicts=force_conflicts, webhooks=webhooks)
+                       force_conflicts=force_conflicts, webhooks=webhooks,
+                       taken_over=taken_over)
     return _run(ctx_or_client, stage, cluster, options,
                 lambda engine: engine.run(list(objects), dry_run=dry_run), out)
 
 
 def plan_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, prune: bool = False,
                  timeout: Any = None, force_conflicts: bool = False,
-                 cluster: str | None = None, out: Any = None) -> list[Change]:
+                 cluster: str | None = None, out: Any = None,
+                 taken_over: frozenset | None = None) -> list[Change]:
     """What apply would do: server-side dry run compared with live, nothing written."""
     return apply_objects(ctx_or_client, stage, objects, dry_run=True, timeout=timeout,
-                         prune=prune, force_conflicts=force_conflicts, cluster=cluster, out=out)
+                         prune=prune, force_conflicts=force_conflicts, cluster=cluster, out=out,
+                         taken_over=taken_over)
 
 
 def uninstall_stage(ctx_or_client: Any, stage: str, *, purge: bool = False,

@@ -70,6 +70,8 @@ class Options:
     planned_kinds: frozenset[tuple[str, str]] = frozenset()
     # Namespaces an earlier stage of this run created (core.context.Planned).
     created_namespaces: frozenset[str] = frozenset()
+    # Objects another stage took over (site/stages.py took_over_from): never pruned here.
+    taken_over: frozenset[ObjectKey] = frozenset()
 
 
 class Engine:
@@ -338,7 +340,7 @@ class Engine:
         wanted = {item.key for item in items}
         found = [f for f in prune.find_owned(self.client, self.stage, self.pool, self.report,
                                              kept=self.options.purge)
-                 if f.key not in wanted]
+                 if f.key not in wanted and f.key not in self.options.taken_over]
         return prune.delete_found(
             self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
             object_seconds=self.options.object_seconds, stage_deadline=self.deadline,

@@ -131,7 +131,11 @@ def placement_labels(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
 
 
 def gateway_exposure(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
-    gateway = ctx.site.gateway
+    """The cluster's own exposure of its ingress gateway (Service cube-ingress)."""
+    site = ctx.site
+    gateway = site.gateway_of(site.cluster)
+    field = ("gateway" if site.cluster.name == site.platform_cluster.name
+             else f"clusters[{site.cluster_names.index(site.cluster.name)}].gateway")
     if gateway.expose == "NodePort":
         for port in (gateway.node_port_http, gateway.node_port_http_alt):
             if not 30000 <= port <= 32767:
@@ -148,9 +152,9 @@ def gateway_exposure(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
                or ip.is_multicast or ip.is_unspecified]
     if refused:
         yield Finding("gateway-exposure", "error",
-                      f"gateway.addresses {', '.join(refused)}: the API server refuses loopback, "
+                      f"{field}.addresses {', '.join(refused)}: the API server refuses loopback, "
                       "link-local, multicast and unspecified addresses as externalIPs",
-                      "use an address of a node's network, or gateway.expose: NodePort")
+                      f"use an address of a node's network, or {field}.expose: NodePort")
         return
     node_ips = set()
     for node in ctx.site.nodes:
@@ -242,7 +246,7 @@ def mysql_reachable(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
 # cluster's context and the stages that act on it
 CHECKS: tuple[tuple[str, Check, Callable[[RunContext, list[Stage]], bool]], ...] = (
     ("placement-labels", placement_labels, lambda ctx, s: Layer.CLUSTER in _layers(s)),
-    ("gateway-exposure", gateway_exposure, lambda ctx, s: any(x.name == "gateway" for x in s)),
+    ("gateway-exposure", gateway_exposure, lambda ctx, s: any(x.name == "ingress" for x in s)),
     ("cluster-version", cluster_version, lambda ctx, s: Layer.CLUSTER in _layers(s)),
     ("cluster-permissions", cluster_permissions, lambda ctx, s: Layer.CLUSTER in _layers(s)),
     ("cluster-nodes", cluster_nodes, lambda ctx, s: Layer.CLUSTER in _layers(s)),
@@ -257,8 +261,8 @@ CHECKS: tuple[tuple[str, Check, Callable[[RunContext, list[Stage]], bool]], ...]
     ("mysql-reachable", mysql_reachable,
      lambda ctx, s: ctx.site.mysql.mode == "external" and Layer.DATABASE in _layers(s)),
 )
-CLUSTER_CHECKS = frozenset({"placement-labels", "cluster-version", "cluster-permissions",
-                            "cluster-nodes"})
+CLUSTER_CHECKS = frozenset({"placement-labels", "gateway-exposure", "cluster-version",
+                            "cluster-permissions", "cluster-nodes"})
 CHECK_IDS = tuple(check_id for check_id, _, _ in CHECKS)
 
 

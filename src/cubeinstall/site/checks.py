@@ -181,9 +181,59 @@ def _external_services(site: Site) -> Iterator[Problem]:
                "the application user must differ from the administrative user")
 
 
-@reads("gateway")
-def _gateway(site: Site) -> Iterator[Problem]:
-    if site.gateway.expose == "externalIPs" and not site.gateway.addresses:
-        yield (("gateway", "addresses"),
-               "gateway.expose is externalIPs but no addresses are given: list the node IPs "
-               "users reach, or use expose: NodePort")
+@reads("gateway", "clusters", "domain")
+def _gateways(site: Site) -> Iterator[Problem]:
+    """Each cluster's gateway: the first's is the site's ``domain`` and ``gateway``; every
+    other cluster gives its own (the platform links to a notebook through the gateway of
+    the cluster it runs in). No address or domain serves two clusters."""
+    first = site.platform_cluster
+    for field in ("domain", "gateway"):
+        if getattr(first, field) is not None:
+            yield (("clusters", 0, field),
+                   f"clusters[0] runs the platform: its {field} is the site's top-level "
+                   f"`{field}:`; move clusters[0].{field} there")
+    domains: dict[str, str] = {site.domain: "domain"}
+    addresses: dict[str, str] = {}
+    for index, cluster in enumerate(site.clusters):
+        where = ("gateway",) if index == 0 else ("clusters", index, "gateway")
+        if index:
+            yield from _own_gateway(index, cluster, domains)
+        gateway = site.gateway_of(cluster)
+        if gateway is None:
+            continue
+        field = ".".join(map(str, where))
+        if gateway.expose == "externalIPs" and not gateway.addresses:
+            yield (where + ("addresses",),
+                   f"{field}.expose is externalIPs but no addresses are given: list the node IPs "
+                   "users reach, or use expose: NodePort")
+        if gateway.expose == "NodePort" and gateway.node_port_http == gateway.node_port_http_alt:
+            yield (where + ("node_port_http_alt",),
+                   f"{field}.node_port_http_alt {gateway.node_port_http_alt} is also "
+                   f"{field}.node_port_http: the two Gateways need two ports")
+        if gateway.expose != "externalIPs":
+            continue
+        for position, address in enumerate(gateway.addresses):
+            if address in addresses:
+                yield (where + ("addresses", position),
+                       f"{field}.addresses: {address} is also in {addresses[address]}: "
+                       "an address reaches the gateway of one cluster only")
+            addresses.setdefault(address, f"{field}.addresses")
+
+
+def _own_gateway(index: int, cluster, domains: dict[str, str]) -> Iterator[Problem]:
+    """A cluster after the first names how users reach its gateway."""
+    if cluster.domain is None:
+        yield (("clusters", index),
+               f"cluster {cluster.name} needs `domain`: the DNS name users reach "
+               "its gateway at (config.py CLUSTERS HOST and SERVICE_DOMAIN; notebooks there "
+               "are opened through it)")
+    elif cluster.domain in domains:
+        yield (("clusters", index, "domain"),
+               f"clusters[{index}].domain {cluster.domain!r} is also {domains[cluster.domain]}: "
+               "each cluster's gateway needs its own name")
+    else:
+        domains[cluster.domain] = f"clusters[{index}].domain"
+    if cluster.gateway is None:
+        yield (("clusters", index),
+               f"cluster {cluster.name} needs `gateway`: how users reach its "
+               "ingress gateway (expose: externalIPs with addresses, or NodePort)")

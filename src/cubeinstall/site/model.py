@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
 )
@@ -58,6 +59,14 @@ def _absolute_posix(value: str) -> str:
 def _yaml_type(value: object) -> str:
     return {list: "list", tuple: "list", dict: "mapping", bool: "boolean", int: "number",
             float: "number"}.get(type(value), type(value).__name__)
+
+
+def _dns_name(value: str | None) -> str | None:
+    if value is not None and (not _DNS_NAME.match(value) or len(value) > 253):
+        raise ValueError(
+            f"not a valid DNS name: {value!r} (lower-case letters, digits, '-' and '.')"
+        )
+    return value
 
 
 def _host(value: str) -> str:
@@ -104,10 +113,43 @@ class Model(BaseModel):
 # --- clusters ------------------------------------------------------------------
 
 
+def _ip_address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+    return value
+
+
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
+
+
+class Gateway(Model):
+    """How users reach a cluster's ingress gateway (Service ``cube-ingress``)."""
+
+    expose: Literal["externalIPs", "NodePort"] = "externalIPs"
+    addresses: tuple[IPAddress, ...] = ()
+    node_port_http: Port = 30080
+    node_port_http_alt: Port = 30808
+
+
 class Cluster(Model):
     name: Name
     kubeconfig: LocalPath = Field(default=Path("~/.kube/config"))
     context: str | None = None
+    # The platform's notebooks and services are reached through the gateway of the cluster
+    # they run in: each cluster after the first says how (the first: the site's own
+    # `domain` and `gateway`).
+    domain: str | None = Field(
+        default=None,
+        description="DNS name users reach this cluster's gateway at (every cluster after "
+                    "the first; the first uses the site's domain)")
+    gateway: Gateway | None = Field(
+        default=None,
+        description="this cluster's gateway exposure (every cluster after the first; the "
+                    "first uses the site's gateway)")
+
+    _domain = field_validator("domain")(_dns_name)
 
     _resolve = field_validator("kubeconfig", mode="before")(_expand_path)
 
@@ -342,24 +384,6 @@ class Cube(Model):
     )
 
 
-def _ip_address(value: str) -> str:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"not an IP address: {value!r}") from None
-    return value
-
-
-IPAddress = Annotated[str, AfterValidator(_ip_address)]
-
-
-class Gateway(Model):
-    expose: Literal["externalIPs", "NodePort"] = "externalIPs"
-    addresses: tuple[IPAddress, ...] = ()
-    node_port_http: Port = 30080
-    node_port_http_alt: Port = 30808
-
-
 class Timeouts(Model):
     object_seconds: float = Field(default=300, gt=0, description="readiness of one object")
     stage_seconds: float = Field(default=1800, gt=0)
@@ -475,15 +499,10 @@ class Site(Model):
     monitoring: Monitoring = Monitoring()
     logging: Logging = Logging()
     adopt: Adopt = Adopt()
+    # Set by for_cluster only: which cluster this view is for (not a key of site.yaml).
+    _viewed_cluster: str | None = PrivateAttr(default=None)
 
-    @field_validator("domain")
-    @classmethod
-    def _dns_name(cls, value: str) -> str:
-        if not _DNS_NAME.match(value) or len(value) > 253:
-            raise ValueError(
-                f"not a valid DNS name: {value!r} (lower-case letters, digits, '-' and '.')"
-            )
-        return value
+    _domain = field_validator("domain")(_dns_name)
 
     @property
     def platform_cluster(self) -> Cluster:
@@ -499,9 +518,28 @@ class Site(Model):
     def for_cluster(self, name: str) -> "Site":
         """The site as one cluster's stages see it: that cluster's nodes only (node labels,
         GPU objects, placement render for their own cluster), every cluster still listed
-        (the platform's CLUSTERS names them all). A one-cluster site is returned as it is."""
+        (the platform's CLUSTERS names them all), ``cluster`` = that one. The platform
+        cluster's view of a site whose nodes are all its own is the site as it is."""
         nodes = tuple(node for node in self.nodes if self.cluster_of(node) == name)
-        return self if nodes == self.nodes else self.model_copy(update={"nodes": nodes})
+        if nodes == self.nodes and name == self.cluster.name:
+            return self
+        view = self.model_copy(update={"nodes": nodes})
+        view._viewed_cluster = name
+        return view
+
+    @property
+    def cluster(self) -> Cluster:
+        """The cluster this view of the site is for (``for_cluster``; else the platform's)."""
+        name = self._viewed_cluster
+        return next((c for c in self.clusters if c.name == name), self.platform_cluster)
+
+    def domain_of(self, cluster: Cluster) -> str | None:
+        """The DNS name users reach a cluster's gateway at (the first: the site's domain)."""
+        return self.domain if cluster.name == self.platform_cluster.name else cluster.domain
+
+    def gateway_of(self, cluster: Cluster) -> Gateway | None:
+        """How a cluster's gateway is exposed (the first: the site's ``gateway``)."""
+        return self.gateway if cluster.name == self.platform_cluster.name else cluster.gateway
 
     def component(self, name: str) -> Component:
         return self.components.get(name) or Component()

@@ -68,6 +68,9 @@ class Stage:
     default_enabled: bool = True
     extra_enabled: Callable[["Site"], bool] | None = field(default=None, compare=False)
     holds: str | None = None  # a resource it uses for its whole run: no two at once
+    # Stages that applied some of its objects in an earlier version: their labels may still
+    # be on them until this stage runs, and their prune must leave those objects alone.
+    took_over_from: tuple[str, ...] = ()
 
 
     def enabled(self, site: "Site") -> bool:
@@ -142,6 +145,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("istio", "Istio CRDs, istiod and the ingress gateway", Layer.CLUSTER, "istio",
           needs=("namespaces", "node-labels"), provides=("istio",), placement="istio",
           scope=_EVERY, options=frozenset({EXISTING_OPTION})),
+    # Every cluster: the platform binds the VirtualServices of the notebooks and services
+    # it starts to kubeflow/kubeflow-gateway of the cluster they run in.
+    Stage("ingress", "Istio Gateways (any host) and Service cube-ingress: how users reach "
+          "the cluster's gateway", Layer.CLUSTER, "ingress", needs=("istio",),
+          provides=("ingress",), scope=_EVERY, took_over_from=("gateway",)),
     Stage("kubeflow", "Argo Workflows and the Kubeflow training-operator", Layer.CLUSTER,
           "kubeflow", needs=("namespaces", "node-labels"), provides=("kubeflow",),
           placement="kubeflow", scope=_EVERY, options=frozenset({REPLACE_OPTION})),
@@ -163,8 +171,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("cube", "the cube-studio platform itself", Layer.CLUSTER, "cube",
           needs=("databases", "redis", "kubeconfigs", "volumes", "node-labels"),
           provides=("platform",), placement="kubeflow-dashboard"),
-    Stage("gateway", "Istio Gateways (any host) and the platform's VirtualServices",
-          Layer.CLUSTER, "gateway", needs=("istio", "platform")),
+    Stage("gateway", "the platform's VirtualServices: its frontend, dashboards, grafana, "
+          "kibana, argo", Layer.CLUSTER, "gateway", needs=("ingress", "platform")),
     # Last so that adding it renumbered no stage; it needs no earlier stage's objects
     # (dcgm-exporter is scraped by annotation, not through a ServiceMonitor).
     Stage("gpu", "NVIDIA device plugin and dcgm-exporter on GPU nodes", Layer.CLUSTER,
@@ -204,3 +212,8 @@ def _prerequisites() -> dict[str, frozenset[str]]:
 
 
 _PREREQUISITES = _prerequisites()
+
+
+def taken_over_by(name: str) -> tuple[Stage, ...]:
+    """The stages that took objects over from stage ``name`` (``took_over_from``)."""
+    return tuple(stage for stage in STAGES if name in stage.took_over_from)

@@ -22,14 +22,30 @@ def plan(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
     from cubeinstall.kube import plan_objects
 
     return plan_objects(ctx, stage, objects, prune=ctx.options.prune,
-                        force_conflicts=ctx.options.force)
+                        force_conflicts=ctx.options.force, taken_over=taken_over(ctx, stage))
 
 
 def apply(ctx: RunContext, stage: str, objects: list[dict]) -> list[Change]:
     from cubeinstall.kube import apply_objects
 
     return apply_objects(ctx, stage, objects, prune=ctx.options.prune,
-                         force_conflicts=ctx.options.force)
+                         force_conflicts=ctx.options.force, taken_over=taken_over(ctx, stage))
+
+
+def taken_over(ctx: RunContext, stage: str) -> frozenset:
+    """What the stages that took objects over from this one render: this stage's prune
+    leaves them, even while they still carry its label (a site installed by a version
+    before the move, whose new owner has not run yet)."""
+    from cubeinstall.site import stages as registry
+
+    successors = registry.taken_over_by(stage)
+    if not ctx.options.prune or not successors:
+        return frozenset()
+    from cubeinstall.kube.objects import key_of
+    from cubeinstall.stages.contract import load
+
+    return frozenset(key_of(obj) for successor in successors
+                     for obj in load(successor).objects(ctx.site) or [])
 
 
 def uninstall(ctx: RunContext, stage: str, purge: bool = False) -> list[Change]:

@@ -8,7 +8,9 @@ located with ``ast`` (render/pyassign.py); every other byte stays upstream's:
 - ``SERVICE_EXTERNAL_IP``: the gateway's addresses (start.sh:146 writes the node IP).
 - ``CLUSTERS``: one entry per site cluster, key = its name (config.py lower-cases
   ENVIRONMENT and reads ``CLUSTERS[ENVIRONMENT]`` at import, so ENVIRONMENT is the
-  platform cluster's name), with upstream's keys NAME, KUBECONFIG, SERVICE_DOMAIN, HOST.
+  platform cluster's name), with upstream's keys NAME, KUBECONFIG, SERVICE_DOMAIN, HOST:
+  HOST and SERVICE_DOMAIN from that cluster's own gateway (``clusters[].domain`` and
+  ``clusters[].gateway``; the first: the site's ``domain`` and ``gateway``).
 - With a mirroring site registry, the images the platform starts itself (offline.md's
   list: REPOSITORY_ORG, NOTEBOOK_IMAGES, ...), renamed as every other image
   (naming.target_name).
@@ -26,7 +28,7 @@ from cubeinstall.core.errors import ConfigError, CubeError
 from cubeinstall.render import naming
 from cubeinstall.render.pyassign import assigned_value, replace_assignments
 from cubeinstall.site import platform
-from cubeinstall.site.model import Registry, Site
+from cubeinstall.site.model import Cluster, Registry, Site
 from cubeinstall.upstream import manifests
 
 COMPONENT = "cube-studio"
@@ -85,31 +87,32 @@ def environment(site: Site) -> str:
     return site.platform_cluster.name
 
 
-def service_domain(site: Site) -> str:
-    """Domain of the platform's inference services (``<service>.<SERVICE_DOMAIN>``)."""
-    return f"service.{site.domain}"
+def service_domain(site: Site, cluster: Cluster) -> str:
+    """Domain of the inference services of a cluster (``<service>.<SERVICE_DOMAIN>``,
+    routed by that cluster's gateway)."""
+    return f"service.{site.domain_of(cluster)}"
+
+
+def host(site: Site, cluster: Cluster) -> str:
+    """config.py's HOST of a cluster: ``<gateway address>|<domain>``, the platform's
+    ``'ip|public'`` form: notebooks and services there get the address as external IP,
+    links go to the domain of that cluster's gateway (the first: the site's domain, which
+    users log in at). Without addresses (NodePort): the domain."""
+    gateway = site.gateway_of(cluster)
+    address = gateway.addresses[0] if gateway.addresses else None
+    return "|".join(part for part in (address, site.domain_of(cluster)) if part)
 
 
 def clusters(site: Site) -> dict[str, dict[str, str]]:
-    """config.py's CLUSTERS: every site cluster under its name, the platform's first.
-
-    HOST (only known for the platform cluster) is ``<gateway address>|<domain>``, the
-    platform's ``'ip|public'`` form: notebooks and services get the address as external
-    IP, links go to the domain users log in at (its cookie). NodePort sites: the domain.
-    """
-    home = site.platform_cluster
-    result = {}
-    for cluster in site.clusters:
-        entry = {
-            "NAME": cluster.name,
-            "KUBECONFIG": f"{platform.KUBECONFIG_DIR}/{platform.kubeconfig_file(cluster.name)}",
-            "SERVICE_DOMAIN": service_domain(site),
-        }
-        if cluster.name == home.name:
-            addresses = site.gateway.addresses
-            entry["HOST"] = f"{addresses[0]}|{site.domain}" if addresses else site.domain
-        result[cluster.name] = entry
-    return result
+    """config.py's CLUSTERS: every site cluster under its name, the platform's first, each
+    with the address of its own gateway (the platform starts a notebook's VirtualService
+    on the gateway of the cluster the notebook runs in)."""
+    return {cluster.name: {
+        "NAME": cluster.name,
+        "KUBECONFIG": f"{platform.KUBECONFIG_DIR}/{platform.kubeconfig_file(cluster.name)}",
+        "SERVICE_DOMAIN": service_domain(site, cluster),
+        "HOST": host(site, cluster),
+    } for cluster in site.clusters}
 
 
 # -- images the platform starts itself (offline.md: "point them at your registry") --------------

@@ -1,11 +1,8 @@
-"""gateway: upstream's Istio Gateways and VirtualServices, and how users reach the gateway.
+"""gateway: upstream's VirtualServices on the platform cluster: how users reach its UIs.
 
-From the pinned gateway.yaml and virtual.yaml (start.sh:115-116):
+From the pinned virtual.yaml (start.sh:116); the Gateways they bind and the
+exposure Service are the ingress stage's (every cluster).
 
-- Gateways ``kubeflow/kubeflow-gateway`` (80) and ``kubeflow-gateway-8080`` exactly as
-  upstream, hosts ``'*'``: the platform creates VirtualServices of its own on them
-  (notebooks, services, inference) with host ``'*'``, the site's domain or
-  ``<service>.<SERVICE_DOMAIN>``; a Gateway limited to the domain would drop the others.
 - upstream's VirtualServices (names and namespaces kept, so a start.sh site is taken
   over): ``/`` to the platform's frontend (its nginx proxies the API to the backend),
   ``/k8s/dashboard/cluster/`` and ``/k8s/dashboard/user1/`` (config.py
@@ -13,8 +10,7 @@ From the pinned gateway.yaml and virtual.yaml (start.sh:115-116):
   the stage serving it is enabled (labelstudio: always, as upstream). Every route keeps
   upstream's ``myapp_username`` cookie match.
 
-Typed patches: each Gateway port gets the name Istio 1.30's schema requires (``http``);
-every VirtualService's hosts are ``'*'`` and the site's domain. The
+Typed patches: every VirtualService's hosts are ``'*'`` and the site's domain. The
 platform gives its notebook VirtualServices the cluster's HOST (the domain) as host, and
 Envoy serves a request for the domain only from the routes of that exact host: with
 ``'*'`` alone, ``/`` and the dashboards would vanish for the domain once the first
@@ -23,9 +19,7 @@ prometheus stage serves it on its Service port under /grafana/ itself
 (serve_from_sub_path), so its route keeps the prefix.
 
 cubeinstall's extra UIs (kibana, argo-server) get VirtualService ``kubeflow/cube-studio``
-in the same form. The ingress gateway is reached through Service ``cube-ingress``
-(externalIPs or NodePorts, ``gateway.expose``) rather than by patching upstream's
-Service as start.sh:152 does.
+in the same form.
 """
 
 from __future__ import annotations
@@ -37,13 +31,12 @@ from cubeinstall.core.errors import CubeError
 from cubeinstall.render.engine import render_stage
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
+from cubeinstall.stages.ingress import GATEWAY
 from cubeinstall.upstream import manifests
 
 STAGE = "gateway"
 UPSTREAM = ("cube-studio",)
-GATEWAY_FILE = "install/kubernetes/gateway.yaml"
 VIRTUAL_FILE = "install/kubernetes/virtual.yaml"
-GATEWAY = "kubeflow/kubeflow-gateway"
 WILDCARD = "*"
 # The cookie the platform sets at login; upstream's only gate in front of its UIs.
 LOGGED_IN = {"cookie": {"regex": ".*myapp_username=.*"}}
@@ -87,8 +80,7 @@ def enabled(site: Site, stage: str | None) -> bool:
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
     hosts = [WILDCARD, site.domain]
-    objects = [named_ports(gw) for gw in manifests.objects(site, "cube-studio", [GATEWAY_FILE])]
-    objects += [for_site(vs, hosts) for vs in manifests.objects(site, "cube-studio", [VIRTUAL_FILE])
+    objects = [for_site(vs, hosts) for vs in manifests.objects(site, "cube-studio", [VIRTUAL_FILE])
                 if enabled(site, serving_stage(vs))]
     routes = [route for route in ROUTES if enabled(site, route.stage)]
     return objects + render_stage(
@@ -98,10 +90,6 @@ def render(site: Site) -> list[dict]:
         gateway=GATEWAY,
         logged_in=LOGGED_IN,
         routes=routes,
-        expose=site.gateway.expose,
-        addresses=site.gateway.addresses,
-        node_port_http=site.gateway.node_port_http,
-        node_port_http_alt=site.gateway.node_port_http_alt,
     )
 
 
@@ -117,14 +105,6 @@ def serving_stage(vs: dict) -> str | None:
 
 def key(obj: dict) -> tuple[str, str]:
     return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
-
-
-def named_ports(gateway: dict) -> dict:
-    """Istio 1.30's Gateway schema requires ``port.name`` (1.15 did not): ``http``."""
-    gateway = copy.deepcopy(gateway)
-    for server in gateway["spec"]["servers"]:
-        server["port"].setdefault("name", server["port"]["protocol"].lower())
-    return gateway
 
 
 def for_site(vs: dict, hosts: list[str]) -> dict:
