@@ -12,7 +12,8 @@ import yaml
 
 from cubeinstall.site import stages as registry
 from cubeinstall.site.stages import Scope
-from tests.helpers import EXAMPLE_SITE, example_site_data, json_events, run_cli, write_site
+from tests.helpers import (EXAMPLE_SITE, example_site_data, json_events, other_cluster, run_cli,
+                           write_site)
 
 EAST_ROLES = ["cpu", "train", "notebook", "service", "kubeflow", "istio", "monitoring"]
 
@@ -20,7 +21,7 @@ EAST_ROLES = ["cpu", "train", "notebook", "service", "kubeflow", "istio", "monit
 @pytest.fixture(scope="module")
 def two_clusters(tmp_path_factory):
     data = example_site_data()
-    data["clusters"].append({**data["clusters"][0], "name": "east"})
+    data["clusters"].append(other_cluster("east"))
     data["nodes"].append({"name": "east1", "address": "east1.cube.example.com",
                           "cluster": "east", "roles": EAST_ROLES})
     return write_site(tmp_path_factory.mktemp("two-clusters"), data)
@@ -79,8 +80,8 @@ def test_render_out_writes_a_folder_per_cluster(two_clusters, tmp_path, capsys):
     assert code == 0, err
     written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.yaml"))
     assert written == ["east/06-namespaces.yaml", "main/06-namespaces.yaml",
-                       "main/19-kubeconfig.yaml"]
-    assert (tmp_path / "out/main/19-kubeconfig.yaml").stat().st_mode & 0o777 == 0o600
+                       "main/20-kubeconfig.yaml"]
+    assert (tmp_path / "out/main/20-kubeconfig.yaml").stat().st_mode & 0o777 == 0o600
 
 
 def test_one_cluster_render_keeps_its_headers_and_files(tmp_path, capsys):
