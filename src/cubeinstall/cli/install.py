@@ -100,7 +100,15 @@ def plan(
 ) -> None:
     """Show what each stage would change, without changing anything."""
     ctx = load_context(dry_run=True, prune=prune)
+    if not offline:
+        ctx = _found(ctx)
     _show_plan(ctx, _targets(ctx, only, skip, start, cluster), offline)
+
+
+def _found(ctx):
+    from cubeinstall.run.found import with_found
+
+    return with_found(ctx)
 
 
 def _targets(ctx, only=None, skip=None, start=None, cluster=None) -> list:
@@ -200,6 +208,7 @@ def run_all(
 
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
                        jobs=1 if serial else jobs)
+    ctx = _found(ctx)
     targets = _targets(ctx, only, skip, start, cluster)
     selected = list(dict.fromkeys(target.stage for target in targets))
     if not dry_run:
@@ -253,7 +262,8 @@ def stage(
     from cubeinstall.site import stages as registry
 
     runner.check_stage_names([name], "stage")
-    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
+    ctx = _found(load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune,
+                              force=force))
     selected = registry.get(name)
     if not selected.enabled(ctx.site):
         raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",

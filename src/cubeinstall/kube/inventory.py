@@ -33,8 +33,12 @@ class Found:
     desired: dict | None = None  # ours (None for a leftover)
 
 
-def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
-           ) -> tuple[takeover.Survey, list[Found]]:
+def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]],
+           selected: frozenset[str] | None = None) -> tuple[takeover.Survey, list[Found]]:
+    """``stage_objects``: every enabled stage's (what counts as a counterpart);
+    ``selected``: the stages whose objects are decided (None: all, leftovers included;
+    otherwise no leftover is removed: it may be the counterpart's of another version of a
+    stage not selected)."""
     result, found = takeover.Survey(), []
     rendered, resources, platform_namespaces, desired_pvs = set(), {}, set(), []
     for stage, objects in stage_objects.items():
@@ -42,6 +46,8 @@ def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
             rendered.add(key_of(obj))
             if obj.get("kind") == "Namespace":
                 platform_namespaces.add(obj["metadata"]["name"])
+            if selected is not None and stage not in selected:
+                continue
             try:
                 resource = client.resolve(obj["apiVersion"], obj["kind"])
             except Unsupported:  # its CRD comes with an earlier stage: nothing to take over
@@ -54,8 +60,11 @@ def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
             item = _decide(client, stage, resource, desired, result)
             if item is not None:
                 found.append(item)
-    found += _leftovers(client, site, list(resources.values()), rendered,
-                        frozenset(platform_namespaces))
+    leftovers = _leftovers(client, site, list(resources.values()), rendered,
+                           frozenset(platform_namespaces))
+    if selected is not None:
+        leftovers = [_kept_in_part(item) for item in leftovers]
+    found += leftovers
     if desired_pvs:
         volumes = client.list(client.resolve("v1", "PersistentVolume"))
         result.clashes = takeover.host_path_clashes(desired_pvs, volumes)
@@ -127,6 +136,15 @@ def _leftovers(client: KubeClient, site: Site, resources: list[ApiResource], ren
     roles = frozenset(bindings_removed - still_bound)
     return [Found(decide(o, roles) if o.get("kind") == "ClusterRole" else d, r, o)
             for r, o, d in decided]
+
+
+def _kept_in_part(item: Found) -> Found:
+    if item.decision.action != "remove":
+        return item
+    return Found(takeover.Decision(item.decision.target, "keep",
+                                   "adopt of part of the site (--only/--skip) removes no "
+                                   "leftover: run adopt for the whole site to remove it"),
+                 item.resource, item.live)
 
 
 # -- carrying it out ---------------------------------------------------------------------------

@@ -301,6 +301,9 @@ class Redis(Model):
 # --- components, platform, gateway, timeouts ----------------------------------------
 
 
+SERVER_FORM = r"([a-z0-9-]+)/([a-z0-9-]+):(\d+)"  # components.<stage>.server
+
+
 class Component(Model):
     enabled: bool | None = Field(default=None, description="default depends on the stage")
     version: str | dict[str, str] | None = Field(
@@ -321,6 +324,12 @@ class Component(Model):
     )
     namespace: Name | None = Field(
         default=None, description="namespace the component installs into (default: its own)"
+    )
+    server: str | None = Field(
+        default=None,
+        description="kubeflow with mode existing: the running argo-server's Service the "
+                    "gateway routes /argo/ to, namespace/service:port; found in the cluster "
+                    "when not set",
     )
 
 
