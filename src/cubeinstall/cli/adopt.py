@@ -31,7 +31,7 @@ def adopt(
     stages = runner.select(ctx.site, only or [], skip or []) if only or skip else None
     if not dry_run:
         require_confirmation_possible("adopt")
-    ctx = with_found(ctx)
+    ctx = with_found(ctx, None if stages is None else [stage.name for stage in stages])
     result, found = adoption.plan_adoption(ctx, stages)
     for decision in result.decisions:
         runner.report_changes(ctx, decision.stage or "leftover", [adoption.as_change(decision)],

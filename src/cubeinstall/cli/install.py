@@ -100,15 +100,17 @@ def plan(
 ) -> None:
     """Show what each stage would change, without changing anything."""
     ctx = load_context(dry_run=True, prune=prune)
+    targets = _targets(ctx, only, skip, start, cluster)
     if not offline:
-        ctx = _found(ctx)
-    _show_plan(ctx, _targets(ctx, only, skip, start, cluster), offline)
+        ctx = _found(ctx, targets)
+    _show_plan(ctx, targets, offline)
 
 
-def _found(ctx):
+def _found(ctx, targets):
+    """What the selected stages render from the cluster (run/found.py)."""
     from cubeinstall.run.found import with_found
 
-    return with_found(ctx)
+    return with_found(ctx, {target.stage.name for target in targets})
 
 
 def _targets(ctx, only=None, skip=None, start=None, cluster=None) -> list:
@@ -208,11 +210,11 @@ def run_all(
 
     ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force,
                        jobs=1 if serial else jobs)
-    ctx = _found(ctx)
     targets = _targets(ctx, only, skip, start, cluster)
     selected = list(dict.fromkeys(target.stage for target in targets))
     if not dry_run:
         require_confirmation_possible("all")
+    ctx = _found(ctx, targets)
     ctx.out.event("preflight-start", message="preflight checks")
     preflight_failed = None
     try:
@@ -262,8 +264,7 @@ def stage(
     from cubeinstall.site import stages as registry
 
     runner.check_stage_names([name], "stage")
-    ctx = _found(load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune,
-                              force=force))
+    ctx = load_context(dry_run=dry_run, trust_new_hosts=trust_new_hosts, prune=prune, force=force)
     selected = registry.get(name)
     if not selected.enabled(ctx.site):
         raise ConfigError(f"stage {name} is disabled for site {ctx.site.site}",
@@ -276,6 +277,7 @@ def stage(
                           hint="run `cubeinstall stages` for where each stage runs")
     if not dry_run:
         require_confirmation_possible(f"stage {name}")
+    ctx = _found(ctx, targets)
     _confirm_plan(ctx, targets, f"stage {name}")
     _raise_for(_run(targets, ctx), len(targets))
 

@@ -80,25 +80,29 @@ def _decide(client: KubeClient, stage: str, resource: ApiResource, desired: dict
     except NotFound:
         result.absent += 1
         return None
-    if (is_owned(live) or is_kept(live)) and not ownership.kubectl_managers(live):
-        result.ours += 1  # (an apply with --force before adopt labels it, kubectl keeps fields)
-        return None
-    if not ownership.written_by_kubectl(live):
+    ours = (is_owned(live) or is_kept(live)) and not ownership.kubectl_managers(live)
+    if not ours and not ownership.written_by_kubectl(live):
         result.foreign += 1
         return None
     try:
         after = client.apply(desired, resource, dry_run=True, force=True, what=target(live))
     except KubeError as error:
         immutable = immutable_fields(error)
-        if immutable:
+        if immutable:  # also for our own objects: an earlier cubeinstall rendered them otherwise
             return Found(takeover.for_rendered(stage, live, changed=True, immutable=immutable),
                          resource, live, desired)
+        if ours:  # anything else is `all`'s to report, as for every object of ours
+            result.ours += 1
+            return None
         if not isinstance(error, BadRequest):
             raise
         # e.g. an env var with kubectl's value and our valueFrom: only a merge is refused
         return Found(takeover.for_rendered(stage, live, changed=True,
                                            merge_refused=error.server_message),
                      resource, live, desired)
+    if ours:  # (an apply with --force before adopt labels it, kubectl keeps fields)
+        result.ours += 1
+        return None
     removed = ownership.removed_by_next_apply(live, after)
     changed = not same(live, after)
     diff = compact_diff(live, after, target(live)) if changed else ""

@@ -102,6 +102,12 @@ def _components_known(site: Site) -> Iterator[Problem]:
                    "run `cubeinstall stages`)")
 
 
+@reads("found")
+def _found_not_written(site: Site) -> Iterator[Problem]:
+    if "found" in site.model_fields_set:
+        yield (("found",), "found is what a run finds in the cluster, not a setting: remove it")
+
+
 @reads("components")
 def _component_options_supported(site: Site) -> Iterator[Problem]:
     """A per-component setting the stage does not honour is refused, never ignored."""

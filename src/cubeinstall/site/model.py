@@ -455,6 +455,22 @@ class Volume(Model):
     path: NodePath | None = Field(default=None, description="host path on the shared storage")
 
 
+class FoundVolume(Model):
+    """A claim's live volume: its name and host path source, as the cluster has them."""
+
+    name: str
+    host_path: dict[str, str]
+
+
+class Found(Model):
+    """What a run found in the cluster before rendering (never written in site.yaml):
+    the volume each platform claim is bound to ("namespace/claim"), so that a volume an
+    earlier install named otherwise, or whose immutable source differs only in form,
+    stays the claim's (stages/pv_pvc.py)."""
+
+    volumes: dict[str, FoundVolume] = Field(default_factory=dict)
+
+
 # --- the site ----------------------------------------------------------------------
 
 
@@ -472,6 +488,8 @@ class Site(Model):
     mysql: MySQL
     redis: Redis
     components: dict[str, Component] = Field(default_factory=dict)
+    found: Found = Field(default_factory=Found, exclude=True,
+                         description="filled by the run from the cluster; not a setting")
     cube: Cube = Cube()
     gateway: Gateway = Gateway()
     namespaces: Namespaces = Namespaces()
@@ -508,9 +526,13 @@ class Site(Model):
     def for_cluster(self, name: str) -> "Site":
         """The site as one cluster's stages see it: that cluster's nodes only (node labels,
         GPU objects, placement render for their own cluster), every cluster still listed
-        (the platform's CLUSTERS names them all). A one-cluster site is returned as it is."""
+        (the platform's CLUSTERS names them all). A one-cluster site is returned as it is.
+        ``found`` is the platform cluster's: another cluster's view has none."""
         nodes = tuple(node for node in self.nodes if self.cluster_of(node) == name)
-        return self if nodes == self.nodes else self.model_copy(update={"nodes": nodes})
+        update = {} if nodes == self.nodes else {"nodes": nodes}
+        if name != self.platform_cluster.name and self.found != Found():
+            update["found"] = Found()
+        return self.model_copy(update=update) if update else self
 
     def component(self, name: str) -> Component:
         return self.components.get(name) or Component()
