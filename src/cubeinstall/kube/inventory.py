@@ -1,7 +1,9 @@
 """What an earlier kubectl install left in the cluster, and taking it over.
 
-``survey`` reads only: per rendered object one GET and, when kubectl wrote it, one
-server-side dry run of our apply (forced: what our object would make of it); then one
+``survey`` reads only: per rendered object one GET and, when kubectl wrote it or it is
+ours already (an earlier cubeinstall may have rendered an immutable field otherwise),
+one server-side dry run of our apply (forced: what our object would make of it), and
+for kubectl's fields our object drops, a dry run of removing them; then one
 LIST per resource type and platform namespace for leftovers, and the cluster's volumes.
 ``carry_out`` writes what the survey decided: ownership transfers (JSON patch guarded by
 resourceVersion), re-creations, removals of leftovers.
@@ -104,10 +106,34 @@ def _decide(client: KubeClient, stage: str, resource: ApiResource, desired: dict
         result.ours += 1
         return None
     removed = ownership.removed_by_next_apply(live, after)
+    immutable = _removal_refused(client, resource, live, removed)
+    if immutable:  # e.g. a volume's hostPath.type kubectl set and ours does not
+        return Found(takeover.for_rendered(stage, live, changed=True, immutable=immutable),
+                     resource, live, desired)
     changed = not same(live, after)
     diff = compact_diff(live, after, target(live)) if changed else ""
     return Found(takeover.for_rendered(stage, live, changed=changed, diff=diff,
                                        removed=removed), resource, live, desired)
+
+
+def _removal_refused(client: KubeClient, resource: ApiResource, live: dict,
+                     removed: list[str]) -> list[str]:
+    """The immutable fields among those the next apply removes: the server's dry run of
+    removing them (paths without list items; an answer other than "immutable" is left to
+    the apply)."""
+    steps = [path.split(".") for path in removed if "[" not in path
+             and not path.startswith("metadata.")]
+    if not steps:
+        return []
+    patch = [{"op": "remove", "path": "/" + "/".join(
+        part.replace("~", "~0").replace("/", "~1") for part in step)} for step in steps]
+    meta = live["metadata"]
+    try:
+        client.json_patch(resource, meta.get("namespace"), meta["name"], patch,
+                          what=target(live), dry_run=True)
+    except KubeError as error:
+        return immutable_fields(error)
+    return []
 
 
 def _leftovers(client: KubeClient, site: Site, resources: list[ApiResource], rendered: set,
