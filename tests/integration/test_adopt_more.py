@@ -66,7 +66,7 @@ def argo_server_manifest(tmp_path: Path) -> Path:
          "metadata": {"name": "argo-server", "namespace": "kubeflow"},
          "spec": {"selector": {"matchLabels": labels},
                   "template": {"metadata": {"labels": labels}, "spec": {
-                      "nodeSelector": {"kubeflow": "true"},
+                      "nodeSelector": {"kubeflow": "true"}, "serviceAccountName": "argo-server",
                       "containers": [{"name": "argo-server", "args": ["server"],
                                       "image": "quay.io/argoproj/argocli:v3.4.3",
                                       "ports": [{"name": "web", "containerPort": 2746}]}]}}}},
@@ -94,8 +94,6 @@ def test_start_sh_argo_is_kept_verified_and_routed(tmp_path, capsys, monkeypatch
         config = cluster.kubeconfig
         for namespace in ("kubeflow", "pipeline"):
             kubectl(config, "create", "ns", namespace)
-        # start.sh's README step (istio: for the istio stage's pods, installed here)
-        kubectl(config, "label", "nodes", "--all", "kubeflow=true", "istio=true")
         for name in ("argo/minio-pv-pvc-hostpath.yaml", "argo/pipeline-runner-rolebinding.yaml",
                      "argo/install-3.4.3-all.yaml"):
             kubectl(config, "apply", "-f", str(CUBE_INSTALL / name))

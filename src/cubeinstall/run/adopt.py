@@ -37,8 +37,10 @@ def plan_adoption(ctx: RunContext, stages: list[Stage] | None = None
     names = {stage.name for stage in stages} if stages is not None else set(objects)
     part = None if names >= set(objects) else frozenset(names)
     client = client_for(ctx)
-    controllers.check(client, ctx.site, {name: objects[name] for name in objects
-                                         if name in names})
+    # controllers of the selected stages only; every stage's namespaces are platform ones
+    controllers.check(client, ctx.site, {
+        name: objs if name in names else [o for o in objs if o.get("kind") == "Namespace"]
+        for name, objs in objects.items()})
     result, found = survey(client, ctx.site, objects, part)
     if part is not None:
         _refuse_replace_in_part(ctx, part, found)

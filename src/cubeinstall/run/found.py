@@ -26,8 +26,10 @@ def with_found(ctx: RunContext, stages: Iterable[str] | None = None) -> RunConte
 
     wanted = None if stages is None else set(stages)
     site = ctx.site
-    for stage, find in (("gateway", with_existing_server), ("pv-pvc", with_bound_volumes)):
-        if wanted is not None and stage not in wanted:
+    # the gateway routes to the server; the kubeflow stage's plan line names it
+    for stages_using, find in (({"gateway", "kubeflow"}, with_existing_server),
+                               ({"pv-pvc"}, with_bound_volumes)):
+        if wanted is not None and not stages_using & wanted:
             continue
         try:
             site = find(dataclasses.replace(ctx, site=site))
