@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from cubeinstall.core.errors import ConfigError
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.model import Found, FoundVolume
 from cubeinstall.stages import pv_pvc
-from tests.helpers import EXAMPLE_SITE
+from tests.helpers import EXAMPLE_SITE, example_site_data, write_site
 
 
 def by_key(objects):
@@ -48,8 +51,6 @@ def test_a_claim_bound_to_an_earlier_volume_keeps_it_and_its_source(seeded_cache
 
 
 def test_only_the_platform_cluster_has_found(tmp_path):
-    from tests.helpers import example_site_data, write_site
-
     data = example_site_data()
     data["clusters"] = [{"name": "main"}, {"name": "east"}]
     site = load_site(write_site(tmp_path, data))
@@ -57,3 +58,11 @@ def test_only_the_platform_cluster_has_found(tmp_path):
         name="x", host_path={"path": "/p"})})})
     assert found.for_cluster("main").found == found.found
     assert found.for_cluster("east").found == Found()
+
+
+def test_found_is_not_a_setting(tmp_path):
+    data = example_site_data()
+    data["found"] = {"volumes": {}}
+    with pytest.raises(ConfigError) as error:
+        load_site(write_site(tmp_path, data))
+    assert "found is what a run finds in the cluster, not a setting" in str(error.value)
