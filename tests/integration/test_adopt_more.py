@@ -159,20 +159,20 @@ def test_start_sh_argo_is_kept_verified_and_routed(tmp_path, capsys, monkeypatch
                 "sets instanceID 'team-a'" in err, out + err
 
 
-def volume(name: str, claim: tuple[str, str], path: str, **host_path) -> dict:
+def volume(name: str, claim: tuple[str, str], size: str, path: str, **host_path) -> dict:
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-            "spec": {"accessModes": ["ReadWriteMany"], "capacity": {"storage": "500Gi"},
+            "spec": {"accessModes": ["ReadWriteMany"], "capacity": {"storage": size},
                      "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                   "namespace": claim[0], "name": claim[1]},
                      "hostPath": {"path": path, **host_path},
                      "persistentVolumeReclaimPolicy": "Retain", "storageClassName": ""}}
 
 
-def claim(namespace: str, name: str, volume_name: str) -> dict:
+def claim(namespace: str, name: str, volume_name: str, size: str) -> dict:
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "",
-                     "resources": {"requests": {"storage": "500Gi"}},
+                     "resources": {"requests": {"storage": size}},
                      "volumeName": volume_name}}
 
 
@@ -184,9 +184,11 @@ def test_a_released_volume_is_re_created_and_a_bound_one_refused(tmp_path, capsy
     elsewhere = "/data/k8s/elsewhere"  # another directory than the site's
     with ControlPlane(tmp_path / "cluster") as cluster:
         config = cluster.kubeconfig
-        objects = [volume(released[2], released[:2], "/data/k8s/kubeflow/pipeline/archives",
-                          type="DirectoryOrCreate"), claim(*released),
-                   volume(bound[2], bound[:2], elsewhere), claim(*bound)]
+        # sizes as the site's (upstream's): a claim cannot shrink
+        objects = [volume(released[2], released[:2], "500Gi",
+                          "/data/k8s/kubeflow/pipeline/archives", type="DirectoryOrCreate"),
+                   claim(*released, "500Gi"),
+                   volume(bound[2], bound[:2], "1Gi", elsewhere), claim(*bound, "1Gi")]
         manifest = tmp_path / "volumes.yaml"
         manifest.write_text(yaml.safe_dump_all(objects))
         for namespace in ("jupyter", "infra"):
@@ -230,7 +232,8 @@ def test_a_released_volume_is_re_created_and_a_bound_one_refused(tmp_path, capsy
             code, out, err = run_cli(["--json", "adopt", "-c", str(site)], capsys)
             assert code == 0, out + err
             new = core.read_persistent_volume(released[2])
-            assert new.metadata.uid != old.metadata.uid and new.spec.host_path.type is None
+            assert new.metadata.uid != old.metadata.uid
+            assert old.spec.host_path.type == "DirectoryOrCreate" and not new.spec.host_path.type
             assert new.spec.host_path.path == old.spec.host_path.path
 
             only = ["--only", "namespaces,pv-pvc", *NO_NODES]
