@@ -19,8 +19,9 @@ from cubeinstall.core.context import RunContext
 
 def with_found(ctx: RunContext, stages: Iterable[str] | None = None) -> RunContext:
     """``ctx`` with what its platform cluster has for the selected ``stages`` (None: all).
-    An unreachable cluster finds nothing: the stages report it, as in any run."""
-    from cubeinstall.kube.errors import Unreachable
+    A cluster that does not answer (unreachable, untrusted, refusing) finds nothing: the
+    stages meet the same answer and report it as in any run (a dry run goes on)."""
+    from cubeinstall.kube.errors import KubeError
     from cubeinstall.stages.kubeflow import with_existing_server
     from cubeinstall.stages.pv_pvc import with_bound_volumes
 
@@ -33,6 +34,6 @@ def with_found(ctx: RunContext, stages: Iterable[str] | None = None) -> RunConte
             continue
         try:
             site = find(dataclasses.replace(ctx, site=site))
-        except Unreachable:
+        except KubeError:
             return ctx
     return ctx if site is ctx.site else dataclasses.replace(ctx, site=site)
