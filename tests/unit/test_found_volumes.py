@@ -25,6 +25,10 @@ def test_a_claim_bound_to_an_earlier_volume_keeps_it_and_its_source(seeded_cache
         # the same directory written without upstream's trailing slash
         "infra/infra-kubeflow": FoundVolume(
             name="infra-infra-kubeflow", host_path={"path": "/data/k8s/kubeflow"}),
+        # as rendered, the server's default type "" read back: no difference
+        "pipeline/kubeflow-archives": FoundVolume(
+            name="pipeline-kubeflow-archives",
+            host_path={"path": "/data/k8s/kubeflow/pipeline/archives", "type": ""}),
         # another directory: the source is ours, so the apply refuses (data stays where it is)
         "jupyter/kubeflow-archives": FoundVolume(
             name="jupyter-kubeflow-archives", host_path={"path": "/elsewhere"}),

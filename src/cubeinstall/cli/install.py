@@ -296,10 +296,7 @@ def status(
     ctx = load_context(dry_run=True)
     journal = Journal.load(ctx.site.site)
     rows, unreached = [], []
-    targets = _targets(ctx, cluster=cluster)
-    if live:  # compared with the cluster as `all` would render for it
-        ctx = _found(ctx, targets)
-    for target in targets:
+    for target in _targets(ctx, cluster=cluster):
         stage, target_ctx = target.stage, context_for(ctx, target)
         record = journal.stages.get(target.key)
         inputs = "never run"

@@ -71,9 +71,11 @@ def _as_found(pv: dict, live: FoundVolume) -> dict:
     pv["metadata"]["name"] = live.name
     pv["metadata"]["labels"] = {key: live.name if value == old_name else value
                                 for key, value in (pv["metadata"].get("labels") or {}).items()}
-    ours, theirs = pv["spec"]["hostPath"], live.host_path
+    # the server's defaults (type "") are no difference: the object stays as rendered
+    ours = pv["spec"]["hostPath"]
+    theirs = {key: value for key, value in live.host_path.items() if value}
     if ours["path"].rstrip("/") == (theirs.get("path") or "").rstrip("/"):
-        pv["spec"]["hostPath"] = dict(theirs)
+        pv["spec"]["hostPath"] = theirs
     return pv
 
 
