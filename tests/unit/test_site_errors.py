@@ -78,7 +78,7 @@ CASES = [
      "prometheus: {namespace: metrics}"),
     ("existing-not-supported", "  kube-batch: {enabled: false}",
      "  kube-batch: {enabled: false}\n  efk: {mode: existing}",
-     "components.efk.mode", "cannot use an existing installation (only istio, volcano can)",
+     "components.efk.mode", "cannot use an existing installation (only istio, kubeflow, volcano can)",
      "efk: {mode: existing}"),
     ("replace-not-supported", "  kube-batch: {enabled: false}",
      "  kube-batch: {enabled: false}\n  efk: {mode: replace}",

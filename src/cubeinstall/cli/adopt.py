@@ -2,24 +2,37 @@
 
 from __future__ import annotations
 
+from typing import List, Optional
+
 import typer
 
-from cubeinstall.cli.options import confirm, load_context, require_confirmation_possible
+from cubeinstall.cli.options import (
+    OnlyOption,
+    SkipOption,
+    confirm,
+    load_context,
+    require_confirmation_possible,
+)
 
 
 def adopt(
     dry_run: bool = typer.Option(False, "--dry-run", help="show the plan, change nothing"),
+    only: Optional[List[str]] = OnlyOption,
+    skip: Optional[List[str]] = SkipOption,
 ) -> None:
     """Take over what an earlier install (start.sh, kubectl) made: ownership, re-creations,
-    leftovers. Then run `cubeinstall all`."""
+    leftovers (these only when the whole site is taken over). Then run `cubeinstall all`."""
     from cubeinstall.run import adopt as adoption
     from cubeinstall.run import runner
+    from cubeinstall.run.found import with_found
     from cubeinstall.run.session import changing_run
 
     ctx = load_context(dry_run=dry_run)
+    stages = runner.select(ctx.site, only or [], skip or []) if only or skip else None
     if not dry_run:
         require_confirmation_possible("adopt")
-    result, found = adoption.plan_adoption(ctx)
+    ctx = with_found(ctx, None if stages is None else [stage.name for stage in stages])
+    result, found = adoption.plan_adoption(ctx, stages)
     for decision in result.decisions:
         runner.report_changes(ctx, decision.stage or "leftover", [adoption.as_change(decision)],
                               name_stage=True)
@@ -30,7 +43,7 @@ def adopt(
     if dry_run or changing == 0:
         return
     confirm("Take over the objects above?", "adopt")
-    with changing_run(ctx, runner.select(ctx.site)) as journal:  # the site's locks
+    with changing_run(ctx, stages or runner.select(ctx.site)) as journal:  # the site's locks
         changes = adoption.carry_out_all(ctx, found)
         for stage in adoption.stages_touched(result):  # `all` must apply them again
             journal.forget(stage)

@@ -118,7 +118,17 @@ def plan(
 ) -> None:
     """Show what each stage would change, without changing anything."""
     ctx = load_context(dry_run=True, prune=prune)
-    _show_plan(ctx, _targets(ctx, only, skip, start, cluster), offline)
+    targets = _targets(ctx, only, skip, start, cluster)
+    if not offline:
+        ctx = _found(ctx, targets)
+    _show_plan(ctx, targets, offline)
+
+
+def _found(ctx, targets):
+    """What the selected stages render from the cluster (run/found.py)."""
+    from cubeinstall.run.found import with_found
+
+    return with_found(ctx, {target.stage.name for target in targets})
 
 
 def _targets(ctx, only=None, skip=None, start=None, cluster=None) -> list:
@@ -221,6 +231,7 @@ def run_all(
     targets = _targets(ctx, only, skip, start, cluster)
     if not dry_run:
         require_confirmation_possible("all")
+    ctx = _found(ctx, targets)
     ctx.out.event("preflight-start", message="preflight checks")
     preflight_failed = None
     try:
@@ -283,6 +294,7 @@ def stage(
                           hint="run `cubeinstall stages` for where each stage runs")
     if not dry_run:
         require_confirmation_possible(f"stage {name}")
+    ctx = _found(ctx, targets)
     _confirm_plan(ctx, targets, f"stage {name}")
     _raise_for(_run(targets, ctx), len(targets))
 

@@ -29,16 +29,19 @@ class Controller:
     stage: str
     what: str
     images: tuple[str, ...]  # last segment of the image's repository (a mirror's flattened name ends so too)
+    config_map: str | None = None  # the ConfigMap it reads through the API unless --configmap says
 
 
 CONTROLLERS = (
-    Controller("kubeflow", "Argo workflow-controller", ("workflow-controller",)),
+    Controller("kubeflow", "Argo workflow-controller", ("workflow-controller",),
+               config_map="workflow-controller-configmap"),
     Controller("volcano", "Volcano", ("vc-scheduler", "vc-controller-manager", "vc-webhook-manager")),
 )
 ISTIOD = Controller("istio", "istiod", ("pilot",))
+ARGO_SERVER = Controller("kubeflow", "Argo server", ("argocli",))
 # What `mode: existing` keeps running: its objects are never leftovers to remove.
 KEPT_WHEN_EXISTING = {"istio": (ISTIOD, Controller("istio", "Istio gateway", ("proxyv2",))),
-                      "volcano": (CONTROLLERS[1],)}
+                      "volcano": (CONTROLLERS[1],), "kubeflow": (CONTROLLERS[0], ARGO_SERVER)}
 
 
 def images(deployment: dict) -> list[str]:
@@ -51,6 +54,31 @@ def repository(image: str) -> str:
     name = image.split("@", 1)[0]
     last = name.rpartition("/")[2]
     return last.partition(":")[0]
+
+
+def flags(deployment: dict) -> dict[str, str | bool]:
+    """A Deployment's command-line flags (``--name value``, ``--name=value``, ``--flag``)."""
+    found: dict[str, str | bool] = {}
+    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    for container in pod.get("containers") or []:
+        words = [*(container.get("command") or []), *(container.get("args") or [])]
+        for index, word in enumerate(words):
+            if not word.startswith("--"):
+                continue
+            name, equals, value = word[2:].partition("=")
+            if equals:
+                found[name] = value
+            elif index + 1 < len(words) and not words[index + 1].startswith("--"):
+                found[name] = words[index + 1]
+            else:
+                found[name] = True
+    return found
+
+
+def config_map_of(deployment: dict, controller: Controller) -> str | None:
+    """The ConfigMap the controller reads by name (not mounted)."""
+    named = flags(deployment).get("configmap")
+    return named if isinstance(named, str) else controller.config_map
 
 
 def runs(deployment: dict, controller: Controller) -> bool:
@@ -145,8 +173,13 @@ def kept_by_existing(site: Site, candidates: list[dict]) -> dict[str, str]:
             continue
         why = f"the running {kinds[0].what.split()[0]} stays (components.{stage}.mode: existing)"
         for deployment in candidates:
-            if deployment.get("kind") == "Deployment" and any(runs(deployment, c) for c in kinds):
+            running = [c for c in kinds if deployment.get("kind") == "Deployment"
+                       and runs(deployment, c)]
+            if running:
                 kept.update(dict.fromkeys(_used_by(deployment, candidates), why))
+                if config_map_of(deployment, running[0]):
+                    kept[f"ConfigMap {deployment['metadata'].get('namespace')}/"
+                         f"{config_map_of(deployment, running[0])}"] = why
     return kept
 
 

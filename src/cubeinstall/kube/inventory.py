@@ -1,7 +1,9 @@
 """What an earlier kubectl install left in the cluster, and taking it over.
 
-``survey`` reads only: per rendered object one GET and, when kubectl wrote it, one
-server-side dry run of our apply (forced: what our object would make of it); then one
+``survey`` reads only: per rendered object one GET and, when kubectl wrote it or it is
+ours already (an earlier cubeinstall may have rendered an immutable field otherwise),
+one server-side dry run of our apply (forced: what our object would make of it), and
+for kubectl's fields our object drops, a dry run of removing them; then one
 LIST per resource type and platform namespace for leftovers, and the cluster's volumes.
 ``carry_out`` writes what the survey decided: ownership transfers (JSON patch guarded by
 resourceVersion), re-creations, removals of leftovers.
@@ -33,8 +35,12 @@ class Found:
     desired: dict | None = None  # ours (None for a leftover)
 
 
-def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
-           ) -> tuple[takeover.Survey, list[Found]]:
+def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]],
+           selected: frozenset[str] | None = None) -> tuple[takeover.Survey, list[Found]]:
+    """``stage_objects``: every enabled stage's (what counts as a counterpart);
+    ``selected``: the stages whose objects are decided (None: all, leftovers included;
+    otherwise no leftover is removed: it may be the counterpart's of another version of a
+    stage not selected)."""
     result, found = takeover.Survey(), []
     rendered, resources, platform_namespaces, desired_pvs = set(), {}, set(), []
     for stage, objects in stage_objects.items():
@@ -42,6 +48,8 @@ def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
             rendered.add(key_of(obj))
             if obj.get("kind") == "Namespace":
                 platform_namespaces.add(obj["metadata"]["name"])
+            if selected is not None and stage not in selected:
+                continue
             try:
                 resource = client.resolve(obj["apiVersion"], obj["kind"])
             except Unsupported:  # its CRD comes with an earlier stage: nothing to take over
@@ -54,8 +62,11 @@ def survey(client: KubeClient, site: Site, stage_objects: dict[str, list[dict]]
             item = _decide(client, stage, resource, desired, result)
             if item is not None:
                 found.append(item)
-    found += _leftovers(client, site, list(resources.values()), rendered,
-                        frozenset(platform_namespaces))
+    leftovers = _leftovers(client, site, list(resources.values()), rendered,
+                           frozenset(platform_namespaces))
+    if selected is not None:
+        leftovers = [_kept_in_part(item) for item in leftovers]
+    found += leftovers
     if desired_pvs:
         volumes = client.list(client.resolve("v1", "PersistentVolume"))
         result.clashes = takeover.host_path_clashes(desired_pvs, volumes)
@@ -71,30 +82,58 @@ def _decide(client: KubeClient, stage: str, resource: ApiResource, desired: dict
     except NotFound:
         result.absent += 1
         return None
-    if (is_owned(live) or is_kept(live)) and not ownership.kubectl_managers(live):
-        result.ours += 1  # (an apply with --force before adopt labels it, kubectl keeps fields)
-        return None
-    if not ownership.written_by_kubectl(live):
+    ours = (is_owned(live) or is_kept(live)) and not ownership.kubectl_managers(live)
+    if not ours and not ownership.written_by_kubectl(live):
         result.foreign += 1
         return None
     try:
         after = client.apply(desired, resource, dry_run=True, force=True, what=target(live))
     except KubeError as error:
         immutable = immutable_fields(error)
-        if immutable:
+        if immutable:  # also for our own objects: an earlier cubeinstall rendered them otherwise
             return Found(takeover.for_rendered(stage, live, changed=True, immutable=immutable),
                          resource, live, desired)
+        if ours:  # anything else is `all`'s to report, as for every object of ours
+            result.ours += 1
+            return None
         if not isinstance(error, BadRequest):
             raise
         # e.g. an env var with kubectl's value and our valueFrom: only a merge is refused
         return Found(takeover.for_rendered(stage, live, changed=True,
                                            merge_refused=error.server_message),
                      resource, live, desired)
+    if ours:  # (an apply with --force before adopt labels it, kubectl keeps fields)
+        result.ours += 1
+        return None
     removed = ownership.removed_by_next_apply(live, after)
+    immutable = _removal_refused(client, resource, live, removed)
+    if immutable:  # e.g. a volume's hostPath.type kubectl set and ours does not
+        return Found(takeover.for_rendered(stage, live, changed=True, immutable=immutable),
+                     resource, live, desired)
     changed = not same(live, after)
     diff = compact_diff(live, after, target(live)) if changed else ""
     return Found(takeover.for_rendered(stage, live, changed=changed, diff=diff,
                                        removed=removed), resource, live, desired)
+
+
+def _removal_refused(client: KubeClient, resource: ApiResource, live: dict,
+                     removed: list[str]) -> list[str]:
+    """The immutable fields among those the next apply removes: the server's dry run of
+    removing them (paths without list items; an answer other than "immutable" is left to
+    the apply)."""
+    steps = [path.split(".") for path in removed if "[" not in path
+             and not path.startswith("metadata.")]
+    if not steps:
+        return []
+    patch = [{"op": "remove", "path": "/" + "/".join(
+        part.replace("~", "~0").replace("/", "~1") for part in step)} for step in steps]
+    meta = live["metadata"]
+    try:
+        client.json_patch(resource, meta.get("namespace"), meta["name"], patch,
+                          what=target(live), dry_run=True)
+    except KubeError as error:
+        return immutable_fields(error)
+    return []
 
 
 def _leftovers(client: KubeClient, site: Site, resources: list[ApiResource], rendered: set,
@@ -127,6 +166,15 @@ def _leftovers(client: KubeClient, site: Site, resources: list[ApiResource], ren
     roles = frozenset(bindings_removed - still_bound)
     return [Found(decide(o, roles) if o.get("kind") == "ClusterRole" else d, r, o)
             for r, o, d in decided]
+
+
+def _kept_in_part(item: Found) -> Found:
+    if item.decision.action != "remove":
+        return item
+    return Found(takeover.Decision(item.decision.target, "keep",
+                                   "adopt of part of the site (--only/--skip) removes no "
+                                   "leftover: run adopt for the whole site to remove it"),
+                 item.resource, item.live)
 
 
 # -- carrying it out ---------------------------------------------------------------------------

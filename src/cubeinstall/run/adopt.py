@@ -20,6 +20,7 @@ from cubeinstall.kube.client import client_for
 from cubeinstall.kube.errors import KubeError
 from cubeinstall.kube.inventory import Found, carry_out, survey
 from cubeinstall.kube.takeover import Decision, HostPathClash, Survey
+from cubeinstall.site.stages import Stage
 from cubeinstall.stages.rendered import all_objects
 
 # How a decision is shown as a change line.
@@ -27,13 +28,22 @@ _ACTIONS = {"take-over": "update", "take-over-with-changes": "update", "re-creat
             "remove": "delete", "keep": "skip", "refuse": "skip"}
 
 
-def plan_adoption(ctx: RunContext) -> tuple[Survey, list[Found]]:
+def plan_adoption(ctx: RunContext, stages: list[Stage] | None = None
+                  ) -> tuple[Survey, list[Found]]:
     """Everything adopt would do, read-only; refuses (ConfigError) when data or a second
-    controller is at stake, naming the object, the field and the choices."""
+    controller is at stake, naming the object, the field and the choices. ``stages``: the
+    part of the site to take over (--only/--skip; None: all of it)."""
     objects = all_objects(ctx.site)
+    names = {stage.name for stage in stages} if stages is not None else set(objects)
+    part = None if names >= set(objects) else frozenset(names)
     client = client_for(ctx)
-    controllers.check(client, ctx.site, objects)
-    result, found = survey(client, ctx.site, objects)
+    # controllers of the selected stages only; every stage's namespaces are platform ones
+    controllers.check(client, ctx.site, {
+        name: objs if name in names else [o for o in objs if o.get("kind") == "Namespace"]
+        for name, objs in objects.items()})
+    result, found = survey(client, ctx.site, objects, part)
+    if part is not None:
+        _refuse_replace_in_part(ctx, part, found)
     refusals = result.refusals
     if result.clashes or refusals:
         raise ConfigError(
@@ -42,6 +52,22 @@ def plan_adoption(ctx: RunContext) -> tuple[Survey, list[Found]]:
             + [f"{d.target}: {d.reason}" for d in refusals],
             hint="change site.yaml as each line says, then run adopt again")
     return result, found
+
+
+def _refuse_replace_in_part(ctx: RunContext, part: frozenset[str], found: list[Found]) -> None:
+    """mode replace removes the old controller as a leftover, which a part never does:
+    two controllers would run after `all`."""
+    old = [(controller.stage, item.decision.target) for item in found
+           for controller in controllers.CONTROLLERS
+           if controller.stage in part and ctx.site.component(controller.stage).mode == "replace"
+           and item.live.get("kind") == "Deployment" and controllers.runs(item.live, controller)]
+    if old:
+        raise ConfigError(
+            "adopt: an old controller is removed only by adopt of the whole site; nothing "
+            "was changed",
+            problems=[f"components.{stage}.mode is replace, and {what} would stay next to "
+                      f"stage {stage}'s" for stage, what in old],
+            hint="run `cubeinstall adopt` without --only/--skip")
 
 
 def _clash_text(clash: HostPathClash) -> str:

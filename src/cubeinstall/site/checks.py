@@ -6,10 +6,11 @@ They run together so that a user sees every problem in one run.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Iterator
 
 from cubeinstall.site import stages as registry
-from cubeinstall.site.model import Site
+from cubeinstall.site.model import SERVER_FORM, Site
 
 Problem = tuple[tuple, str]
 Rule = Callable[[Site], Iterator[Problem]]
@@ -101,6 +102,12 @@ def _components_known(site: Site) -> Iterator[Problem]:
                    "run `cubeinstall stages`)")
 
 
+@reads("found")
+def _found_not_written(site: Site) -> Iterator[Problem]:
+    if "found" in site.model_fields_set:
+        yield (("found",), "found is what a run finds in the cluster, not a setting: remove it")
+
+
 @reads("components")
 def _component_options_supported(site: Site) -> Iterator[Problem]:
     """A per-component setting the stage does not honour is refused, never ignored."""
@@ -118,11 +125,25 @@ def _component_options_supported(site: Site) -> Iterator[Problem]:
                    f"{', '.join(s.name for s in registry.STAGES if registry.EXISTING_OPTION in s.options)} can): "
                    f"remove components.{name}.mode, or disable the stage with "
                    f"components: {{{name}: {{enabled: false}}}}")
+        if component.server and (registry.SERVER_OPTION not in options
+                                 or component.mode != "existing"):
+            yield (("components", name, "server"),
+                   f"components.{name}.server names the server of an existing installation: "
+                   f"only for a stage that routes to one (kubeflow) with mode: existing; "
+                   f"remove it or set components.{name}.mode: existing")
+        elif component.server and not _server_form(component.server):
+            yield (("components", name, "server"),
+                   f"{component.server!r} is not namespace/service:port "
+                   "(e.g. argo/argo-server:2746)")
         if component.mode == "replace" and registry.REPLACE_OPTION not in options:
             yield (("components", name, "mode"),
                    f"stage {name} has no other controller to replace (only "
                    f"{', '.join(s.name for s in registry.STAGES if registry.REPLACE_OPTION in s.options)} have): "
                    f"remove components.{name}.mode")
+
+
+def _server_form(text: str) -> bool:
+    return re.fullmatch(SERVER_FORM, text) is not None
 
 
 @reads("nodes", "clusters", "components", "mysql", "redis", "registry")

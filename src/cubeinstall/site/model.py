@@ -343,6 +343,9 @@ class Redis(Model):
 # --- components, platform, gateway, timeouts ----------------------------------------
 
 
+SERVER_FORM = r"([a-z0-9-]+)/([a-z0-9-]+):(\d+)"  # components.<stage>.server
+
+
 class Component(Model):
     enabled: bool | None = Field(default=None, description="default depends on the stage")
     version: str | dict[str, str] | None = Field(
@@ -363,6 +366,12 @@ class Component(Model):
     )
     namespace: Name | None = Field(
         default=None, description="namespace the component installs into (default: its own)"
+    )
+    server: str | None = Field(
+        default=None,
+        description="kubeflow with mode existing: the running argo-server's Service the "
+                    "gateway routes /argo/ to, namespace/service:port; found in the cluster "
+                    "when not set",
     )
 
 
@@ -470,6 +479,22 @@ class Volume(Model):
     path: NodePath | None = Field(default=None, description="host path on the shared storage")
 
 
+class FoundVolume(Model):
+    """A claim's live volume: its name and host path source, as the cluster has them."""
+
+    name: str
+    host_path: dict[str, str]
+
+
+class Found(Model):
+    """What a run found in the cluster before rendering (never written in site.yaml):
+    the volume each platform claim is bound to ("namespace/claim"), so that a volume an
+    earlier install named otherwise, or whose immutable source differs only in form,
+    stays the claim's (stages/pv_pvc.py)."""
+
+    volumes: dict[str, FoundVolume] = Field(default_factory=dict)
+
+
 # --- the site ----------------------------------------------------------------------
 
 
@@ -487,6 +512,8 @@ class Site(Model):
     mysql: MySQL
     redis: Redis
     components: dict[str, Component] = Field(default_factory=dict)
+    found: Found = Field(default_factory=Found, exclude=True,
+                         description="filled by the run from the cluster; not a setting")
     cube: Cube = Cube()
     gateway: Gateway = Gateway()
     namespaces: Namespaces = Namespaces()
@@ -519,11 +546,15 @@ class Site(Model):
         """The site as one cluster's stages see it: that cluster's nodes only (node labels,
         GPU objects, placement render for their own cluster), every cluster still listed
         (the platform's CLUSTERS names them all), ``cluster`` = that one. The platform
-        cluster's view of a site whose nodes are all its own is the site as it is."""
+        cluster's view of a site whose nodes are all its own is the site as it is.
+        ``found`` is the platform cluster's: another cluster's view has none."""
         nodes = tuple(node for node in self.nodes if self.cluster_of(node) == name)
         if nodes == self.nodes and name == self.cluster.name:
             return self
-        view = self.model_copy(update={"nodes": nodes})
+        update: dict = {"nodes": nodes}
+        if name != self.platform_cluster.name and self.found != Found():
+            update["found"] = Found()
+        view = self.model_copy(update=update)
         view._viewed_cluster = name
         return view
 

@@ -44,6 +44,7 @@ class Scope(str, Enum):
 NAMESPACE_OPTION = "namespace"  # install into another namespace than its own
 EXISTING_OPTION = "existing"  # mode: existing -- use what the cluster already runs
 REPLACE_OPTION = "replace"  # mode: replace -- adopt removes an earlier install's controller
+SERVER_OPTION = "server"  # server: where the existing installation's server answers
 
 
 def _component_enabled(name: str, default: bool = True) -> Callable[["Site"], bool]:
@@ -152,7 +153,8 @@ STAGES: tuple[Stage, ...] = (
           provides=("ingress",), scope=_EVERY, took_over_from=("gateway",)),
     Stage("kubeflow", "Argo Workflows and the Kubeflow training-operator", Layer.CLUSTER,
           "kubeflow", needs=("namespaces", "node-labels"), provides=("kubeflow",),
-          placement="kubeflow", scope=_EVERY, options=frozenset({REPLACE_OPTION})),
+          placement="kubeflow", scope=_EVERY,
+          options=frozenset({REPLACE_OPTION, EXISTING_OPTION, SERVER_OPTION})),
     Stage("prometheus", "prometheus-operator, Prometheus, Alertmanager, Grafana, exporters",
           Layer.CLUSTER, "prometheus", needs=("namespaces", "node-labels", "shared-storage"),
           provides=("monitoring",), placement="monitoring", scope=_EVERY),

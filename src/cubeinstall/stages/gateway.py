@@ -25,6 +25,7 @@ in the same form.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 from cubeinstall.core.errors import CubeError
@@ -82,7 +83,9 @@ def render(site: Site) -> list[dict]:
     hosts = [WILDCARD, site.domain]
     objects = [for_site(vs, hosts) for vs in manifests.objects(site, "cube-studio", [VIRTUAL_FILE])
                 if enabled(site, serving_stage(vs))]
-    routes = [route for route in ROUTES if enabled(site, route.stage)]
+    routes = [argo_route(site) if route.name == "argo" else route
+              for route in ROUTES if enabled(site, route.stage)]
+    routes = [route for route in routes if route is not None]
     return objects + render_stage(
         STAGE,
         virtual_service=EXTRA_VIRTUAL_SERVICE,
@@ -91,6 +94,21 @@ def render(site: Site) -> list[dict]:
         logged_in=LOGGED_IN,
         routes=routes,
     )
+
+
+def argo_route(site: Site) -> Route | None:
+    """Ours, or with components.kubeflow.mode existing the running argo-server's Service
+    (components.kubeflow.server, found in the cluster when not set); none when it has none."""
+    argo = next(route for route in ROUTES if route.name == "argo")
+    if site.component(argo.stage).mode != "existing":
+        return argo
+    server = site.component(argo.stage).server
+    if not server:
+        return None
+    from cubeinstall.kube.argo import parse_server
+
+    found = parse_server(server)
+    return dataclasses.replace(argo, host=found.host, port=found.port)
 
 
 def serving_stage(vs: dict) -> str | None:

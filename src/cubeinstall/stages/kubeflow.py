@@ -25,15 +25,25 @@ would do is stated here, in typed code:
   configuration renamed and pointed at Service ``training-operator`` (webhook/patch.yaml),
   the image tag pinned, and the empty Secret ``training-operator-webhook-cert`` the
   operator fills with its certificate (it must exist before the operator starts).
+
+``mode: existing`` (start.sh's Argo 3.4.3 in ``kubeflow``, or another): Argo is not
+installed (no namespace ``argo``, controller, server or CRDs); the pipeline RBAC,
+pipeline-runner, MinIO (the platform's log viewer reads it) and the training-operator
+still are. ``check`` verifies the running Argo (kube/argo.py) and the gateway routes
+/argo/ to its argo-server, found in the cluster (``with_existing_server``).
 """
 
 from __future__ import annotations
 
 import copy
 
+from cubeinstall.core.change import Change
+from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import ConfigError, StageFailed
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
 from cubeinstall.site.platform import registry_login
+from cubeinstall.stages.existing import existing, verify_crds
 from cubeinstall.upstream import catalog, manifests, patches
 from cubeinstall.upstream.namespaces import own_namespace
 
@@ -59,8 +69,72 @@ TRAINING_CERT_SECRET = "training-operator-webhook-cert"
 def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
     placement = registry.get(STAGE).placement_label(site)
+    if existing(site, STAGE):  # the running Argo stays; what the platform needs besides it does not
+        objects = (pipeline_rbac() + pipeline_runner(site) + artifact_store(site)
+                   + training_operator(site))
+        return patches.for_site(objects, site, placement)
     objects = argo(site) + pipeline_runner(site) + artifact_store(site) + training_operator(site)
     return own_namespace(site, ARGO_NAMESPACE) + patches.for_site(objects, site, placement)
+
+
+def check(ctx: RunContext) -> list[Change]:
+    """mode existing: the running Argo must run the platform's Workflows (kube/argo.py)."""
+    if not existing(ctx.site, STAGE):
+        return []
+    from cubeinstall.kube import argo as running_argo
+    from cubeinstall.kube.client import client_for
+    from cubeinstall.kube.errors import NotFound
+    from cubeinstall.kube.objects import target
+
+    changes = verify_crds(ctx, STAGE, "Argo Workflows", running_argo.REQUIRED_CRDS)
+    client = client_for(ctx)
+    controllers = running_argo.controllers(client.list(client.resolve("apps/v1", "Deployment")))
+    config = None
+    if len(controllers) == 1:
+        try:
+            config = client.get(client.resolve("v1", "ConfigMap"),
+                                *running_argo.config_name(controllers[0]))
+        except NotFound:
+            pass
+    problems = running_argo.problems(controllers, config)
+    if problems:
+        raise StageFailed(STAGE, "components.kubeflow.mode is existing, but the running Argo "
+                          "cannot run the platform's Workflows: " + "; ".join(problems)
+                          + "; nothing was changed",
+                          hint="fix the running Argo as each part says, or set "
+                               "components.kubeflow.mode: replace and run `cubeinstall adopt` "
+                               "(or mode: install on a cluster without Argo)")
+    server = ctx.site.component(STAGE).server
+    route = (f"the gateway routes {ARGO_PATH} to {server}" if server else
+             f"no argo-server Service found: the gateway does not route {ARGO_PATH}")
+    return changes + [Change(target(controllers[0]), "unchanged",
+                             f"existing Argo (components.kubeflow.mode: existing); {route}")]
+
+
+def with_existing_server(ctx: RunContext) -> Site:
+    """The site with ``components.kubeflow.server`` found in the cluster (mode existing and
+    not set in site.yaml): the gateway's /argo/ route goes to that argo-server Service.
+    None found leaves it unset (start.sh runs no argo-server); several refuse."""
+    site = ctx.site
+    component = site.component(STAGE)
+    if not registry.get(STAGE).enabled(site) or component.mode != "existing" or component.server:
+        return site
+    from cubeinstall.kube import argo as running_argo
+    from cubeinstall.kube.client import client_for
+
+    client = client_for(ctx)
+    found = running_argo.servers(client.list(client.resolve("apps/v1", "Deployment")),
+                                 client.list(client.resolve("v1", "Service")))
+    if len(found) > 1:
+        raise ConfigError("components.kubeflow.server: more than one argo-server Service "
+                          "found (" + ", ".join(map(str, found)) + ")",
+                          hint="set components.kubeflow.server to the one the gateway routes "
+                               "/argo/ to")
+    if not found:
+        return site
+    components = {**site.components,
+                  STAGE: component.model_copy(update={"server": str(found[0])})}
+    return site.model_copy(update={"components": components})
 
 
 # -- Argo Workflows ------------------------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""A claim keeps the volume it is bound to (site.found, stages/pv_pvc.py keep_bound)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cubeinstall.core.errors import ConfigError
+from cubeinstall.site.loader import load_site
+from cubeinstall.site.model import Found, FoundVolume
+from cubeinstall.stages import pv_pvc
+from tests.helpers import EXAMPLE_SITE, example_site_data, write_site
+
+
+def by_key(objects):
+    return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects}
+
+
+def test_a_claim_bound_to_an_earlier_volume_keeps_it_and_its_source(seeded_cache):
+    site = load_site(EXAMPLE_SITE)
+    found = {
+        # an earlier cubeinstall's name, its hostPath typed, the same directory
+        "infra/kubeflow-global-pvc": FoundVolume(
+            name="infra-kubeflow-global-pvc",
+            host_path={"path": "/data/k8s/kubeflow/global", "type": "DirectoryOrCreate"}),
+        # the same directory written without upstream's trailing slash
+        "infra/infra-kubeflow": FoundVolume(
+            name="infra-infra-kubeflow", host_path={"path": "/data/k8s/kubeflow"}),
+        # as rendered, the server's default type "" read back: no difference
+        "pipeline/kubeflow-archives": FoundVolume(
+            name="pipeline-kubeflow-archives",
+            host_path={"path": "/data/k8s/kubeflow/pipeline/archives", "type": ""}),
+        # another directory: the source is ours, so the apply refuses (data stays where it is)
+        "jupyter/kubeflow-archives": FoundVolume(
+            name="jupyter-kubeflow-archives", host_path={"path": "/elsewhere"}),
+    }
+    plain = by_key(pv_pvc.render(site))
+    kept = by_key(pv_pvc.render(site.model_copy(update={"found": Found(volumes=found)})))
+    assert ("PersistentVolume", None, "infra-kubeflow-global-pv") in plain
+    assert ("PersistentVolume", None, "infra-kubeflow-global-pv") not in kept
+    old = kept[("PersistentVolume", None, "infra-kubeflow-global-pvc")]
+    assert old["spec"]["hostPath"] == {"path": "/data/k8s/kubeflow/global",
+                                       "type": "DirectoryOrCreate"}
+    assert old["metadata"]["labels"] == {"infra-pvname": "infra-kubeflow-global-pvc"}
+    assert kept[("PersistentVolumeClaim", "infra", "kubeflow-global-pvc")]["spec"][
+        "volumeName"] == "infra-kubeflow-global-pvc"
+    assert kept[("PersistentVolume", None, "infra-infra-kubeflow")]["spec"]["hostPath"] == {
+        "path": "/data/k8s/kubeflow"}
+    assert kept[("PersistentVolume", None, "jupyter-kubeflow-archives")]["spec"]["hostPath"] == \
+        plain[("PersistentVolume", None, "jupyter-kubeflow-archives")]["spec"]["hostPath"]
+    untouched = set(plain) - {k for k in plain if k[2] in ("infra-kubeflow-global-pv",
+                                                             "infra-kubeflow")}
+    assert all(kept[k] == plain[k] for k in untouched
+               if k[:2] != ("PersistentVolumeClaim", "infra")
+               and k[2] != "jupyter-kubeflow-archives")
+
+
+def test_only_the_platform_cluster_has_found(tmp_path):
+    data = example_site_data()
+    data["clusters"] = [{"name": "main"}, {"name": "east"}]
+    site = load_site(write_site(tmp_path, data))
+    found = site.model_copy(update={"found": Found(volumes={"a/b": FoundVolume(
+        name="x", host_path={"path": "/p"})})})
+    assert found.for_cluster("main").found == found.found
+    assert found.for_cluster("east").found == Found()
+
+
+def test_found_is_not_a_setting(tmp_path):
+    data = example_site_data()
+    data["found"] = {"volumes": {}}
+    with pytest.raises(ConfigError) as error:
+        load_site(write_site(tmp_path, data))
+    assert "found is what a run finds in the cluster, not a setting" in str(error.value)
