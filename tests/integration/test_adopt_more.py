@@ -254,7 +254,8 @@ def install_as_earlier_cubeinstall(kubeconfig: Path) -> None:
     """The fixture's objects applied as that version did: server-side apply as field manager
     cubeinstall, labelled by stage (kube/objects.py desired_object, unchanged since then)."""
     kube = KubeClient.from_kubeconfig(kubeconfig)
-    for stage, name in (("pv-pvc", "pv-pvc.yaml"), ("dashboard", "dashboard.yaml")):
+    for stage, name in (("pv-pvc", "pv-pvc.yaml"), ("mysql", "mysql.yaml"),
+                        ("dashboard", "dashboard.yaml")):
         for obj in load_documents((EARLIER / name).read_text()):
             resource = kube.resolve(obj["apiVersion"], obj["kind"])
             kube.apply(desired_object(obj, stage, resource.namespaced), resource)
@@ -276,11 +277,12 @@ def test_a_site_an_earlier_cubeinstall_installed_converges(tmp_path, capsys, mon
                 c.status.phase == "Bound"
                 for c in core.list_persistent_volume_claim_for_all_namespaces().items))
             before = claims(core)
-            earlier = [o for o in load_documents((EARLIER / "pv-pvc.yaml").read_text())
+            earlier = [o for name in ("pv-pvc.yaml", "mysql.yaml")
+                       for o in load_documents((EARLIER / name).read_text())
                        if o["kind"] == "PersistentVolumeClaim"]
-            assert len(before) == len(earlier) == 12, before
+            assert len(before) == len(earlier) == 13, before
 
-            only = ["--only", "namespaces,dashboard,pv-pvc", *NO_NODES]
+            only = ["--only", "namespaces,dashboard,pv-pvc,mysql", *NO_NODES]
             code, out, err = run_cli(["all", "-c", str(site), *only], capsys)
             assert code == 1 and "ClusterRoleBinding kubernetes-dashboard-cluster: cannot be " \
                 "changed in place (roleRef)" in err and "cubeinstall adopt" in err, out + err
@@ -306,6 +308,9 @@ def test_a_site_an_earlier_cubeinstall_installed_converges(tmp_path, capsys, mon
             names = {pv.metadata.name for pv in core.list_persistent_volume().items}
             assert "infra-kubeflow-global-pvc" in names and "infra-kubeflow-global-pv" not in names
             assert "infra-infra-kubeflow" in names and "infra-kubeflow" not in names
+            # the mysql stage's own volume keeps its earlier source (type DirectoryOrCreate)
+            assert core.read_persistent_volume("infra-mysql-pv").spec.host_path.type == \
+                "DirectoryOrCreate"
             # claims the earlier version did not have got their volumes
             assert after[("automl", "kubeflow-archives")][2] == "Bound"
             code, out, err = run_cli(["--json", "adopt", "--dry-run", "-c", str(site)], capsys)

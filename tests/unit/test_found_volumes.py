@@ -1,4 +1,4 @@
-"""A claim keeps the volume it is bound to (site.found, stages/pv_pvc.py keep_bound)."""
+"""A claim keeps the volume it is bound to (site.found, stages/bound_volumes.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from cubeinstall.core.errors import ConfigError
 from cubeinstall.site.loader import load_site
 from cubeinstall.site.model import Found, FoundVolume
 from cubeinstall.stages import pv_pvc
-from tests.helpers import EXAMPLE_SITE, example_site_data, write_site
+from tests.helpers import EXAMPLE_SITE, example_site_data, other_cluster, write_site
 
 
 def by_key(objects):
@@ -56,7 +56,7 @@ def test_a_claim_bound_to_an_earlier_volume_keeps_it_and_its_source(seeded_cache
 
 def test_only_the_platform_cluster_has_found(tmp_path):
     data = example_site_data()
-    data["clusters"] = [{"name": "main"}, {"name": "east"}]
+    data["clusters"] = [{"name": "main"}, other_cluster("east")]
     site = load_site(write_site(tmp_path, data))
     found = site.model_copy(update={"found": Found(volumes={"a/b": FoundVolume(
         name="x", host_path={"path": "/p"})})})
@@ -70,3 +70,19 @@ def test_found_is_not_a_setting(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_site(write_site(tmp_path, data))
     assert "found is what a run finds in the cluster, not a setting" in str(error.value)
+
+
+def test_a_stages_own_volume_keeps_its_earlier_source_too(seeded_cache):
+    """mysql, prometheus and efk render their volumes through workloads.host_volume: an
+    earlier cubeinstall gave them hostPath type DirectoryOrCreate, which cannot change."""
+    from cubeinstall.stages import mysql
+
+    site = load_site(EXAMPLE_SITE)
+    earlier = {"infra/infra-mysql-pvc": FoundVolume(
+        name="infra-mysql-pv", host_path={"path": "/data/k8s/infra/mysql",
+                                          "type": "DirectoryOrCreate"})}
+    plain = by_key(mysql.render(site))[("PersistentVolume", None, "infra-mysql-pv")]
+    kept = by_key(mysql.render(site.model_copy(update={"found": Found(volumes=earlier)})))
+    assert plain["spec"]["hostPath"] == {"path": "/data/k8s/infra/mysql"}
+    assert kept[("PersistentVolume", None, "infra-mysql-pv")]["spec"]["hostPath"] == {
+        "path": "/data/k8s/infra/mysql", "type": "DirectoryOrCreate"}

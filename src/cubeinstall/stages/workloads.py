@@ -5,7 +5,8 @@
   one place: ``Stage.placement_label(site)``.
 - ``host_volume``: a PV on the shared storage bound to one claim, rendered by
   the pv-pvc stage's template so every such pair looks alike; the site's
-  ``volumes.<claim>`` overrides its size and path like for the platform volumes.
+  ``volumes.<claim>`` overrides its size and path like for the platform volumes; a claim
+  already bound keeps its volume (stages/bound_volumes.py).
 - ``opaque_secret``: the only way a password reaches an object, built in Python.
 - ``roll_on_config_change``: a changed ConfigMap rolls the pods that use it.
 """
@@ -20,6 +21,7 @@ from cubeinstall.render.engine import render_template
 from cubeinstall.site import platform
 from cubeinstall.site import stages as registry
 from cubeinstall.site.model import Site
+from cubeinstall.stages.bound_volumes import keep_bound
 
 
 def node_selector(site: Site, stage: str) -> dict[str, str]:
@@ -38,9 +40,10 @@ def host_volume(site: Site, *, pv_name: str, namespace: str, claim: str, size: s
                 subpath: str) -> list[dict]:
     """A hostPath PV under the storage mount point (Retain) and the claim bound to it."""
     volume = platform.PlatformVolume(namespace, claim, size, subpath)
-    return render_template("pv-pvc/volumes.yaml.j2", volumes=[{
+    return keep_bound(render_template("pv-pvc/volumes.yaml.j2", volumes=[{
         "pv_name": pv_name, "namespace": namespace, "claim": claim,
-        "size": platform.volume_size(site, volume), "path": platform.volume_path(site, volume)}])
+        "size": platform.volume_size(site, volume), "path": platform.volume_path(site, volume)}]),
+        site.found.volumes)
 
 
 def opaque_secret(name: str, namespace: str, data: dict[str, str],

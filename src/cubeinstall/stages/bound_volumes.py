@@ -1,0 +1,77 @@
+"""A claim keeps the volume it is bound to, for every stage that renders host path volumes
+(pv-pvc's platform volumes, and mysql, prometheus, efk through workloads.host_volume).
+
+A site an earlier cubeinstall installed named three platform volumes otherwise
+(``infra-kubeflow-global-pvc``, ...) and gave every hostPath ``type: DirectoryOrCreate``;
+a claim's ``volumeName`` and a volume's source cannot change, and the data is there. The
+run finds each bound claim's volume before rendering (``site.found``, run/found.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+from cubeinstall.core.context import RunContext
+from cubeinstall.site.model import FoundVolume, Site
+
+
+def keep_bound(objects: list[dict], found: dict[str, FoundVolume]) -> list[dict]:
+    """Each claim keeps the volume it is bound to (``site.found``): an earlier install's
+    volume of another name is ours under its name, and its host path source is kept as it
+    is when it serves the same directory (a volume's source cannot change). A volume on
+    another directory is left to the apply (refused: volumes.<claim>.path names it)."""
+    result = []
+    for obj in objects:
+        if obj["kind"] == "PersistentVolume":
+            ref = obj["spec"]["claimRef"]
+            live = found.get(f"{ref['namespace']}/{ref['name']}")
+            if live is not None:
+                obj = _as_found(obj, live)
+        elif obj["kind"] == "PersistentVolumeClaim":
+            live = found.get("{}/{}".format(*_key(obj)))
+            if live is not None and live.name != obj["spec"]["volumeName"]:
+                obj = copy.deepcopy(obj)
+                obj["spec"]["volumeName"] = live.name
+        result.append(obj)
+    return result
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+def _as_found(pv: dict, live: FoundVolume) -> dict:
+    pv = copy.deepcopy(pv)
+    old_name = pv["metadata"]["name"]
+    pv["metadata"]["name"] = live.name
+    pv["metadata"]["labels"] = {key: live.name if value == old_name else value
+                                for key, value in (pv["metadata"].get("labels") or {}).items()}
+    # the server's defaults (type "") are no difference: the object stays as rendered
+    ours = pv["spec"]["hostPath"]
+    theirs = {key: value for key, value in live.host_path.items() if value}
+    if ours["path"].rstrip("/") == (theirs.get("path") or "").rstrip("/"):
+        pv["spec"]["hostPath"] = theirs
+    return pv
+
+
+def with_bound_volumes(ctx: RunContext) -> Site:
+    """The site with ``found.volumes``: the live volume of every claim bound (both ways:
+    claim.volumeName and the volume's claimRef) to a host path volume; the stages look
+    up their own claims in it."""
+    site = ctx.site
+    from cubeinstall.kube.client import client_for
+
+    client = client_for(ctx)
+    volumes = {pv["metadata"]["name"]: pv
+               for pv in client.list(client.resolve("v1", "PersistentVolume"))}
+    found = {}
+    for claim in client.list(client.resolve("v1", "PersistentVolumeClaim")):
+        pv = volumes.get((claim.get("spec") or {}).get("volumeName") or "")
+        ref = ((pv or {}).get("spec") or {}).get("claimRef") or {}
+        if (pv is not None and "hostPath" in pv["spec"]
+                and (ref.get("namespace"), ref.get("name")) == _key(claim)):
+            found["{}/{}".format(*_key(claim))] = FoundVolume(
+                name=pv["metadata"]["name"], host_path=pv["spec"]["hostPath"])
+    if found == site.found.volumes:
+        return site
+    return site.model_copy(update={"found": site.found.model_copy(update={"volumes": found})})
