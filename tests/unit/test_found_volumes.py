@@ -86,3 +86,16 @@ def test_a_stages_own_volume_keeps_its_earlier_source_too(seeded_cache):
     assert plain["spec"]["hostPath"] == {"path": "/data/k8s/infra/mysql"}
     assert kept[("PersistentVolume", None, "infra-mysql-pv")]["spec"]["hostPath"] == {
         "path": "/data/k8s/infra/mysql", "type": "DirectoryOrCreate"}
+
+
+def test_a_volume_bound_as_rendered_renders_exactly_as_without_found(seeded_cache):
+    """A fresh site's second run finds its own volumes: what it renders (and so each stage's
+    fingerprint) must not change, or every later run re-runs those stages."""
+    from cubeinstall.stages import efk
+
+    site = load_site(EXAMPLE_SITE)
+    [volume] = [o for o in efk.render(site) if o["kind"] == "PersistentVolume"]
+    ref = volume["spec"]["claimRef"]
+    own = {f"{ref['namespace']}/{ref['name']}": FoundVolume(
+        name=volume["metadata"]["name"], host_path={**volume["spec"]["hostPath"], "type": ""})}
+    assert efk.render(site.model_copy(update={"found": Found(volumes=own)})) == efk.render(site)

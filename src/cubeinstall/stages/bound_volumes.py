@@ -44,8 +44,9 @@ def _as_found(pv: dict, live: FoundVolume) -> dict:
     pv = copy.deepcopy(pv)
     old_name = pv["metadata"]["name"]
     pv["metadata"]["name"] = live.name
-    pv["metadata"]["labels"] = {key: live.name if value == old_name else value
-                                for key, value in (pv["metadata"].get("labels") or {}).items()}
+    if "labels" in pv["metadata"]:  # a volume without labels stays without (its digest)
+        pv["metadata"]["labels"] = {key: live.name if value == old_name else value
+                                    for key, value in pv["metadata"]["labels"].items()}
     # the server's defaults (type "") are no difference: the object stays as rendered
     ours = pv["spec"]["hostPath"]
     theirs = {key: value for key, value in live.host_path.items() if value}
