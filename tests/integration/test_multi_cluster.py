@@ -226,8 +226,10 @@ def test_preflight_checks_each_cluster_with_its_own_nodes(cli, clusters, workdir
     assert code == 0, (err, events)
     found = findings(events)
     assert {key: e["grade"] for key, e in found.items()} == {
-        (check, cluster): "ok" for check in ("placement-labels", *CLUSTER_CHECKS)
+        (check, cluster): "ok" for check in ("placement-labels", "gateway-exposure", *CLUSTER_CHECKS)
         for cluster in ("main", "east")}
+    # each cluster's own gateway (east's from clusters[1].gateway)
+    assert found["gateway-exposure", "east"]["message"] != found["gateway-exposure", "main"]["message"]
     assert found["cluster-nodes", "east"]["message"].endswith(
         "cluster east: all 1 nodes are in the cluster")
 
