@@ -648,7 +648,9 @@ state = "/run/containerd"
         if self._mnt_ns is None and self.processes and self.holder.running():
             self._mnt_ns = _ns_inode(self.holder.pid, "mnt")
             self._net_ns = _ns_inode(self.holder.pid, "net")
-        deadline = time.monotonic() + 10
+        # A killed process leaves only once its I/O ends: mysqld flushing on a loaded
+        # machine stayed in the node's mount namespace for over 10 s (uninterruptible).
+        deadline = time.monotonic() + 60
         for ns, kind in ((self._mnt_ns, "mnt"), (self._net_ns, "net")):
             while ns and (pids := [p for p in _pids_in_namespace(ns, kind) if pid_alive(p)]):
                 for pid in pids:
