@@ -14,6 +14,7 @@ from cubeinstall.kube.apply import apply_objects, plan_objects, uninstall_stage
 from cubeinstall.kube.client import KubeClient
 from cubeinstall.kube.errors import ApplyFailed, NotFound
 from cubeinstall.kube.objects import KEPT_LABEL, MANAGED_BY_LABEL, STAGE_LABEL
+from tests.cluster.processes import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -307,6 +308,35 @@ def test_the_discovery_cache_file_is_written_once_when_the_process_ends(
               "KubeClient.from_kubeconfig(sys.argv[1]).resolve('apps/v1', 'Deployment')")
     subprocess.run([sys.executable, "-c", script, str(kube_cluster.kubeconfig)], check=True)
     assert "apps" in json.loads(cache.read_text())["resources"]["apis"]
+
+
+def test_a_discovery_cache_naming_a_removed_group_is_refreshed(
+        kube, kube_cluster, tmp_path, monkeypatch):
+    """The cache file an earlier process wrote names a CRD group removed since: listing
+    every type (prune, uninstall) asks discovery afresh instead of failing on its 404."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    group = f"{unique('gone')}.example.com"
+    crds = kube.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    kube.apply(crd(group, "Relic", "relics"), crds)
+    path = f"/apis/{group}/v1"
+    wait_until(lambda: _served(kube, path), timeout=60, what=f"{path} served")
+    earlier = KubeClient(kube_cluster.api_client())
+    earlier.invalidate_discovery()  # the group known, its resources not fetched yet
+    earlier.dynamic.resources.write()  # what the earlier process did at exit
+    kube.delete(crds, None, f"relics.{group}")
+    wait_until(lambda: not _served(kube, path), timeout=60, what=f"{path} gone")
+
+    later = KubeClient(kube_cluster.api_client())  # starts from that cache file
+    kinds = {(r.group, r.kind) for r in later.listable_resources()}
+    assert ("apps", "Deployment") in kinds and (group, "Relic") not in kinds
+
+
+def _served(kube: KubeClient, path: str) -> bool:
+    try:
+        kube.request("GET", path)
+        return True
+    except NotFound:
+        return False
 
 
 def test_unsatisfiable_node_selector_times_out_with_the_fix(kube, test_namespace):

@@ -33,7 +33,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniq
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import ConfigError
 from cubeinstall.core.outage import outage_of
-from cubeinstall.kube.errors import KubeError, Unreachable, Unsupported, from_status
+from cubeinstall.kube.errors import KubeError, NotFound, Unreachable, Unsupported, from_status
 from cubeinstall.kube.objects import FIELD_MANAGER
 from cubeinstall.kube.retry import Outage, unserved_message
 from cubeinstall.site.kubeconfigs import SITE_ORIGIN, hint_for
@@ -186,11 +186,11 @@ class KubeClient:
 
     def listable_resources(self) -> list[ApiResource]:
         """Every preferred-version resource that can be listed and deleted."""
-        with self._lock:
-            # Iterating the discoverer yields, per kind, a list of Resource (and ResourceList).
-            resources = self._guard("discovery", lambda: [
-                r for kinds in self.dynamic.resources for r in kinds
-                if isinstance(r, Resource) and not isinstance(r, ResourceList)])
+        try:
+            resources = self._discovered_resources()
+        except NotFound:  # the cache names a group gone since (its CRDs removed): ask afresh
+            self.invalidate_discovery()
+            resources = self._discovered_resources()
         found = {}
         for resource in resources:
             verbs = set(resource.verbs or ())
@@ -202,6 +202,13 @@ class KubeClient:
                                bool(resource.namespaced), tuple(verbs))
             found[(item.group, item.kind)] = item
         return list(found.values())
+
+    def _discovered_resources(self) -> list:
+        with self._lock:
+            # Iterating the discoverer yields, per kind, a list of Resource (and ResourceList).
+            return self._guard("discovery", lambda: [
+                r for kinds in self.dynamic.resources for r in kinds
+                if isinstance(r, Resource) and not isinstance(r, ResourceList)])
 
     # -- requests -----------------------------------------------------------------------
 
