@@ -134,8 +134,8 @@ def gateway_exposure(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     """The cluster's own exposure of its ingress gateway (Service cube-ingress)."""
     site = ctx.site
     gateway = site.gateway_of(site.cluster)
-    field = ("gateway" if site.cluster.name == site.platform_cluster.name
-             else f"clusters[{site.cluster_names.index(site.cluster.name)}].gateway")
+    path = site.gateway_path(site.cluster)
+    field = path[0] if len(path) == 1 else f"clusters[{path[1]}].gateway"
     if gateway.expose == "NodePort":
         for port in (gateway.node_port_http, gateway.node_port_http_alt):
             if not 30000 <= port <= 32767:

@@ -216,7 +216,7 @@ def _gateways(site: Site) -> Iterator[Problem]:
     domains: dict[str, str] = {site.domain: "domain"}
     addresses: dict[str, str] = {}
     for index, cluster in enumerate(site.clusters):
-        where = ("gateway",) if index == 0 else ("clusters", index, "gateway")
+        where = site.gateway_path(cluster)
         if index:
             yield from _own_gateway(index, cluster, domains)
         gateway = site.gateway_of(cluster)

@@ -572,5 +572,12 @@ class Site(Model):
         """How a cluster's gateway is exposed (the first: the site's ``gateway``)."""
         return self.gateway if cluster.name == self.platform_cluster.name else cluster.gateway
 
+    def gateway_path(self, cluster: Cluster) -> tuple:
+        """Where site.yaml sets a cluster's gateway: ``gateway`` for the first,
+        ``clusters.<index>.gateway`` for the others (errors name it)."""
+        if cluster.name == self.platform_cluster.name:
+            return ("gateway",)
+        return ("clusters", self.cluster_names.index(cluster.name), "gateway")
+
     def component(self, name: str) -> Component:
         return self.components.get(name) or Component()
