@@ -199,21 +199,27 @@ def test_crd_and_its_custom_resources_in_one_set(kube, test_namespace):
 
 
 class CountingClient(KubeClient):
-    """The real client, counting the full LISTs of CRDs it sends."""
+    """The real client, counting the LISTs and GETs of CRDs (whole schemas) it sends."""
 
     def __init__(self, api_client):
         super().__init__(api_client)
-        self.crd_lists = 0
+        self.crd_lists, self.crd_gets = 0, Counter()
 
     def list(self, resource, *args, **kwargs):
         if resource.kind == "CustomResourceDefinition":
             self.crd_lists += 1
         return super().list(resource, *args, **kwargs)
 
+    def get(self, resource, namespace, name):
+        if resource.kind == "CustomResourceDefinition":
+            self.crd_gets[name] += 1
+        return super().get(resource, namespace, name)
+
 
 def test_crd_gate_asks_discovery_instead_of_listing_whole_schemas(kube, test_namespace):
-    """A CRD is ready once discovery serves its resource at every served version; the full
-    CRD LIST (whole schemas, megabytes for real ones) is left to a slow fallback poll."""
+    """A CRD is ready once discovery serves its resource at every served version; the CRD
+    objects (whole schemas, megabytes for real ones) are fetched only by a slow fallback
+    poll, and only those discovery does not serve yet."""
     stage, group = unique("crdgate"), f"{unique('d')}.example.com"
     client = CountingClient(kube.api)
     served = client.served_resources()
@@ -226,10 +232,38 @@ def test_crd_gate_asks_discovery_instead_of_listing_whole_schemas(kube, test_nam
         assert {c.action for c in apply_objects(client, stage, objects, timeout=60)} == {"create"}
         elapsed = time.monotonic() - started
         assert (group, "v1", "widgets") in client.served_resources()
-        # One LIST of what the stage owns before applying; a fallback poll per FULL_EVERY.
-        assert client.crd_lists <= 1 + int(elapsed // wait.FULL_EVERY), client.crd_lists
+        # One LIST of what the stage owns before applying; the gate lists none, and GETs the
+        # one CRD at most once per FULL_EVERY.
+        assert client.crd_lists == 1, client.crd_lists
+        assert sum(client.crd_gets.values()) <= int(elapsed // wait.FULL_EVERY), client.crd_gets
     finally:
         uninstall_stage(kube, stage, timeout=60)
+
+
+def test_a_crd_whose_names_are_not_accepted_fails_without_waiting_for_the_deadline(
+        kube, test_namespace):
+    """Discovery never serves a CRD whose kind another CRD of its group has: the fallback
+    fetches just that CRD and fails the stage on its NamesAccepted condition, not at the
+    deadline; the served CRD of the same phase is not fetched again."""
+    stage, group = unique("crdnames"), f"{unique('n')}.example.com"
+    taken = crd(group, "Widget", "widgets")
+    clash = crd(group, "Widget", "gizmos")  # another plural, the same kind: KindConflict
+    client = CountingClient(kube.api)
+    try:
+        apply_objects(kube, unique("first"), [taken], timeout=60)
+        with pytest.raises(ApplyFailed) as failure:
+            apply_objects(client, stage, [clash, crd(group, "Gadget", "gadgets")], timeout=120)
+        message = str(failure.value)
+        assert "1 object(s) failed" in message and "names not accepted" in message, message
+        assert f"CustomResourceDefinition gizmos.{group}" in message
+        assert set(client.crd_gets) == {f"gizmos.{group}"}, client.crd_gets
+    finally:
+        for name in (f"gizmos.{group}", f"widgets.{group}", f"gadgets.{group}"):
+            try:
+                kube.delete(kube.resolve("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+                            None, name)
+            except NotFound:
+                pass
 
 
 class RequestCountingClient(KubeClient):
