@@ -41,7 +41,9 @@ from cubeinstall.kube.retry import is_transient
 
 POLL_FIRST, POLL_MAX = 0.25, 2.0
 PROGRESS_EVERY = 10.0
-FULL_EVERY, FULL_MAX = 5.0, 40.0
+# A CRD's names are accepted or refused within a second of its creation; establishing
+# 14 big ones on a busy API server takes longer than 5 s, when they were all fetched.
+FULL_EVERY, FULL_MAX = 15.0, 60.0
 WATCH_SECONDS = 60  # one watch request at most this long; then another from where it ended
 GONE = 410  # the watch's resourceVersion is too old: list again
 CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
