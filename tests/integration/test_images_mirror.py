@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections import Counter
 
 import pytest
 
@@ -248,3 +249,39 @@ def test_digest_pinned_images_keep_their_digest(source_registry, target_registry
     assert all("--preserve-digests" in call["argv"] for call in skopeo_calls())
     again = mirror(site, uses, _output(), FAST)
     assert {r.action for r in again.results} == {"present"}
+
+
+def test_a_source_registry_that_does_not_answer_is_asked_once_per_run(
+        target_registry, tmp_path, monkeypatch):
+    """An air-gapped re-run: the target has every image; their sources are a name the
+    resolver does not know and a closed port. However many images each registry has and
+    however many checks run at once, each registry is asked once (its first question
+    answers for the others), and a name that does not resolve is not asked again."""
+    from cubeinstall.images.status import SourceClients, check
+    from tests.cluster.processes import free_port
+
+    site = make_site(target_registry)
+    closed = f"127.0.0.1:{free_port()}"
+    sources = [f"{host}/team/app{index}:1" for host in ("registry.invalid", closed)
+               for index in range(6)]
+    uses = build_inventory({"t": sources}, site.registry)
+    layout = tmp_path / "layout"
+    build_image(layout, "present")
+    for use in uses:
+        ref = naming.target_ref(use.source, site.registry)
+        push_image(layout, target_registry, f"{ref.repository}:{ref.tag}")
+    asked: list[str] = []
+    send_once = RegistryClient._send_once
+
+    def counted(client, method, path, headers):
+        asked.append(client.endpoint.host)
+        return send_once(client, method, path, headers)
+
+    monkeypatch.setattr(RegistryClient, "_send_once", counted)
+    statuses = check(uses, _target_client(site), SourceClients(), parallel=8)
+    assert {s.state for s in statuses} == {"present-unchecked"}
+    assert all(f"cannot reach registry {naming.parse(s.use.source).registry}" in s.note
+               for s in statuses), [s.note for s in statuses]
+    # the closed port is a network error worth one retry (attempts=2); the unknown name is not
+    assert Counter(host for host in asked if host != target_registry.host) == {
+        "registry.invalid": 1, closed: 2}, asked

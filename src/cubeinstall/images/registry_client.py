@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -177,7 +178,7 @@ class RegistryClient:
             try:
                 status, reply, body = self._send_once(method, path, headers)
             except _NETWORK_ERRORS as exc:
-                if attempt == self.attempts or isinstance(_cause(exc), ssl.SSLError):
+                if attempt == self.attempts or _not_worth_retrying(_cause(exc)):
                     raise self._connection_error(exc) from None
                 status, reply, body = 0, Message(), b""
             if status not in _TRANSIENT_STATUS and status != 0:
@@ -273,6 +274,17 @@ class RegistryClient:
                      "or registry.insecure: true to skip verification")
         return RegistryUnreachable(f"cannot reach registry {self.endpoint.host}: {reason}",
                                    hint="check the host and port, and that the registry is running")
+
+
+# The resolver says the name does not exist (an air-gapped site asking a public registry):
+# asking again half a second later gets the same answer. A temporary DNS failure is retried.
+_NO_SUCH_NAME = {code for code in (getattr(socket, "EAI_NONAME", None),
+                                   getattr(socket, "EAI_NODATA", None)) if code is not None}
+
+
+def _not_worth_retrying(reason: BaseException) -> bool:
+    return isinstance(reason, ssl.SSLError) or (
+        isinstance(reason, socket.gaierror) and reason.errno in _NO_SUCH_NAME)
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -68,6 +68,7 @@ class SourceClients:
         self.insecure_hosts = frozenset(h.lower() for h in insecure_hosts)
         self._clients: dict[str, RegistryClient] = {}
         self._unreachable: dict[str, RegistryUnreachable] = {}
+        self._first_answer: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
     def insecure(self, host: str) -> bool:
@@ -83,18 +84,28 @@ class SourceClients:
     def digest(self, reference: str) -> str | None:
         """The source's manifest digest. A registry that did not answer at all is not asked
         again in this run: an air-gapped re-run pays one failure per registry, not a
-        retried failure per image."""
+        retried failure per image. Until a registry's first question is answered the
+        others for it wait (the checks run in parallel: each would pay the failure)."""
         host = naming.parse(reference).registry
         with self._lock:
-            known = self._unreachable.get(host)
-        if known is not None:
-            raise RegistryUnreachable(known.message, known.hint)
+            first = host not in self._first_answer
+            answered = self._first_answer.setdefault(host, threading.Event())
+        if not first:
+            answered.wait()
         try:
-            return digest_of(self.get(host), reference)
-        except RegistryUnreachable as exc:
             with self._lock:
-                self._unreachable.setdefault(host, exc)
-            raise
+                known = self._unreachable.get(host)
+            if known is not None:
+                raise RegistryUnreachable(known.message, known.hint)
+            try:
+                return digest_of(self.get(host), reference)
+            except RegistryUnreachable as exc:
+                with self._lock:
+                    self._unreachable.setdefault(host, exc)
+                raise
+        finally:
+            if first:
+                answered.set()
 
 
 def digest_of(client: RegistryClient, reference: str) -> str | None:
