@@ -15,6 +15,7 @@ Node checks ask every node of the run once (``--cluster``: that cluster's nodes)
 from __future__ import annotations
 
 import ipaddress
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
@@ -278,18 +279,12 @@ def run_preflight(ctx: RunContext, targets: list[Target], ignore: Iterable[str] 
 
         raise ConfigError(f"--ignore: unknown check {', '.join(sorted(unknown))}",
                           hint=f"checks are: {', '.join(CHECK_IDS)}")
-    findings: list[Finding] = []
-    for check_id, check, check_ctx, stages, name in _places(ctx, targets, cluster):
-        try:
-            found = list(check(check_ctx, stages))
-        except CubeError as exc:  # the check could not even ask: that is its finding
-            found = [Finding(check_id, "error", exc.message, exc.hint or "")]
-        if name:
-            found = [replace(f, cluster=name, message=f"cluster {name}: {f.message}")
-                     for f in found]
-        if check_id in ignored:  # still run and listed, so the user sees what is accepted
-            found = [replace(f, grade="ignored") if f.grade != "ok" else f for f in found]
-        findings.extend(found)
+    places = list(_places(ctx, targets, cluster))
+    # The checks only ask (clusters, hosts, registry, database): all at once, listed in
+    # the order of CHECKS.
+    with ThreadPoolExecutor(max_workers=max(1, len(places))) as pool:
+        results = list(pool.map(lambda place: _run_check(*place, ignored=ignored), places))
+    findings = [finding for found in results for finding in found]
     for finding in findings:
         ctx.out.event("preflight", check=finding.check, grade=finding.grade,
                       **({"cluster": finding.cluster} if finding.cluster else {}),
@@ -303,6 +298,20 @@ def run_preflight(ctx: RunContext, targets: list[Target], ignore: Iterable[str] 
             "nothing was changed",
             hint="fix them, or pass --ignore ID for a check you accept to fail")
     return findings
+
+
+def _run_check(check_id: str, check, check_ctx: RunContext, stages: list[Stage],
+               name: str | None, *, ignored: set[str]) -> list[Finding]:
+    try:
+        found = list(check(check_ctx, stages))
+    except CubeError as exc:  # the check could not even ask: that is its finding
+        found = [Finding(check_id, "error", exc.message, exc.hint or "")]
+    if name:
+        found = [replace(f, cluster=name, message=f"cluster {name}: {f.message}")
+                 for f in found]
+    if check_id in ignored:  # still run and listed, so the user sees what is accepted
+        found = [replace(f, grade="ignored") if f.grade != "ok" else f for f in found]
+    return found
 
 
 def _places(ctx: RunContext, targets: list[Target], cluster: str | None):
