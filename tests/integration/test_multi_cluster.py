@@ -28,6 +28,7 @@ from tests.cluster.nodes import FakeNode
 from tests.cluster.processes import free_port
 from tests.e2e.observe import owned_objects, without_bookkeeping
 from tests.helpers import SHARED, example_site_data, json_events, run_cli, write_site
+from tests.integration.test_adopt_more import install_as_earlier_cubeinstall, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -332,3 +333,56 @@ def test_a_site_installed_before_the_ingress_stage_keeps_its_gateways(cli, clust
     code, _, err = cli("uninstall")
     assert code == 0, err
     assert owned(main) == {} and owned(clusters["east"]) == {}
+
+
+def claims(kubeconfig) -> dict[str, tuple[str, str]]:
+    """"namespace/claim" -> (the volume it names, its phase)."""
+    return {f"{c['metadata']['namespace']}/{c['metadata']['name']}":
+            (c["spec"].get("volumeName"), c["status"].get("phase"))
+            for c in json.loads(kubectl(kubeconfig, "get", "pvc", "-A", "-o", "json"))["items"]}
+
+
+def all_bound(kubeconfig) -> dict[str, tuple[str, str]]:
+    found = claims(kubeconfig)
+    return found if found and all(phase == "Bound" for _, phase in found.values()) else {}
+
+
+def live_status(cli, cluster: str) -> dict[str, tuple[str, str, str]]:
+    """`status --live` of one cluster: per stage (last result, inputs since, pending
+    changes); stages never run here may not be reached (the command then exits 1)."""
+    _, events, _ = cli("status", "--live", "--cluster", cluster)
+    return {e["stage"]: (e["result"], e["inputs"], e["pending"])
+            for e in events if e["event"] == "stage-status"}
+
+
+def test_each_cluster_keeps_the_volumes_found_in_it(cli, clusters, workdir):
+    """pv-pvc runs on every cluster: east's claims, bound to volumes an earlier cubeinstall
+    named otherwise (typed hostPaths), keep them (found in east, not in main); main's get
+    upstream's names. A second run changes nothing; status --live of both agrees."""
+    for kubeconfig in clusters.values():  # the claims and volumes earlier tests kept
+        kubectl(kubeconfig, "delete", "pvc", "--all", "--all-namespaces", "--wait")
+        kubectl(kubeconfig, "delete", "pv", "--all", "--wait")
+    code, _, err = cli("all", *only("namespaces"))
+    assert code == 0, err
+    east = clusters["east"]
+    install_as_earlier_cubeinstall(east, ("pv-pvc",))
+    before = wait_for("the earlier claims bound", lambda: all_bound(east))
+    assert before["infra/kubeflow-global-pvc"] == ("infra-kubeflow-global-pvc", "Bound")
+
+    stages = ("namespaces", "pv-pvc")
+    code, events, err = cli("all", *only(*stages))
+    assert code == 0, (err, [e for e in events if e["event"] in ("error", "stage-failed")])
+    after = wait_for("every claim bound", lambda: all_bound(east))
+    assert {claim: after[claim] for claim in before} == before
+    assert set(after) > set(before)  # claims the earlier version did not have: bound too
+    main = wait_for("main's claims bound", lambda: all_bound(clusters["main"]))
+    assert main["infra/kubeflow-global-pvc"] == ("infra-kubeflow-global-pv", "Bound")
+
+    code, events, err = cli("all", "--force", *only(*stages))
+    assert code == 0, err
+    assert not [e for e in events if e["event"] == "change" and e["action"] != "unchanged"]
+    for cluster in ("main", "east"):
+        status = live_status(cli, cluster)
+        assert {stage: status[stage] for stage in stages} == {
+            stage: ("ok", "unchanged", "0") for stage in stages}, (cluster, status)
+
