@@ -386,3 +386,55 @@ def test_each_cluster_keeps_the_volumes_found_in_it(cli, clusters, workdir):
         assert {stage: status[stage] for stage in stages} == {
             stage: ("ok", "unchanged", "0") for stage in stages}, (cluster, status)
 
+
+def test_uninstall_of_the_gateway_stage_alone_leaves_what_ingress_renders(cli, clusters,
+                                                                          workdir, monkeypatch,
+                                                                          capsys):
+    """A site installed before the ingress stage, ingress never run since: uninstall of the
+    gateway stage removes its routes and leaves the Gateways and cube-ingress, which carry
+    its label but belong to ingress now, saying so; the site's uninstall removes them.
+    Without the upstream files ingress cannot be rendered: the plan says so and, as before
+    the move, removes all the gateway stage's label marks."""
+    code, _, err = cli("all", *only("namespaces"))
+    assert code == 0, err
+    main = clusters["main"]
+    site = load_site(workdir / "site.yaml")
+    apply_objects(main, "gateway", finalize(site, ingress.render(site) + gateway.render(site)))
+    before = uids(main, *GATEWAYS, EXPOSURE)
+    assert any("/VirtualService/" in key for key in owned(main, "gateway"))
+
+    moved = {"Gateway kubeflow/kubeflow-gateway", "Gateway kubeflow/kubeflow-gateway-8080",
+             "Service istio-system/cube-ingress"}
+    with monkeypatch.context() as patch:
+        patch.setenv("CUBEINSTALL_CACHE", str(workdir / "empty-cache"))
+        code, events, err = cli("uninstall", "--dry-run", "--only", "gateway")
+    assert code == 0, err
+    warned = " ".join(e["message"] for e in events if e["event"] == "warning")
+    assert "upstream files not in the local cache" in warned and \
+        "cannot tell which objects moved between this stage and ingress" in warned, warned
+    assert moved <= {e["target"] for e in events
+                     if e["event"] == "change" and e["action"] == "delete"}
+
+    code, out, err = run_cli(["uninstall", "--dry-run", "--only", "gateway",
+                              "-c", str(workdir / "site.yaml")], capsys)
+    assert code == 0, err
+    said = out + err  # without --json too: a line for each object left, and why
+    assert "skip      Gateway kubeflow/kubeflow-gateway  (stage ingress renders it now" in said, said
+
+    code, events, err = cli("uninstall", "--only", "gateway")
+    assert code == 0, err
+    left = {e["target"]: e["detail"] for e in events
+            if e["event"] == "change" and e["action"] == "skip"}
+    assert set(left) == moved, left
+    assert all(detail.startswith("stage ingress renders it now") for detail in left.values())
+    assert uids(main, *GATEWAYS, EXPOSURE) == before
+    assert set(owned(main, "gateway")) == set(before)  # the routes are gone, these stay
+
+    code, events, err = cli("uninstall", "--dry-run")
+    assert code == 0, err
+    removing = {e["target"] for e in events if e["event"] == "change"
+                and e["action"] == "delete" and e["stage"] == "ingress"}
+    assert set(left) <= removing, removing
+    code, _, err = cli("uninstall")
+    assert code == 0, err
+    assert owned(main) == {} and owned(clusters["east"]) == {}
