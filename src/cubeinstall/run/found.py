@@ -18,6 +18,7 @@ import dataclasses
 from typing import Iterable
 
 from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError
 from cubeinstall.run.targets import Target, clusters_of
 
 # the gateway routes to the server; the kubeflow stage's plan line names it
@@ -28,8 +29,9 @@ VOLUME_STAGES = frozenset({"pv-pvc", "mysql", "prometheus", "efk"})
 
 def with_found(ctx: RunContext, targets: Iterable[Target]) -> RunContext:
     """``ctx`` with what the clusters the ``targets`` act on have for their stages. A
-    cluster that does not answer (unreachable, untrusted, refusing) finds nothing: its
-    stages meet the same answer and report it as in any run (a dry run goes on)."""
+    cluster that does not answer (unreachable, untrusted, refusing) finds nothing, said in
+    a warning: its stages meet the same answer and report it as in any run (a dry run
+    goes on)."""
     from cubeinstall.kube.errors import KubeError
     from cubeinstall.stages.bound_volumes import bound_volumes
     from cubeinstall.stages.kubeflow import with_existing_server
@@ -39,14 +41,19 @@ def with_found(ctx: RunContext, targets: Iterable[Target]) -> RunContext:
     if SERVER_STAGES & {target.stage.name for target in targets}:
         try:
             site = with_existing_server(ctx)
-        except KubeError:
-            pass
+        except KubeError as exc:
+            _not_found(ctx, site.platform_cluster.name, "the argo-server Service", exc)
     volumes = {}
     for cluster in clusters_of(site, [t for t in targets if t.stage.name in VOLUME_STAGES]):
         try:
             volumes[cluster] = bound_volumes(dataclasses.replace(ctx, cluster=cluster))
-        except KubeError:
-            continue
+        except KubeError as exc:
+            _not_found(ctx, cluster, "the volumes its claims are bound to", exc)
     if volumes != site.found.volumes:
         site = site.model_copy(update={"found": site.found.model_copy(update={"volumes": volumes})})
     return ctx if site is ctx.site else dataclasses.replace(ctx, site=site)
+
+
+def _not_found(ctx: RunContext, cluster: str, what: str, exc: CubeError) -> None:
+    ctx.out.warn(f"cluster {cluster}: {what} not read: {exc.message}", cluster=cluster,
+                 hint=exc.hint)
