@@ -149,6 +149,8 @@ def test_start_sh_argo_is_kept_verified_and_routed(tmp_path, capsys, monkeypatch
             assert "argo" not in [n.metadata.name for n in core.list_namespace().items]
             code, out, err = run_cli(["--json", "all", "--force", "-c", str(site), *only], capsys)
             assert code == 0 and changed(out) == [], out + err
+            # status --live compares with what `all` applies: the route to the server found
+            assert_up_to_date(site, capsys, ("namespaces", "istio", "kubeflow", "gateway"))
 
             # an Argo the platform cannot use: refused with the reason, nothing changed
             kubectl(config, "patch", "configmap", "workflow-controller-configmap", "-n",
@@ -157,6 +159,18 @@ def test_start_sh_argo_is_kept_verified_and_routed(tmp_path, capsys, monkeypatch
                                       *NO_NODES], capsys)
             assert code == 1 and "components.kubeflow.mode is existing" in err and \
                 "sets instanceID 'team-a'" in err, out + err
+
+
+def assert_up_to_date(site: Path, capsys, stages: tuple[str, ...]) -> None:
+    """`status --live` of the platform cluster says each stage last ran ok, from the inputs
+    it has now, and has nothing pending (the others, never run here, may not be reached:
+    the databases through MySQL's port-forward; the command then exits 1)."""
+    code, out, err = run_cli(["--json", "status", "--live", "--cluster", "main", "-c", str(site)],
+                             capsys)
+    status = {e["stage"]: e for e in json_events(out) if e["event"] == "stage-status"}
+    seen = {stage: (status[stage]["result"], status[stage]["inputs"], status[stage]["pending"])
+            for stage in stages}
+    assert seen == {stage: ("ok", "unchanged", "0") for stage in stages}, (seen, err)
 
 
 def volume(name: str, claim: tuple[str, str], size: str, path: str, **host_path) -> dict:
@@ -250,13 +264,13 @@ def test_a_released_volume_is_re_created_and_a_bound_one_refused(tmp_path, capsy
             assert code == 0 and changed(out) == [], out + err
 
 
-def install_as_earlier_cubeinstall(kubeconfig: Path) -> None:
+def install_as_earlier_cubeinstall(kubeconfig: Path,
+                                   stages: tuple[str, ...] = ("pv-pvc", "mysql", "dashboard")) -> None:
     """The fixture's objects applied as that version did: server-side apply as field manager
     cubeinstall, labelled by stage (kube/objects.py desired_object, unchanged since then)."""
     kube = KubeClient.from_kubeconfig(kubeconfig)
-    for stage, name in (("pv-pvc", "pv-pvc.yaml"), ("mysql", "mysql.yaml"),
-                        ("dashboard", "dashboard.yaml")):
-        for obj in load_documents((EARLIER / name).read_text()):
+    for stage in stages:
+        for obj in load_documents((EARLIER / f"{stage}.yaml").read_text()):
             resource = kube.resolve(obj["apiVersion"], obj["kind"])
             kube.apply(desired_object(obj, stage, resource.namespaced), resource)
 
@@ -300,6 +314,8 @@ def test_a_site_an_earlier_cubeinstall_installed_converges(tmp_path, capsys, mon
             assert code == 0, [e for e in json_events(out) if e["event"] in ("error", "stage-failed")]
             code, out, err = run_cli(["--json", "all", "--force", "-c", str(site), *only], capsys)
             assert code == 0 and changed(out) == [], out + err
+            # status --live compares with what `all` applies: each claim's volume as found
+            assert_up_to_date(site, capsys, ("namespaces", "dashboard", "pv-pvc", "mysql"))
 
             assert rbac.read_cluster_role_binding(
                 "kubernetes-dashboard-cluster").role_ref.name == "kubernetes-dashboard-cluster"

@@ -28,6 +28,7 @@ from tests.cluster.nodes import FakeNode
 from tests.cluster.processes import free_port
 from tests.e2e.observe import owned_objects, without_bookkeeping
 from tests.helpers import SHARED, example_site_data, json_events, run_cli, write_site
+from tests.integration.test_adopt_more import install_as_earlier_cubeinstall, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -329,6 +330,111 @@ def test_a_site_installed_before_the_ingress_stage_keeps_its_gateways(cli, clust
     assert [e for e in events if e["event"] in ("stage-start", "stage-done")] == []
     assert {name: owned(path) for name, path in clusters.items()} == after
 
+    code, _, err = cli("uninstall")
+    assert code == 0, err
+    assert owned(main) == {} and owned(clusters["east"]) == {}
+
+
+def claims(kubeconfig) -> dict[str, tuple[str, str]]:
+    """"namespace/claim" -> (the volume it names, its phase)."""
+    return {f"{c['metadata']['namespace']}/{c['metadata']['name']}":
+            (c["spec"].get("volumeName"), c["status"].get("phase"))
+            for c in json.loads(kubectl(kubeconfig, "get", "pvc", "-A", "-o", "json"))["items"]}
+
+
+def all_bound(kubeconfig) -> dict[str, tuple[str, str]]:
+    found = claims(kubeconfig)
+    return found if found and all(phase == "Bound" for _, phase in found.values()) else {}
+
+
+def live_status(cli, cluster: str) -> dict[str, tuple[str, str, str]]:
+    """`status --live` of one cluster: per stage (last result, inputs since, pending
+    changes); stages never run here may not be reached (the command then exits 1)."""
+    _, events, _ = cli("status", "--live", "--cluster", cluster)
+    return {e["stage"]: (e["result"], e["inputs"], e["pending"])
+            for e in events if e["event"] == "stage-status"}
+
+
+def test_each_cluster_keeps_the_volumes_found_in_it(cli, clusters, workdir):
+    """pv-pvc runs on every cluster: east's claims, bound to volumes an earlier cubeinstall
+    named otherwise (typed hostPaths), keep them (found in east, not in main); main's get
+    upstream's names. A second run changes nothing; status --live of both agrees."""
+    for kubeconfig in clusters.values():  # the claims and volumes earlier tests kept
+        kubectl(kubeconfig, "delete", "pvc", "--all", "--all-namespaces", "--wait")
+        kubectl(kubeconfig, "delete", "pv", "--all", "--wait")
+    code, _, err = cli("all", *only("namespaces"))
+    assert code == 0, err
+    east = clusters["east"]
+    install_as_earlier_cubeinstall(east, ("pv-pvc",))
+    before = wait_for("the earlier claims bound", lambda: all_bound(east))
+    assert before["infra/kubeflow-global-pvc"] == ("infra-kubeflow-global-pvc", "Bound")
+
+    stages = ("namespaces", "pv-pvc")
+    code, events, err = cli("all", *only(*stages))
+    assert code == 0, (err, [e for e in events if e["event"] in ("error", "stage-failed")])
+    after = wait_for("every claim bound", lambda: all_bound(east))
+    assert {claim: after[claim] for claim in before} == before
+    assert set(after) > set(before)  # claims the earlier version did not have: bound too
+    main = wait_for("main's claims bound", lambda: all_bound(clusters["main"]))
+    assert main["infra/kubeflow-global-pvc"] == ("infra-kubeflow-global-pv", "Bound")
+
+    code, events, err = cli("all", "--force", *only(*stages))
+    assert code == 0, err
+    assert not [e for e in events if e["event"] == "change" and e["action"] != "unchanged"]
+    for cluster in ("main", "east"):
+        status = live_status(cli, cluster)
+        assert {stage: status[stage] for stage in stages} == {
+            stage: ("ok", "unchanged", "0") for stage in stages}, (cluster, status)
+
+
+def test_uninstall_of_the_gateway_stage_alone_leaves_what_ingress_renders(cli, clusters,
+                                                                          workdir, monkeypatch,
+                                                                          capsys):
+    """A site installed before the ingress stage, ingress never run since: uninstall of the
+    gateway stage removes its routes and leaves the Gateways and cube-ingress, which carry
+    its label but belong to ingress now, saying so; the site's uninstall removes them.
+    Without the upstream files ingress cannot be rendered: the plan says so and, as before
+    the move, removes all the gateway stage's label marks."""
+    code, _, err = cli("all", *only("namespaces"))
+    assert code == 0, err
+    main = clusters["main"]
+    site = load_site(workdir / "site.yaml")
+    apply_objects(main, "gateway", finalize(site, ingress.render(site) + gateway.render(site)))
+    before = uids(main, *GATEWAYS, EXPOSURE)
+    assert any("/VirtualService/" in key for key in owned(main, "gateway"))
+
+    moved = {"Gateway kubeflow/kubeflow-gateway", "Gateway kubeflow/kubeflow-gateway-8080",
+             "Service istio-system/cube-ingress"}
+    with monkeypatch.context() as patch:
+        patch.setenv("CUBEINSTALL_CACHE", str(workdir / "empty-cache"))
+        code, events, err = cli("uninstall", "--dry-run", "--only", "gateway")
+    assert code == 0, err
+    warned = " ".join(e["message"] for e in events if e["event"] == "warning")
+    assert "upstream files not in the local cache" in warned and \
+        "cannot tell which objects moved between this stage and ingress" in warned, warned
+    assert moved <= {e["target"] for e in events
+                     if e["event"] == "change" and e["action"] == "delete"}
+
+    code, out, err = run_cli(["uninstall", "--dry-run", "--only", "gateway",
+                              "-c", str(workdir / "site.yaml")], capsys)
+    assert code == 0, err
+    said = out + err  # without --json too: a line for each object left, and why
+    assert "skip      Gateway kubeflow/kubeflow-gateway  (stage ingress renders it now" in said, said
+
+    code, events, err = cli("uninstall", "--only", "gateway")
+    assert code == 0, err
+    left = {e["target"]: e["detail"] for e in events
+            if e["event"] == "change" and e["action"] == "skip"}
+    assert set(left) == moved, left
+    assert all(detail.startswith("stage ingress renders it now") for detail in left.values())
+    assert uids(main, *GATEWAYS, EXPOSURE) == before
+    assert set(owned(main, "gateway")) == set(before)  # the routes are gone, these stay
+
+    code, events, err = cli("uninstall", "--dry-run")
+    assert code == 0, err
+    removing = {e["target"] for e in events if e["event"] == "change"
+                and e["action"] == "delete" and e["stage"] == "ingress"}
+    assert set(left) <= removing, removing
     code, _, err = cli("uninstall")
     assert code == 0, err
     assert owned(main) == {} and owned(clusters["east"]) == {}

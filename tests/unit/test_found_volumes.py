@@ -34,7 +34,7 @@ def test_a_claim_bound_to_an_earlier_volume_keeps_it_and_its_source(seeded_cache
             name="jupyter-kubeflow-archives", host_path={"path": "/elsewhere"}),
     }
     plain = by_key(pv_pvc.render(site))
-    kept = by_key(pv_pvc.render(site.model_copy(update={"found": Found(volumes=found)})))
+    kept = by_key(pv_pvc.render(site.model_copy(update={"found": Found(volumes={"main": found})})))
     assert ("PersistentVolume", None, "infra-kubeflow-global-pv") in plain
     assert ("PersistentVolume", None, "infra-kubeflow-global-pv") not in kept
     old = kept[("PersistentVolume", None, "infra-kubeflow-global-pvc")]
@@ -54,14 +54,22 @@ def test_a_claim_bound_to_an_earlier_volume_keeps_it_and_its_source(seeded_cache
                and k[2] != "jupyter-kubeflow-archives")
 
 
-def test_only_the_platform_cluster_has_found(tmp_path):
+def test_each_clusters_view_has_its_own_clusters_volumes(tmp_path, seeded_cache):
+    """pv-pvc runs on every cluster: each cluster's claims keep the volumes found in it."""
     data = example_site_data()
     data["clusters"] = [{"name": "main"}, other_cluster("east")]
     site = load_site(write_site(tmp_path, data))
-    found = site.model_copy(update={"found": Found(volumes={"a/b": FoundVolume(
-        name="x", host_path={"path": "/p"})})})
-    assert found.for_cluster("main").found == found.found
-    assert found.for_cluster("east").found == Found()
+    earlier = FoundVolume(name="infra-kubeflow-global-pvc",
+                          host_path={"path": "/data/k8s/kubeflow/global"})
+    found = site.model_copy(update={"found": Found(volumes={
+        "east": {"infra/kubeflow-global-pvc": earlier}})})
+    assert found.found_volumes == {} and found.for_cluster("main").found_volumes == {}
+    assert found.for_cluster("east").found_volumes == {"infra/kubeflow-global-pvc": earlier}
+    claim = ("PersistentVolumeClaim", "infra", "kubeflow-global-pvc")
+    assert by_key(pv_pvc.render(found.for_cluster("main")))[claim]["spec"]["volumeName"] == \
+        "infra-kubeflow-global-pv"
+    assert by_key(pv_pvc.render(found.for_cluster("east")))[claim]["spec"]["volumeName"] == \
+        "infra-kubeflow-global-pvc"
 
 
 def test_found_is_not_a_setting(tmp_path):
@@ -82,7 +90,7 @@ def test_a_stages_own_volume_keeps_its_earlier_source_too(seeded_cache):
         name="infra-mysql-pv", host_path={"path": "/data/k8s/infra/mysql",
                                           "type": "DirectoryOrCreate"})}
     plain = by_key(mysql.render(site))[("PersistentVolume", None, "infra-mysql-pv")]
-    kept = by_key(mysql.render(site.model_copy(update={"found": Found(volumes=earlier)})))
+    kept = by_key(mysql.render(site.model_copy(update={"found": Found(volumes={"main": earlier})})))
     assert plain["spec"]["hostPath"] == {"path": "/data/k8s/infra/mysql"}
     assert kept[("PersistentVolume", None, "infra-mysql-pv")]["spec"]["hostPath"] == {
         "path": "/data/k8s/infra/mysql", "type": "DirectoryOrCreate"}
@@ -98,4 +106,5 @@ def test_a_volume_bound_as_rendered_renders_exactly_as_without_found(seeded_cach
     ref = volume["spec"]["claimRef"]
     own = {f"{ref['namespace']}/{ref['name']}": FoundVolume(
         name=volume["metadata"]["name"], host_path={**volume["spec"]["hostPath"], "type": ""})}
-    assert efk.render(site.model_copy(update={"found": Found(volumes=own)})) == efk.render(site)
+    assert efk.render(site.model_copy(update={"found": Found(volumes={"main": own})})) == \
+        efk.render(site)

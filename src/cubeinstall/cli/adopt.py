@@ -26,12 +26,13 @@ def adopt(
     from cubeinstall.run import runner
     from cubeinstall.run.found import with_found
     from cubeinstall.run.session import changing_run
+    from cubeinstall.run.targets import expand
 
     ctx = load_context(dry_run=dry_run)
     stages = runner.select(ctx.site, only or [], skip or []) if only or skip else None
     if not dry_run:
         require_confirmation_possible("adopt")
-    ctx = with_found(ctx, None if stages is None else [stage.name for stage in stages])
+    ctx = with_found(ctx, expand(ctx.site, stages or runner.select(ctx.site)))
     result, found = adoption.plan_adoption(ctx, stages)
     for decision in result.decisions:
         runner.report_changes(ctx, decision.stage or "leftover", [adoption.as_change(decision)],

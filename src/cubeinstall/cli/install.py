@@ -125,10 +125,10 @@ def plan(
 
 
 def _found(ctx, targets):
-    """What the selected stages render from the cluster (run/found.py)."""
+    """What the selected stages render from the clusters they run on (run/found.py)."""
     from cubeinstall.run.found import with_found
 
-    return with_found(ctx, {target.stage.name for target in targets})
+    return with_found(ctx, targets)
 
 
 def _targets(ctx, only=None, skip=None, start=None, cluster=None) -> list:
@@ -312,8 +312,11 @@ def status(
 
     ctx = load_context(dry_run=True)
     journal = Journal.load(ctx.site.site)
+    targets = _targets(ctx, cluster=cluster)
+    if live:  # what `all` finds first: its inputs and its plan are compared with those
+        ctx = _found(ctx, targets)
     rows, unreached = [], []
-    for target in _targets(ctx, cluster=cluster):
+    for target in targets:
         stage, target_ctx = target.stage, context_for(ctx, target)
         record = journal.stages.get(target.key)
         inputs = "never run"

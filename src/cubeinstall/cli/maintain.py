@@ -16,6 +16,10 @@ from cubeinstall.cli.options import (
 )
 
 
+# what uninstall keeps (data, node files, objects another stage renders now) is said too
+KEPT = ("skip",)
+
+
 def uninstall(
     only: Optional[List[str]] = OnlyOption,
     skip: Optional[List[str]] = SkipOption,
@@ -35,7 +39,8 @@ def uninstall(
     targets = expand(ctx.site, runner.select(ctx.site, only or [], skip or []), cluster)
     plan = plan_removal(ctx, targets, purge=purge, restore_node_files=restore_node_files)
     for target, changes in plan:
-        runner.report_changes(ctx, target.stage.name, changes, fields=target.fields)
+        runner.report_changes(ctx, target.stage.name, changes, fields=target.fields,
+                              shown=KEPT)
     deletions = sum(1 for _, changes in plan for c in changes if c.changes_something)
     ctx.out.event("uninstall-plan", changes=deletions,
                   message=f"uninstall would change {deletions} object(s)/file(s)/database(s)")
@@ -45,7 +50,8 @@ def uninstall(
     with changing_run(ctx, [target.stage for target in targets]) as journal:
         for target in reversed(targets):
             changes = stage_removal(ctx, target, purge=purge, restore_node_files=restore_node_files)
-            runner.report_changes(ctx, target.stage.name, changes, fields=target.fields)
+            runner.report_changes(ctx, target.stage.name, changes, fields=target.fields,
+                                  shown=KEPT)
             journal.forget(target.key)
             ctx.out.event("stage-removed", stage=target.stage.name, **target.fields,
                           changed=sum(1 for c in changes if c.changes_something),

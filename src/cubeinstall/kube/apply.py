@@ -10,6 +10,7 @@ a KubeClient or a kubernetes ApiClient. How the work is done: ``engine``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from cubeinstall.core.change import Change
 from cubeinstall.core.context import RunContext
 from cubeinstall.kube.client import client_for
 from cubeinstall.kube.engine import Engine, Options
+from cubeinstall.kube.objects import ObjectKey
 
 __all__ = ["Engine", "Options", "apply_objects", "plan_objects", "uninstall_stage"]
 
@@ -63,13 +65,14 @@ def apply_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, dry_ru
                   timeout: Any = None, gates: bool = True, prune: bool = False,
                   force_conflicts: bool = False, webhooks: str | None = None,
                   cluster: str | None = None, out: Any = None,
-                  taken_over: frozenset | None = None) -> list[Change]:
+                  taken_over: Mapping[ObjectKey, str] | None = None) -> list[Change]:
     """Apply ``objects`` for ``stage``; returns one Change per object (and per pruned one).
 
     ``ctx_or_client``: a RunContext (its site's timeouts and gates, its output),
     a KubeClient or a kubernetes ApiClient. ``timeout``: seconds per object, or
     a site ``Timeouts``. ``webhooks``: "probe" or "skip" (default: the site's).
-    ``taken_over``: keys of objects another stage took over from this one: never pruned.
+    ``taken_over``: objects another stage took over from this one (key -> that stage):
+    never pruned.
     """
     options = _options(ctx_or_client, timeout, cluster, gates=gates, prune=prune,
                        force_conflicts=force_conflicts, webhooks=webhooks,
@@ -81,7 +84,7 @@ def apply_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, dry_ru
 def plan_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, prune: bool = False,
                  timeout: Any = None, force_conflicts: bool = False,
                  cluster: str | None = None, out: Any = None,
-                 taken_over: frozenset | None = None) -> list[Change]:
+                 taken_over: Mapping[ObjectKey, str] | None = None) -> list[Change]:
     """What apply would do: server-side dry run compared with live, nothing written."""
     return apply_objects(ctx_or_client, stage, objects, dry_run=True, timeout=timeout,
                          prune=prune, force_conflicts=force_conflicts, cluster=cluster, out=out,
@@ -90,7 +93,12 @@ def plan_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, prune: 
 
 def uninstall_stage(ctx_or_client: Any, stage: str, *, purge: bool = False,
                     dry_run: bool = False, timeout: Any = None, cluster: str | None = None,
-                    out: Any = None) -> list[Change]:
-    """Delete everything labelled with ``stage``, in reverse order; data kept unless ``purge``."""
-    options = _options(ctx_or_client, timeout, purge=purge)
+                    out: Any = None, taken_over: Mapping[ObjectKey, str] | None = None,
+                    inherited: Mapping[str, frozenset[ObjectKey]] | None = None) -> list[Change]:
+    """Delete everything labelled with ``stage``, in reverse order; data kept unless ``purge``.
+    ``taken_over``: objects another stage took over from this one (key -> that stage): left
+    to it; ``inherited``: what this stage took over, by the earlier owner whose label it
+    still carries: deleted too."""
+    options = _options(ctx_or_client, timeout, purge=purge, taken_over=taken_over,
+                       inherited=inherited)
     return _run(ctx_or_client, stage, cluster, options, lambda e: e.uninstall(dry_run), out)

@@ -16,9 +16,9 @@ one outage budget, so a dead API server fails the run once, not per object.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -70,8 +70,12 @@ class Options:
     planned_kinds: frozenset[tuple[str, str]] = frozenset()
     # Namespaces an earlier stage of this run created (core.context.Planned).
     created_namespaces: frozenset[str] = frozenset()
-    # Objects another stage took over (site/stages.py took_over_from): never pruned here.
-    taken_over: frozenset[ObjectKey] = frozenset()
+    # Objects another stage took over (site/stages.py took_over_from), by the stage that did:
+    # never pruned here, and left to it by uninstall even while they carry this label.
+    taken_over: Mapping[ObjectKey, str] = field(default_factory=dict)
+    # Objects this stage took over that still carry the earlier owner's label (its new owner
+    # never ran), by that owner: uninstall removes them with its own.
+    inherited: Mapping[str, frozenset[ObjectKey]] = field(default_factory=dict)
 
 
 class Engine:
@@ -339,22 +343,39 @@ class Engine:
     def prune(self, items: list[Item], dry_run: bool) -> list[Change]:
         wanted = {item.key for item in items}
         found = [f for f in prune.find_owned(self.client, self.stage, self.pool, self.report,
-                                             kept=self.options.purge)
-                 if f.key not in wanted and f.key not in self.options.taken_over]
-        return prune.delete_found(
-            self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
-            object_seconds=self.options.object_seconds, stage_deadline=self.deadline,
-            pool=self.pool, report=self.report, why="prune: no longer rendered")
+                                             kept=self.options.purge) if f.key not in wanted]
+        return self.delete(found, self.stage, dry_run, "prune: no longer rendered")
 
     def uninstall(self, dry_run: bool) -> list[Change]:
         found = prune.find_owned(self.client, self.stage, self.pool, self.report, kept=True)
-        return [self.record(c) for c in prune.delete_found(
-            self.client, found, stage=self.stage, purge=self.options.purge, dry_run=dry_run,
+        taken_over = self.options.taken_over
+        changes = [Change(str(f.key), "skip", left_to(taken_over[f.key], self.stage))
+                   for f in found if f.key in taken_over]
+        changes += self.delete(found, self.stage, dry_run, "uninstall")
+        for earlier, keys in self.options.inherited.items():
+            theirs = [f for f in prune.find_owned(self.client, earlier, self.pool, self.report,
+                                                  keys=keys) if f.key in keys]
+            changes += self.delete(theirs, earlier, dry_run,
+                                   f"uninstall: stage {self.stage} took it over from {earlier}")
+        return [self.record(c) for c in changes]
+
+    def delete(self, found: list[prune.Found], stage: str, dry_run: bool,
+               why: str) -> list[Change]:
+        """Delete what ``stage``'s label marks, but what another stage took over."""
+        return prune.delete_found(
+            self.client, [f for f in found if f.key not in self.options.taken_over],
+            stage=stage, purge=self.options.purge, dry_run=dry_run,
             object_seconds=self.options.object_seconds, stage_deadline=self.deadline,
-            pool=self.pool, report=self.report, why="uninstall")]
+            pool=self.pool, report=self.report, why=why)
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+def left_to(owner: str, stage: str) -> str:
+    """Why uninstall of ``stage`` leaves an object that still carries its label."""
+    return (f"stage {owner} renders it now (it took it over from stage {stage}): left to it; "
+            f"`uninstall --only {owner}` removes it")
 
 
 def unchanged_without_asking(desired: dict, live: dict) -> bool:

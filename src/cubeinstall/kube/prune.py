@@ -82,11 +82,17 @@ def _list_all(client: KubeClient, pool: ThreadPoolExecutor, resources: Iterable[
 
 
 def find_owned(client: KubeClient, stage: str, pool: ThreadPoolExecutor,
-               report: Report, *, kept: bool = False) -> list[Found]:
-    """What the stage owns; with ``kept``, also what an earlier uninstall or prune kept."""
+               report: Report, *, kept: bool = False,
+               keys: Iterable[ObjectKey] | None = None) -> list[Found]:
+    """What the stage owns; with ``kept``, also what an earlier uninstall or prune kept;
+    ``keys``: only objects of their kinds are listed."""
     selectors = (stage_selector(stage), kept_selector(stage)) if kept else (stage_selector(stage),)
+    resources = _listable(client)
+    if keys is not None:
+        kinds = {(key.group, key.kind) for key in keys}
+        resources = [r for r in resources if (r.group, r.kind) in kinds]
     found = {f.key: f for selector in selectors for f in _list_all(
-        client, pool, _listable(client), report, selector=selector)}
+        client, pool, resources, report, selector=selector)}
     return list(found.values())
 
 

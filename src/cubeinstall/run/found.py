@@ -1,12 +1,15 @@
-"""What a site leaves to be found in the cluster, filled in before stages render.
+"""What a site leaves to be found in the clusters, filled in before stages render.
 
-- ``components.kubeflow.mode: existing``: the running argo-server's Service, which the
-  gateway's /argo/ route points at (stages/kubeflow.py with_existing_server);
+- ``components.kubeflow.mode: existing``: the running argo-server's Service in the
+  platform cluster, which the gateway's /argo/ route points at (stages/kubeflow.py
+  with_existing_server);
 - the volume each claim is bound to, which it keeps (stages/bound_volumes.py: the
-  platform volumes of pv-pvc, and the mysql, prometheus and efk volumes).
+  platform volumes of pv-pvc, and the mysql, prometheus and efk volumes), in each cluster
+  such a stage runs on: pv-pvc and prometheus run on every cluster, and each cluster's
+  view of the site (``Site.found_volumes``) has that cluster's own.
 
-Only the platform cluster is looked at (another cluster's view of the site has no
-``found``); plan --offline and render do not look: they show the site's own desired state.
+`all`, `stage`, `plan`, `adopt` and `status --live` look, so that each compares with the
+same objects; plan --offline and render do not: they show the site's own desired state.
 """
 
 from __future__ import annotations
@@ -15,25 +18,42 @@ import dataclasses
 from typing import Iterable
 
 from cubeinstall.core.context import RunContext
+from cubeinstall.core.errors import CubeError
+from cubeinstall.run.targets import Target, clusters_of
+
+# the gateway routes to the server; the kubeflow stage's plan line names it
+SERVER_STAGES = frozenset({"gateway", "kubeflow"})
+# the stages that render host path volumes (through stages/bound_volumes.keep_bound)
+VOLUME_STAGES = frozenset({"pv-pvc", "mysql", "prometheus", "efk"})
 
 
-def with_found(ctx: RunContext, stages: Iterable[str] | None = None) -> RunContext:
-    """``ctx`` with what its platform cluster has for the selected ``stages`` (None: all).
-    A cluster that does not answer (unreachable, untrusted, refusing) finds nothing: the
-    stages meet the same answer and report it as in any run (a dry run goes on)."""
+def with_found(ctx: RunContext, targets: Iterable[Target]) -> RunContext:
+    """``ctx`` with what the clusters the ``targets`` act on have for their stages. A
+    cluster that does not answer (unreachable, untrusted, refusing) finds nothing, said in
+    a warning: its stages meet the same answer and report it as in any run (a dry run
+    goes on)."""
     from cubeinstall.kube.errors import KubeError
+    from cubeinstall.stages.bound_volumes import bound_volumes
     from cubeinstall.stages.kubeflow import with_existing_server
-    from cubeinstall.stages.bound_volumes import with_bound_volumes
 
-    wanted = None if stages is None else set(stages)
+    targets = list(targets)
     site = ctx.site
-    # the gateway routes to the server; the kubeflow stage's plan line names it
-    for stages_using, find in (({"gateway", "kubeflow"}, with_existing_server),
-                               ({"pv-pvc", "mysql", "prometheus", "efk"}, with_bound_volumes)):
-        if wanted is not None and not stages_using & wanted:
-            continue
+    if SERVER_STAGES & {target.stage.name for target in targets}:
         try:
-            site = find(dataclasses.replace(ctx, site=site))
-        except KubeError:
-            return ctx
+            site = with_existing_server(ctx)
+        except KubeError as exc:
+            _not_found(ctx, site.platform_cluster.name, "the argo-server Service", exc)
+    volumes = {}
+    for cluster in clusters_of(site, [t for t in targets if t.stage.name in VOLUME_STAGES]):
+        try:
+            volumes[cluster] = bound_volumes(dataclasses.replace(ctx, cluster=cluster))
+        except KubeError as exc:
+            _not_found(ctx, cluster, "the volumes its claims are bound to", exc)
+    if volumes != site.found.volumes:
+        site = site.model_copy(update={"found": site.found.model_copy(update={"volumes": volumes})})
     return ctx if site is ctx.site else dataclasses.replace(ctx, site=site)
+
+
+def _not_found(ctx: RunContext, cluster: str, what: str, exc: CubeError) -> None:
+    ctx.out.warn(f"cluster {cluster}: {what} not read: {exc.message}", cluster=cluster,
+                 hint=exc.hint)

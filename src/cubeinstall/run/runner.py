@@ -246,14 +246,15 @@ def _run_stage(ctx: RunContext, attempt: Attempt, journal: "Journal | None") -> 
 
 def report_changes(ctx: RunContext, stage: str, changes: list[Change], *,
                    name_stage: bool = False, label: str | None = None,
-                   fields: dict | None = None) -> None:
+                   fields: dict | None = None, shown: tuple[str, ...] = ()) -> None:
     """One line per change; ``name_stage``: each line starts with the stage, or ``label``
     (a plan, or stages at once: no stage heading above them); ``fields``: more for each
-    event (the cluster)."""
+    event (the cluster); ``shown``: actions given a line although they change nothing
+    (uninstall's "skip": what it keeps, and why)."""
     for change in changes:
         event = change.as_event()
         message = None
-        if change.changes_something or ctx.out.verbose:
+        if change.changes_something or change.action in shown or ctx.out.verbose:
             message = (f"  {(label or stage) + ':  ' if name_stage else ''}{change.action:9} {change.target}"
                        + (f"  ({change.detail})" if change.detail else ""))
         ctx.out.event("change", stage=stage, message=message, **(fields or {}), **event)

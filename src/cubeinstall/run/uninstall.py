@@ -6,7 +6,9 @@ touches what it does not own, and keeps PVs with Retain). Data stays unless
 asked: the databases are dropped only with ``purge``; the shared storage and
 /data/k8s are never wiped; node files are given back from their backups only
 with ``restore_node_files``. Images stay in the registry. A stage that runs on
-every cluster is removed from each (run/targets.py), newest target first.
+every cluster is removed from each (run/targets.py), newest target first. Objects a
+stage took over from another (``took_over_from``: ingress from gateway) go with their new
+owner, whichever of the two labels they still carry. What is kept, and why, is said.
 """
 
 from __future__ import annotations

@@ -487,12 +487,12 @@ class FoundVolume(Model):
 
 
 class Found(Model):
-    """What a run found in the cluster before rendering (never written in site.yaml):
-    the volume each platform claim is bound to ("namespace/claim"), so that a volume an
-    earlier install named otherwise, or whose immutable source differs only in form,
-    stays the claim's (stages/pv_pvc.py)."""
+    """What a run found in the clusters before rendering (never written in site.yaml):
+    in each cluster (by name), the volume each claim is bound to ("namespace/claim"), so
+    that a volume an earlier install named otherwise, or whose immutable source differs
+    only in form, stays the claim's (stages/bound_volumes.py)."""
 
-    volumes: dict[str, FoundVolume] = Field(default_factory=dict)
+    volumes: dict[str, dict[str, FoundVolume]] = Field(default_factory=dict)
 
 
 # --- the site ----------------------------------------------------------------------
@@ -546,15 +546,11 @@ class Site(Model):
         """The site as one cluster's stages see it: that cluster's nodes only (node labels,
         GPU objects, placement render for their own cluster), every cluster still listed
         (the platform's CLUSTERS names them all), ``cluster`` = that one. The platform
-        cluster's view of a site whose nodes are all its own is the site as it is.
-        ``found`` is the platform cluster's: another cluster's view has none."""
+        cluster's view of a site whose nodes are all its own is the site as it is."""
         nodes = tuple(node for node in self.nodes if self.cluster_of(node) == name)
         if nodes == self.nodes and name == self.cluster.name:
             return self
-        update: dict = {"nodes": nodes}
-        if name != self.platform_cluster.name and self.found != Found():
-            update["found"] = Found()
-        view = self.model_copy(update=update)
+        view = self.model_copy(update={"nodes": nodes})
         view._viewed_cluster = name
         return view
 
@@ -563,6 +559,11 @@ class Site(Model):
         """The cluster this view of the site is for (``for_cluster``; else the platform's)."""
         name = self._viewed_cluster
         return next((c for c in self.clusters if c.name == name), self.platform_cluster)
+
+    @property
+    def found_volumes(self) -> dict[str, FoundVolume]:
+        """The volumes the claims of this view's cluster are bound to (``found``)."""
+        return self.found.volumes.get(self.cluster.name, {})
 
     def domain_of(self, cluster: Cluster) -> str | None:
         """The DNS name users reach a cluster's gateway at (the first: the site's domain)."""

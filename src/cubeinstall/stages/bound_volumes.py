@@ -4,7 +4,8 @@
 A site an earlier cubeinstall installed named three platform volumes otherwise
 (``infra-kubeflow-global-pvc``, ...) and gave every hostPath ``type: DirectoryOrCreate``;
 a claim's ``volumeName`` and a volume's source cannot change, and the data is there. The
-run finds each bound claim's volume before rendering (``site.found``, run/found.py).
+run finds each bound claim's volume before rendering, in the cluster the claim is in
+(``Site.found_volumes``, run/found.py).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import copy
 
 from cubeinstall.core.context import RunContext
-from cubeinstall.site.model import FoundVolume, Site
+from cubeinstall.site.model import FoundVolume
 
 
 def keep_bound(objects: list[dict], found: dict[str, FoundVolume]) -> list[dict]:
-    """Each claim keeps the volume it is bound to (``site.found``): an earlier install's
-    volume of another name is ours under its name, and its host path source is kept as it
-    is when it serves the same directory (a volume's source cannot change). A volume on
+    """Each claim keeps the volume it is bound to (``found``: ``Site.found_volumes``): an
+    earlier install's volume of another name is ours under its name, and its host path
+    source is kept as it is when it serves the same directory (a volume's source cannot change). A volume on
     another directory is left to the apply (refused: volumes.<claim>.path names it)."""
     result = []
     for obj in objects:
@@ -55,11 +56,10 @@ def _as_found(pv: dict, live: FoundVolume) -> dict:
     return pv
 
 
-def with_bound_volumes(ctx: RunContext) -> Site:
-    """The site with ``found.volumes``: the live volume of every claim bound (both ways:
-    claim.volumeName and the volume's claimRef) to a host path volume; the stages look
-    up their own claims in it."""
-    site = ctx.site
+def bound_volumes(ctx: RunContext) -> dict[str, FoundVolume]:
+    """The live volume of every claim of ctx's cluster bound (both ways: claim.volumeName and
+    the volume's claimRef) to a host path volume, by "namespace/claim"; the stages look up
+    their own claims in it (``Site.found_volumes``)."""
     from cubeinstall.kube.client import client_for
 
     client = client_for(ctx)
@@ -73,6 +73,4 @@ def with_bound_volumes(ctx: RunContext) -> Site:
                 and (ref.get("namespace"), ref.get("name")) == _key(claim)):
             found["{}/{}".format(*_key(claim))] = FoundVolume(
                 name=pv["metadata"]["name"], host_path=pv["spec"]["hostPath"])
-    if found == site.found.volumes:
-        return site
-    return site.model_copy(update={"found": site.found.model_copy(update={"volumes": found})})
+    return found

@@ -16,7 +16,8 @@ create_istio_ingress): each cluster needs both Gateways and an exposure of its o
 
 Sites installed before this stage existed had these objects applied by the gateway
 stage: this one takes them over in place (same objects, its label), and the gateway
-stage's prune leaves them alone (``took_over_from`` on the registry).
+stage's prune and uninstall leave them alone (``took_over_from`` on the registry); until
+it ran, its own uninstall removes them where they still carry the gateway stage's label.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def render(site: Site) -> list[dict]:
     manifests.require(site, UPSTREAM)
     objects = upstream_volumes(site)
     return keep_bound([for_site(site, obj) for obj in objects + katib_copies(objects)],
-                      site.found.volumes)
+                      site.found_volumes)
 
 
 def upstream_volumes(site: Site) -> list[dict]:

@@ -43,7 +43,7 @@ def host_volume(site: Site, *, pv_name: str, namespace: str, claim: str, size: s
     return keep_bound(render_template("pv-pvc/volumes.yaml.j2", volumes=[{
         "pv_name": pv_name, "namespace": namespace, "claim": claim,
         "size": platform.volume_size(site, volume), "path": platform.volume_path(site, volume)}]),
-        site.found.volumes)
+        site.found_volumes)
 
 
 def opaque_secret(name: str, namespace: str, data: dict[str, str],
