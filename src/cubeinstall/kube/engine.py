@@ -26,7 +26,7 @@ from cubeinstall.core.change import Change
 from cubeinstall.kube import prune, volumes, wait, webhooks
 from cubeinstall.kube.client import ApiResource, KubeClient
 from cubeinstall.kube.diff import compact_diff, contained_in, label_changes, same
-from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound, Unreachable
+from cubeinstall.kube.errors import ApplyFailed, KubeError, NotFound
 from cubeinstall.kube.failures import merge_failures, object_failure
 from cubeinstall.kube.objects import (
     DIGEST_ANNOTATION,
@@ -45,11 +45,7 @@ from cubeinstall.kube.resolution import (
     prepare,
     resolve_deferred,
 )
-from cubeinstall.kube.retry import (
-    call_with_retry,
-    is_transient,
-    namespace_not_yet,
-)
+from cubeinstall.kube.retry import call_within_outage, namespace_not_yet
 
 WORKERS = 8
 T = TypeVar("T")
@@ -108,26 +104,11 @@ class Engine:
         return min(time.monotonic() + self.options.object_seconds, self.deadline)
 
     def call(self, request: Callable[[], T], *, also: Callable[[Exception], bool] | None = None) -> T:
-        """``request()`` retried by error class within the object's deadline and the outage budget."""
-        def transient(error: Exception) -> bool:
-            # the client counted an unanswered call against the outage budget already
-            return ((is_transient(error) or (also is not None and also(error)))
-                    and not (isinstance(error, Unreachable) and self.outage.given_up))
-
-        def answered() -> T:
-            result = request()
-            self.outage.answered()
-            return result
-        return call_with_retry(answered, self.object_deadline(), transient=transient,
-                               on_retry=self.retrying)
-
-    def retrying(self, error: Exception, delay: float) -> None:
-        """Say on stderr that an unreachable server is being waited for (not silent minutes)."""
-        if not isinstance(error, Unreachable) or self.out is None:
-            return
-        note = self.outage.retrying()
-        if note:
-            self.out.warn(f"{error.message}; {note}", stage=self.stage)
+        """``request()`` retried by error class within the object's deadline and the outage
+        budget; waiting for an unreachable server is said on stderr (not silent minutes)."""
+        say = None if self.out is None else partial(self.out.warn, stage=self.stage)
+        return call_within_outage(request, self.outage, self.object_deadline(), also=also,
+                                  say=say)
 
     # -- the run ----------------------------------------------------------------------------
 

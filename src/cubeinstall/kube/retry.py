@@ -26,7 +26,7 @@ from cubeinstall.kube.errors import (
 
 T = TypeVar("T")
 
-__all__ = ["Outage", "call_with_retry", "is_transient", "namespace_not_yet", "unserved_message"]
+__all__ = ["Outage", "call_with_retry", "call_within_outage", "is_transient", "namespace_not_yet", "unserved_message"]
 
 WEBHOOK_NOT_SERVING = "failed calling webhook"
 
@@ -80,6 +80,25 @@ def call_with_retry(call: Callable[[], T], deadline: float, *,
                 on_retry(error, delay)
             time.sleep(min(delay, remaining))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def call_within_outage(request: Callable[[], T], outage: Outage, deadline: float, *,
+                       also: Callable[[Exception], bool] | None = None,
+                       say: Callable[[str], None] | None = None) -> T:
+    """``request()`` retried by error class (``also``: more transient errors) within
+    ``deadline`` and the server's one outage budget (the client counts every unanswered
+    call against it, and every answer ends it: a ``request`` that asked nothing says
+    nothing about the server); ``say`` hears each "retrying (n/N) ..." for a server that
+    does not answer, so a wait on it is never silent."""
+    def transient(error: Exception) -> bool:
+        return ((is_transient(error) or (also is not None and also(error)))
+                and not (isinstance(error, Unreachable) and outage.given_up))
+
+    def retrying(error: Exception, delay: float) -> None:
+        note = outage.retrying() if isinstance(error, Unreachable) and say else None
+        if note:
+            say(f"{error.message}; {note}")
+    return call_with_retry(request, deadline, transient=transient, on_retry=retrying)
 
 
 # (apiVersion, kind or "*") -> (Kubernetes version that removed it, what to use instead)

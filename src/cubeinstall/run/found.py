@@ -15,7 +15,8 @@ same objects; plan --offline and render do not: they show the site's own desired
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+import time
+from typing import Callable, Iterable, TypeVar
 
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import CubeError
@@ -25,6 +26,7 @@ from cubeinstall.run.targets import Target, clusters_of
 SERVER_STAGES = frozenset({"gateway", "kubeflow"})
 # the stages that render host path volumes (through stages/bound_volumes.keep_bound)
 VOLUME_STAGES = frozenset({"pv-pvc", "mysql", "prometheus", "efk"})
+T = TypeVar("T")
 
 
 def with_found(ctx: RunContext, targets: Iterable[Target]) -> RunContext:
@@ -40,18 +42,29 @@ def with_found(ctx: RunContext, targets: Iterable[Target]) -> RunContext:
     site = ctx.site
     if SERVER_STAGES & {target.stage.name for target in targets}:
         try:
-            site = with_existing_server(ctx)
+            site = _asked(ctx, with_existing_server)
         except KubeError as exc:
             _not_found(ctx, site.platform_cluster.name, "the argo-server Service", exc)
     volumes = {}
     for cluster in clusters_of(site, [t for t in targets if t.stage.name in VOLUME_STAGES]):
         try:
-            volumes[cluster] = bound_volumes(dataclasses.replace(ctx, cluster=cluster))
+            volumes[cluster] = _asked(dataclasses.replace(ctx, cluster=cluster), bound_volumes)
         except KubeError as exc:
             _not_found(ctx, cluster, "the volumes its claims are bound to", exc)
     if volumes != site.found.volumes:
         site = site.model_copy(update={"found": site.found.model_copy(update={"volumes": volumes})})
     return ctx if site is ctx.site else dataclasses.replace(ctx, site=site)
+
+
+def _asked(ctx: RunContext, lookup: Callable[[RunContext], T]) -> T:
+    """``lookup(ctx)`` retried as a stage's requests are: the first to meet an unreachable
+    cluster, it spends and says that cluster's retries ("retrying (1/2) ...")."""
+    from cubeinstall.kube.client import client_for
+    from cubeinstall.kube.retry import call_within_outage
+
+    deadline = time.monotonic() + ctx.site.timeouts.object_seconds
+    return call_within_outage(lambda: lookup(ctx), client_for(ctx).outage, deadline,
+                              say=ctx.out.warn)
 
 
 def _not_found(ctx: RunContext, cluster: str, what: str, exc: CubeError) -> None:
