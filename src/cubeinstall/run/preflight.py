@@ -135,8 +135,7 @@ def gateway_exposure(ctx: RunContext, stages: list[Stage]) -> Iterable[Finding]:
     """The cluster's own exposure of its ingress gateway (Service cube-ingress)."""
     site = ctx.site
     gateway = site.gateway_of(site.cluster)
-    path = site.gateway_path(site.cluster)
-    field = path[0] if len(path) == 1 else f"clusters[{path[1]}].gateway"
+    field = site.gateway_field(site.cluster)
     if gateway.expose == "NodePort":
         for port in (gateway.node_port_http, gateway.node_port_http_alt):
             if not 30000 <= port <= 32767:

@@ -222,7 +222,7 @@ def _gateways(site: Site) -> Iterator[Problem]:
         gateway = site.gateway_of(cluster)
         if gateway is None:
             continue
-        field = ".".join(map(str, where))
+        field = site.gateway_field(cluster)
         if gateway.expose == "externalIPs" and not gateway.addresses:
             yield (where + ("addresses",),
                    f"{field}.expose is externalIPs but no addresses are given: list the node IPs "

@@ -16,7 +16,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from cubeinstall.core.errors import ConfigError
 from cubeinstall.core.yamlio import DuplicateKey, Position, load_with_positions
 from cubeinstall.site.checks import check_site
-from cubeinstall.site.model import DNS_LABEL_PATTERN, NFS, CephFS, LocalStorage, Site
+from cubeinstall.site.model import DNS_LABEL_PATTERN, NFS, CephFS, LocalStorage, Site, dotted
 
 
 def load_site(path: str | Path) -> Site:
@@ -156,15 +156,8 @@ def _is_scalar(value: Any) -> bool:
 
 def _format(path: Path, position: Position | None, loc: tuple, message: str) -> str:
     where = f"{path}:{position}" if position else str(path)
-    field = _dotted(loc) or "(top level)"
+    field = dotted(loc) or "(top level)"
     return f"{where}: {field}: {message}"
-
-
-def _dotted(loc: tuple) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _position_of(loc: tuple, positions: dict) -> Position | None:

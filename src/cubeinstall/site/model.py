@@ -495,6 +495,14 @@ class Found(Model):
     volumes: dict[str, dict[str, FoundVolume]] = Field(default_factory=dict)
 
 
+def dotted(loc: tuple) -> str:
+    """A site.yaml field as errors name it: ``clusters[1].gateway.addresses``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 # --- the site ----------------------------------------------------------------------
 
 
@@ -579,6 +587,10 @@ class Site(Model):
         if cluster.name == self.platform_cluster.name:
             return ("gateway",)
         return ("clusters", self.cluster_names.index(cluster.name), "gateway")
+
+    def gateway_field(self, cluster: Cluster) -> str:
+        """The same as errors write it: ``gateway``, ``clusters[1].gateway``."""
+        return dotted(self.gateway_path(cluster))
 
     def component(self, name: str) -> Component:
         return self.components.get(name) or Component()
