@@ -24,6 +24,7 @@ from cubeinstall.kube.controllers import (
     ARGO_SERVER,
     CONTROLLERS,
     config_map_of,
+    containers,
     flags,
     images,
     minor_version,
@@ -132,7 +133,7 @@ def servers(deployments: list[dict], services: list[dict]) -> list[Server]:
         namespace = deployment["metadata"].get("namespace")
         template = deployment["spec"]["template"]
         labels = (template.get("metadata") or {}).get("labels") or {}
-        ports = {p.get("name"): p["containerPort"] for c in _containers(deployment)
+        ports = {p.get("name"): p["containerPort"] for c in containers(deployment)
                  for p in c.get("ports") or []}
         for service in services:
             selector = (service.get("spec") or {}).get("selector") or {}
@@ -145,8 +146,3 @@ def servers(deployments: list[dict], services: list[dict]) -> list[Server]:
                     found.append(Server(namespace, service["metadata"]["name"], port["port"]))
                     break
     return found
-
-
-def _containers(deployment: dict) -> list[dict]:
-    return ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get(
-        "containers") or []

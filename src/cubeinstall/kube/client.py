@@ -295,13 +295,10 @@ class KubeClient:
         meta = obj["metadata"]
         query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else None),
                  ("dryRun", "All" if dry_run else None)]
-        path = resource.path(meta.get("namespace"), meta["name"])
-        if not answer:
-            self.request("PATCH", path, body=obj, query=query, raw=True,
-                         content_type="application/apply-patch+yaml", what=what)
-            return {}
-        return self.request("PATCH", path, body=obj, query=query,
-                            content_type="application/apply-patch+yaml", what=what)
+        result = self.request("PATCH", resource.path(meta.get("namespace"), meta["name"]),
+                              body=obj, query=query, raw=not answer, what=what,
+                              content_type="application/apply-patch+yaml")
+        return result if answer else {}
 
     def get(self, resource: ApiResource, namespace: str | None, name: str) -> dict:
         return self.request("GET", resource.path(namespace, name))

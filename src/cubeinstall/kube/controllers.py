@@ -44,10 +44,14 @@ KEPT_WHEN_EXISTING = {"istio": (ISTIOD, Controller("istio", "Istio gateway", ("p
                       "volcano": (CONTROLLERS[1],), "kubeflow": (CONTROLLERS[0], ARGO_SERVER)}
 
 
-def images(deployment: dict) -> list[str]:
+def containers(deployment: dict, *, init: bool = False) -> list[dict]:
+    """The pod template's containers (``init``: the init containers after them)."""
     pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return [c.get("image") or "" for c in (pod.get("containers") or [])
-            + (pod.get("initContainers") or [])]
+    return (pod.get("containers") or []) + ((pod.get("initContainers") or []) if init else [])
+
+
+def images(deployment: dict) -> list[str]:
+    return [c.get("image") or "" for c in containers(deployment, init=True)]
 
 
 def repository(image: str) -> str:
@@ -59,8 +63,7 @@ def repository(image: str) -> str:
 def flags(deployment: dict) -> dict[str, str | bool]:
     """A Deployment's command-line flags (``--name value``, ``--name=value``, ``--flag``)."""
     found: dict[str, str | bool] = {}
-    pod = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    for container in pod.get("containers") or []:
+    for container in containers(deployment):
         words = [*(container.get("command") or []), *(container.get("args") or [])]
         for index, word in enumerate(words):
             if not word.startswith("--"):
