@@ -240,6 +240,41 @@ def test_crd_gate_asks_discovery_instead_of_listing_whole_schemas(kube, test_nam
         uninstall_stage(kube, stage, timeout=60)
 
 
+class SlowServedClient(KubeClient):
+    """The real client, counting its aggregated-discovery requests, each held 0.3 s."""
+
+    def __init__(self, api_client):
+        super().__init__(api_client)
+        self.asked = 0
+
+    def _ask_served(self):
+        self.asked += 1
+        time.sleep(0.3)
+        return super()._ask_served()
+
+
+def test_gates_asking_what_is_served_at_once_share_one_request(kube):
+    """The CRD gates of stages running at once poll discovery together: those that ask
+    while a request is under way take its answer; one that asks after it, a new one."""
+    client = SlowServedClient(kube.api)
+    start = threading.Barrier(6)
+    answers = []
+
+    def poll():
+        start.wait()
+        answers.append(client.served_resources())
+
+    threads = [threading.Thread(target=poll) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert client.asked == 1 and len(answers) == 6
+    assert ("apps", "v1", "deployments") in answers[0]
+    client.served_resources()
+    assert client.asked == 2
+
+
 def test_a_crd_whose_names_are_not_accepted_fails_without_waiting_for_the_deadline(
         kube, test_namespace):
     """Discovery never serves a CRD whose kind another CRD of its group has: the fallback
@@ -267,22 +302,27 @@ def test_a_crd_whose_names_are_not_accepted_fails_without_waiting_for_the_deadli
 
 
 class RequestCountingClient(KubeClient):
-    """The real client, counting its LISTs and WATCHes per kind."""
+    """The real client, counting its LISTs and WATCHes per kind, and its metadata-only
+    LISTs (does it exist?) per namespace."""
 
     def __init__(self, api_client):
         super().__init__(api_client)
-        self.lists, self.watches = Counter(), Counter()
+        self.lists, self.watches, self.name_lists = Counter(), Counter(), Counter()
 
-    def list_at(self, resource, *args, **kwargs):
+    def list_names(self, resource, namespace=None):
+        self.name_lists[namespace] += 1
+        return super().list_names(resource, namespace)
+
+    def list(self, resource, *args, **kwargs):
         self.lists[resource.kind] += 1
-        return super().list_at(resource, *args, **kwargs)
+        return super().list(resource, *args, **kwargs)
 
     def watch(self, resource, **kwargs):
         self.watches[resource.kind] += 1
         return super().watch(resource, **kwargs)
 
 
-def test_a_gate_follows_a_type_with_one_list_and_one_watch_however_long_it_waits(
+def test_a_gate_follows_a_type_with_one_watch_however_long_it_waits(
         kube, test_namespace):
     """The claim waits for a volume that appears seconds later: the gate passes on the
     watch's event, without a LIST per poll (before: one LIST every 0.25-2 s)."""
@@ -305,9 +345,9 @@ def test_a_gate_follows_a_type_with_one_list_and_one_watch_however_long_it_waits
         assert [c.action for c in apply_objects(client, stage, objects, timeout=90)] == ["create"]
         assert time.monotonic() - started >= 4.0  # it did wait for the volume
         assert kube.get(pvcs, test_namespace, claim)["status"]["phase"] == "Bound"
-        # one LIST of what the stage owns before applying, one LIST + WATCH by the gate
-        # (a broken stream may start one more of each)
-        assert client.lists["PersistentVolumeClaim"] <= 3, client.lists
+        # one LIST of what the stage owns before applying, one WATCH by the gate (which
+        # starts with the claim as it is: no LIST first; a broken stream may start another)
+        assert client.lists["PersistentVolumeClaim"] == 1, client.lists
         assert 1 <= client.watches["PersistentVolumeClaim"] <= 2, client.watches
     finally:
         creator.join()
@@ -554,23 +594,8 @@ def test_a_run_context_supplies_timeouts_output_and_client(kube_cluster, test_na
     assert time.monotonic() - started < 15  # the site's 4 s, not the default 300 s
 
 
-class NameListCountingClient(KubeClient):
-    """The real client, counting its metadata-only LISTs (does it exist?) per namespace."""
-
-    def __init__(self, api_client):
-        super().__init__(api_client)
-        self.name_lists = Counter()
-
-    def list_names(self, resource, namespace=None):
-        self.name_lists[namespace] += 1
-        return super().list_names(resource, namespace)
-
-
-def test_a_later_stage_does_not_look_for_objects_in_a_namespace_this_run_created(
-        kube_cluster, test_namespace):
-    """Nothing in a namespace an earlier stage of the same run created predates the run:
-    a later stage creates its objects there without asking whether they exist. A new run
-    (a resumed one too) does not know that and asks again."""
+def run_context(kube_cluster, stages: set[str] = frozenset()):
+    """A run's context with a counting client, as the runner makes it for ``stages``."""
     import io
 
     from cubeinstall.core.context import RunContext, RunOptions
@@ -578,18 +603,25 @@ def test_a_later_stage_does_not_look_for_objects_in_a_namespace_this_run_created
     from cubeinstall.site.loader import load_site
     from tests.helpers import EXAMPLE_SITE
 
-    def run_context() -> tuple[RunContext, NameListCountingClient]:
-        ctx = RunContext(load_site(EXAMPLE_SITE), Output(json_mode=True, stream=io.StringIO()),
-                         RunOptions(kubeconfig=kube_cluster.kubeconfig))
-        kubeconfig, context = ctx.kubeconfig_for()
-        client = NameListCountingClient(kube_cluster.api_client())
-        ctx.cached(f"kube:{kubeconfig}:{context}", lambda: client)
-        return ctx, client
+    ctx = RunContext(load_site(EXAMPLE_SITE), Output(json_mode=True, stream=io.StringIO()),
+                     RunOptions(kubeconfig=kube_cluster.kubeconfig))
+    kubeconfig, context = ctx.kubeconfig_for()
+    client = RequestCountingClient(kube_cluster.api_client())
+    ctx.cached(f"kube:{kubeconfig}:{context}", lambda: client)
+    if stages:
+        ctx.run_stages[ctx.cluster_name] = frozenset(stages)
+    return ctx, client
 
+
+def test_a_later_stage_does_not_look_for_objects_in_a_namespace_this_run_created(
+        kube_cluster, test_namespace):
+    """Nothing in a namespace an earlier stage of the same run created predates the run:
+    a later stage creates its objects there without asking whether they exist. A new run
+    (a resumed one too) does not know that and asks again."""
     fresh, first, second, third = (unique("fresh"), unique("nsstage"), unique("cmstage"),
                                    unique("cmstage"))
     objects = [configmap(fresh, "settings", a="1"), configmap(test_namespace, "settings", a="1")]
-    ctx, client = run_context()
+    ctx, client = run_context(kube_cluster)
     try:
         [created] = apply_objects(ctx, first, [{"apiVersion": "v1", "kind": "Namespace",
                                                 "metadata": {"name": fresh}}])
@@ -599,12 +631,67 @@ def test_a_later_stage_does_not_look_for_objects_in_a_namespace_this_run_created
         assert client.name_lists[fresh] == 0
         assert client.name_lists[test_namespace] == 1  # it existed before the run: asked
 
-        ctx, client = run_context()
+        ctx, client = run_context(kube_cluster)
         [other] = apply_objects(ctx, third, [configmap(fresh, "other", a="1")])
         assert other.action == "create"
         assert client.name_lists[fresh] == 1  # a new run knows nothing of the namespace
     finally:
         for stage in (third, second, first):
+            uninstall_stage(kube_cluster.api_client(), stage, timeout=60)
+
+
+def cluster_role(name: str, verbs: list[str]) -> dict:
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": verbs}]}
+
+
+def test_the_stages_of_one_run_share_one_list_per_type(kube_cluster, test_namespace,
+                                                       monkeypatch):
+    """Two stages of a run list ClusterRoles, ConfigMaps and namespaces once for both, each
+    finding its own part (and the namespace the first created); a stage that applies again
+    lists afresh (it sees its own first apply), and a list older than snapshot.MAX_AGE is
+    not shared."""
+    from cubeinstall.kube import snapshot
+
+    first, second = unique("share-a"), unique("share-b")
+    fresh = unique("share-ns")
+
+    def objects(stage: str, verbs: list[str]) -> list[dict]:
+        extra = ([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": fresh}}]
+                 if stage == first else [configmap(fresh, stage, a="1")])
+        return [cluster_role(stage, verbs), configmap(test_namespace, stage, a="1"), *extra]
+
+    try:
+        ctx, client = run_context(kube_cluster, {first, second})
+        for stage in (first, second):
+            assert {c.action for c in apply_objects(ctx, stage, objects(stage, ["get"]))} \
+                == {"create"}
+        # namespaces: the first stage's own (labelled) and, once for both, all of them
+        assert (client.lists["ClusterRole"], client.lists["ConfigMap"],
+                client.lists["Namespace"]) == (1, 1, 2), client.lists
+        # what exists is asked once too: ClusterRoles and Namespaces, ConfigMaps in the
+        # namespace (not in the one this run created: nothing can be there)
+        assert client.name_lists == {None: 2, test_namespace: 1}, client.name_lists
+
+        ctx, client = run_context(kube_cluster, {first, second})  # the next run
+        for stage in (first, second):
+            assert {c.action for c in apply_objects(ctx, stage, objects(stage, ["get"]))} \
+                == {"unchanged"}
+        assert (client.lists["ClusterRole"], client.lists["ConfigMap"]) == (1, 1), client.lists
+        assert not client.name_lists  # each found all of its own in its part
+        changed = {c.target: c.action for c in apply_objects(
+            ctx, first, objects(first, ["get", "list"]))}
+        assert changed[f"ClusterRole {first}"] == "update", changed
+        assert client.lists["ClusterRole"] == 2  # its part was had: asked again
+
+        monkeypatch.setattr(snapshot, "MAX_AGE", 0.0)
+        ctx, client = run_context(kube_cluster, {first, second})
+        for stage in (first, second):
+            apply_objects(ctx, stage, objects(stage, ["get"]))
+        assert client.lists["ClusterRole"] == 2, client.lists
+    finally:
+        for stage in (second, first):
             uninstall_stage(kube_cluster.api_client(), stage, timeout=60)
 
 

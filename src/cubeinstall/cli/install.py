@@ -145,6 +145,7 @@ def _show_plan(ctx, targets, offline: bool = False) -> int:
     from cubeinstall.run.targets import context_for
 
     rows, changing = [], 0
+    runner.share_live_objects(ctx, targets)
     for target in targets:
         changes = runner.plan_stage(context_for(ctx, target), target.stage, offline=offline)
         runner.report_changes(ctx, target.stage.name, changes, name_stage=True,
@@ -177,6 +178,7 @@ def _run(targets, ctx) -> list:
     from cubeinstall.run.session import changing_run
 
     failed = []
+    runner.share_live_objects(ctx, targets)
     if ctx.dry_run:
         results = []
         for target in targets:

@@ -49,6 +49,9 @@ class RunContext:
     # cluster name -> where its kubeconfig comes from ("--kubeconfig", "KUBECONFIG",
     # "site.yaml"), for errors that say what to fix
     kubeconfig_origins: dict[str, str] = field(default_factory=dict)
+    # cluster name -> the stages this run applies there (run/runner.py): their engines
+    # share one snapshot of what those stages have live (kube/snapshot.py)
+    run_stages: dict[str, frozenset[str]] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

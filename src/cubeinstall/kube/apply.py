@@ -16,8 +16,9 @@ from typing import Any
 
 from cubeinstall.core.change import Change
 from cubeinstall.core.context import RunContext
-from cubeinstall.kube.client import client_for
+from cubeinstall.kube.client import KubeClient, client_for
 from cubeinstall.kube.engine import Engine, Options
+from cubeinstall.kube.snapshot import LiveSnapshot
 from cubeinstall.kube.objects import ObjectKey
 
 __all__ = ["Engine", "Options", "apply_objects", "plan_objects", "uninstall_stage"]
@@ -52,13 +53,28 @@ def _run(target_: Any, stage: str, cluster: str | None, options: Options, call,
          out: Any = None) -> list[Change]:
     if out is None and isinstance(target_, RunContext):
         out = target_.out
-    engine = Engine(client_for(target_, cluster), stage, options, out)
+    client = client_for(target_, cluster)
+    engine = Engine(client, stage, options, out, _shared_snapshot(target_, cluster, client))
     try:
         return call(engine)
     finally:
         engine.close()
         if _own_cluster(target_, cluster):  # later stages need not look for objects there
             target_.planned.created_namespaces |= engine.created_namespaces
+
+
+def _shared_snapshot(target_: Any, cluster: str | None, client: KubeClient
+                     ) -> LiveSnapshot | None:
+    """The snapshot the run's engines on ``cluster`` share (None: not in a run, or a stage
+    the run does not apply there)."""
+    if not isinstance(target_, RunContext):
+        return None
+    name = cluster or target_.cluster_name
+    stages = target_.run_stages.get(name)
+    if not stages:
+        return None
+    return target_.cached(f"live-snapshot:{name}:{','.join(sorted(stages))}",
+                          lambda: LiveSnapshot(client, stages))
 
 
 def apply_objects(ctx_or_client: Any, stage: str, objects: list[dict], *, dry_run: bool = False,

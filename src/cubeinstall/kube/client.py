@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ class KubeClient:
         self._first_timeout = urllib3.Timeout(connect=timeout[0], read=timeout[0])
         self._lock = threading.RLock()
         self._dynamic: DynamicClient | None = None
+        self._served_lock = threading.Lock()
+        self._served: tuple[float, set | None] = (-1.0, None)  # answered when, what
         _default_timeout(self.api.rest_client.pool_manager, self._current_timeout)
 
     def _current_timeout(self) -> urllib3.Timeout:
@@ -174,7 +177,20 @@ class KubeClient:
 
     def served_resources(self) -> set[tuple[str, str, str]] | None:
         """(group, version, plural) of every resource of the /apis groups served now, in one
-        request (aggregated discovery, Kubernetes 1.26+); None when the server cannot say so."""
+        request (aggregated discovery, Kubernetes 1.26+); None when the server cannot say so.
+
+        Callers that ask while a request is under way share its answer (the CRD gates of
+        stages running at once poll it): what is served only grows while they wait, so an
+        answer that misses the newest CRD just means "not yet" to its poller."""
+        asked = time.monotonic()
+        with self._served_lock:
+            answered, served = self._served
+            if answered < asked:
+                served = self._ask_served()
+                self._served = (time.monotonic(), served)
+            return served
+
+    def _ask_served(self) -> set[tuple[str, str, str]] | None:
         answer = self.request("GET", "/apis", accept=f"{AGGREGATED_DISCOVERY},application/json")
         if answer.get("kind") != "APIGroupDiscoveryList":
             return None
@@ -305,24 +321,19 @@ class KubeClient:
 
     def list(self, resource: ApiResource, namespace: str | None = None,
              label_selector: str | None = None, field_selector: str | None = None) -> list[dict]:
-        return self.list_at(resource, namespace, label_selector, field_selector)[0]
-
-    def list_at(self, resource: ApiResource, namespace: str | None = None,
-                label_selector: str | None = None, field_selector: str | None = None
-                ) -> tuple[list[dict], str]:
-        """The objects, and the resourceVersion of the list (where a watch starts from)."""
         answer = self.request("GET", resource.path(namespace), query=[
             ("labelSelector", label_selector), ("fieldSelector", field_selector)])
         items = answer.get("items") or []
         for item in items:  # list items omit apiVersion/kind
             item.setdefault("apiVersion", resource.group_version)
             item.setdefault("kind", resource.kind)
-        return items, (answer.get("metadata") or {}).get("resourceVersion", "")
+        return items
 
     def watch(self, resource: ApiResource, *, label_selector: str | None,
-              resource_version: str, seconds: int) -> WatchStream:
-        """Changes to the objects of a type after ``resource_version``, as they happen; the
-        server ends the stream after ``seconds``."""
+              resource_version: str | None, seconds: int) -> WatchStream:
+        """Changes to the objects of a type after ``resource_version`` (None: every object
+        as it is now first, as ADDED), as they happen; the server ends the stream after
+        ``seconds``."""
         what = f"watch {resource.plural}"
         response = self._open("GET", resource.path(), [
             ("watch", "true"), ("labelSelector", label_selector),

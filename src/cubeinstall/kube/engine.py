@@ -35,7 +35,6 @@ from cubeinstall.kube.objects import (
     is_kept,
     is_owned,
     key_of,
-    stage_selector,
 )
 from cubeinstall.kube.readiness import has_gate, readiness
 from cubeinstall.kube.resolution import (
@@ -46,6 +45,7 @@ from cubeinstall.kube.resolution import (
     resolve_deferred,
 )
 from cubeinstall.kube.retry import call_within_outage, namespace_not_yet
+from cubeinstall.kube.snapshot import LiveSnapshot
 
 WORKERS = 8
 T = TypeVar("T")
@@ -75,13 +75,18 @@ class Options:
 
 
 class Engine:
-    def __init__(self, client: KubeClient, stage: str, options: Options, out: Any = None):
+    def __init__(self, client: KubeClient, stage: str, options: Options, out: Any = None,
+                 snapshot: LiveSnapshot | None = None):
+        """``snapshot``: what the run's stages have on this cluster, shared by their engines
+        (default: this engine's own)."""
         self.client, self.stage, self.options, self.out = client, stage, options, out
+        self.snapshot = snapshot or LiveSnapshot(client, frozenset({stage}))
         self.deadline = time.monotonic() + options.stage_seconds
         self.outage = client.outage  # one budget for every call to this cluster in the run
         self.pool = ThreadPoolExecutor(max_workers=options.workers,
                                        thread_name_prefix=f"apply-{stage}")
         self.created_namespaces: set[str] = set()  # by this engine's run
+        self._present_namespaces: set[str] | None = None
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -110,6 +115,13 @@ class Engine:
         return call_within_outage(request, self.outage, self.object_deadline(), also=also,
                                   say=say)
 
+    def present_namespaces(self) -> set[str]:
+        """The cluster's namespaces when this engine first asks (the checks before applying
+        and the search for namespaces nothing can exist in yet ask the same)."""
+        if self._present_namespaces is None:
+            self._present_namespaces = self.snapshot.namespaces(self.stage, self.call)
+        return self._present_namespaces
+
     # -- the run ----------------------------------------------------------------------------
 
     def run(self, objects: list[dict], *, dry_run: bool) -> list[Change]:
@@ -136,6 +148,7 @@ class Engine:
                 fresh_namespaces |= created
                 if not dry_run:
                     self.created_namespaces = created
+                    self.snapshot.created(created)
             if not dry_run:
                 settled = {item.key for item, change in zip(phase_items, results)
                            if change.action == "unchanged" and item.key in live
@@ -151,18 +164,18 @@ class Engine:
 
         One labelled LIST per resource type; then, only for objects it did not
         return (and not in a namespace this run created), one metadata-only LIST
-        per resource type and namespace: never a request per object.
+        per resource type and namespace: never a request per object. Both come
+        from the run's snapshot, which asks them once for the stages of the run.
         """
         resources = {item.resource for item in items if item.resource is not None}
 
         def owned(resource: ApiResource) -> list[dict]:
-            return self.call(lambda: self.client.list(
-                resource, label_selector=stage_selector(self.stage)))
+            return self.snapshot.owned(resource, self.stage, self.call)
 
         def names(scope: tuple[ApiResource, str | None]) -> list[ObjectKey]:
             resource, namespace = scope
             return [ObjectKey(resource.group, resource.kind, namespace or "", name)
-                    for name in self.call(lambda: self.client.list_names(resource, namespace))]
+                    for name in self.snapshot.names(resource, namespace, self.stage, self.call)]
         try:
             live = {key_of(obj): obj for found in self.pool.map(owned, resources) for obj in found}
             unknown = {(item.resource, item.key.namespace if item.resource.namespaced else None)

@@ -91,12 +91,8 @@ def crd_group_kinds(objects: list[dict]) -> set[tuple[str, str]]:
 
 
 def absent_namespaces(engine: Engine, names: frozenset[str]) -> set[str]:
-    """Those of ``names`` the cluster does not have (one LIST, only when asked about any)."""
-    if not names:
-        return set()
-    resource = engine.client.resolve("v1", "Namespace")
-    present = {key_of(ns).name for ns in engine.call(lambda: engine.client.list(resource))}
-    return set(names) - present
+    """Those of ``names`` the cluster does not have (only when asked about any)."""
+    return set(names) - engine.present_namespaces() if names else set()
 
 
 def _missing_namespaces(engine: Engine, items: list[Item]) -> list[str]:

@@ -1,13 +1,15 @@
 """Waiting until applied objects are ready, and explaining why when they are not.
 
-All objects of a phase are followed together: per resource type one LIST
-(with the stage's label selector) and then one WATCH from that list's
-resourceVersion, so a gate passes when the event arrives, not at the next
-poll, and costs two requests per type however long it waits. An object that
-reports failure stops the wait at once; on the deadline every object still
-waiting is diagnosed from its pods, events and logs. A watch that breaks is
-started again from a fresh LIST; a type the credentials may list but not
-watch is listed every POLL_MAX seconds instead.
+All objects of a phase are followed together: per resource type one WATCH
+(with the stage's label selector) from no resourceVersion, which starts with
+every object as it is now and then sends its changes, so a gate passes when
+the event arrives, not at the next poll, and costs one request per type however
+long it waits (a LIST first would tell nothing the watch does not). An object
+that reports failure stops the wait at once; on the deadline every object still
+waiting is diagnosed from its pods, events and logs. A watch that ends goes on
+from its last resourceVersion; one that broke or whose version is too old
+starts afresh; a type the credentials may list but not watch is listed every
+POLL_MAX seconds instead.
 
 CRDs are the exception: they are polled. Their objects are the whole schemas
 (15 MB for kubeflow's), which a watch would send again on every status
@@ -164,13 +166,11 @@ class Feed:
         version, delay, polling = None, POLL_FIRST, False
         while not self._stop.is_set() and time.monotonic() < self.deadline:
             try:
-                if version is None or polling:
-                    items, version = self.client.list_at(resource, label_selector=self.selector)
-                    for obj in items:
+                if polling:
+                    for obj in self.client.list(resource, label_selector=self.selector):
                         self._queue.put((key_of(obj), obj))
-                    if polling:
-                        self._stop.wait(POLL_MAX)
-                        continue
+                    self._stop.wait(POLL_MAX)
+                    continue
                 version = self._watch(resource, version)
                 delay = POLL_FIRST
             except KubeError as error:
@@ -188,8 +188,9 @@ class Feed:
                     self._queue.put(error)
                     return
 
-    def _watch(self, resource: ApiResource, version: str) -> str | None:
-        """Follow one watch request to its end; the version to go on from (None: list again)."""
+    def _watch(self, resource: ApiResource, version: str | None) -> str | None:
+        """Follow one watch request to its end; the version to go on from (None: start afresh:
+        a watch from no version begins with every object as it is now)."""
         seconds = max(1, min(WATCH_SECONDS, int(self.deadline - time.monotonic()) + 1))
         stream = self.client.watch(resource, label_selector=self.selector,
                                    resource_version=version, seconds=seconds)

@@ -111,6 +111,7 @@ def run(ctx: RunContext, targets: "list[Target]", journal: "Journal | None" = No
     from cubeinstall.run.targets import context_for, prerequisites
 
     jobs = 1 if ctx.dry_run else max(ctx.options.jobs, 1)
+    share_live_objects(ctx, targets)
     units = [Unit(target.key, prerequisites(target, targets), target.stage.holds)
              for target in targets]
     by_key = {target.key: target for target in targets}
@@ -130,6 +131,16 @@ def run(ctx: RunContext, targets: "list[Target]", journal: "Journal | None" = No
         labels = {key: target.label for key, target in by_key.items()}
         raise _run_failed(ctx, outcome, name_not_run=jobs > 1, labels=labels)
     return [results[target.key] for target in targets]
+
+
+def share_live_objects(ctx: RunContext, targets: "list[Target]") -> None:
+    """The engines of these targets share, per cluster, one snapshot of what their stages
+    have live there (kube/snapshot.py): call it with all of a command's targets before
+    running them one by one."""
+    for target in targets:
+        if target.cluster is not None:
+            ctx.run_stages[target.cluster] = (ctx.run_stages.get(target.cluster, frozenset())
+                                              | {target.stage.name})
 
 
 def _run_and_report(ctx: RunContext, target: "Target", journal: "Journal | None",
