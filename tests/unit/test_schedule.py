@@ -121,9 +121,12 @@ def test_the_runs_error_names_the_failed_stages_and_what_they_kept_from_running(
     from tests.helpers import EXAMPLE_SITE
 
     ctx = RunContext(site=load_site(EXAMPLE_SITE), out=Output(json_mode=True, stream=io.StringIO()))
-    one = Outcome(failed={"istio": StageFailed("istio", "no CRDs")}, blocked={"gateway": "istio"})
+    istio = StageFailed("istio", "no CRDs")
+    one = Outcome(failed={"istio": istio}, blocked={"gateway": "istio"})
     error = _run_failed(ctx, one, name_not_run=True)
     assert error.message == "stage istio: no CRDs (not run, as they need it: gateway)"
+    assert str(error).startswith(error.message) and isinstance(error, StageFailed)
+    assert istio.message == "stage istio: no CRDs"  # the stage's own error stays its own
     assert ctx.out.events[-1]["stages"] == ["gateway"]
     two = Outcome(failed={"istio": StageFailed("istio", "no CRDs"),
                           "volcano": StageFailed("volcano", "conflict")})

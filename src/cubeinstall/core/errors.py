@@ -32,6 +32,13 @@ class CubeError(Exception):
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
 
+    def with_message(self, message: str) -> CubeError:
+        """A copy saying ``message`` instead: the same type, hint, exit code and details."""
+        other = type(self).__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        other.args, other.message = (message,), message
+        return other
+
 
 class ConfigError(CubeError):
     """The site file or the command line is wrong; nothing was changed."""

@@ -196,11 +196,12 @@ def _run_failed(ctx: RunContext, outcome: Outcome, name_not_run: bool,
 
 def _with_not_run(error: CubeError, not_run: dict[str, list[str]],
                   labels: dict[str, str]) -> CubeError:
+    """A copy of ``error`` that also names the targets not run because of it (the stage's
+    own error, as its event reported it, stays as it was)."""
     names = sorted(labels.get(name, name) for names in not_run.values() for name in names)
     if not names:
         return error
-    error.message = f"{error.message} (not run, as they need it: {', '.join(names)})"
-    return error
+    return error.with_message(f"{error.message} (not run, as they need it: {', '.join(names)})")
 
 
 @dataclass
