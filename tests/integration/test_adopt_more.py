@@ -171,6 +171,12 @@ def assert_up_to_date(site: Path, capsys, stages: tuple[str, ...]) -> None:
     seen = {stage: (status[stage]["result"], status[stage]["inputs"], status[stage]["pending"])
             for stage in stages}
     assert seen == {stage: ("ok", "unchanged", "0") for stage in stages}, (seen, err)
+    # without --live no cluster is asked: the journal keeps what `all` found
+    code, out, err = run_cli(["--json", "status", "--cluster", "main", "-c", str(site)], capsys)
+    assert code == 0, err
+    inputs = {e["stage"]: e["inputs"] for e in json_events(out) if e["event"] == "stage-status"}
+    assert {stage: inputs[stage] for stage in stages} == {
+        stage: "unchanged" for stage in stages}, (inputs, err)
 
 
 def volume(name: str, claim: tuple[str, str], size: str, path: str, **host_path) -> dict:

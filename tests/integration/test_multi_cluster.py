@@ -385,6 +385,11 @@ def test_each_cluster_keeps_the_volumes_found_in_it(cli, clusters, workdir):
         status = live_status(cli, cluster)
         assert {stage: status[stage] for stage in stages} == {
             stage: ("ok", "unchanged", "0") for stage in stages}, (cluster, status)
+        # without --live no cluster is asked: the journal keeps what the run found
+        _, events, err = cli("status", "--cluster", cluster)
+        inputs = {e["stage"]: e["inputs"] for e in events if e["event"] == "stage-status"}
+        assert {stage: inputs[stage] for stage in stages} == {
+            stage: "unchanged" for stage in stages}, (cluster, inputs, err)
 
 
 def test_uninstall_of_the_gateway_stage_alone_leaves_what_ingress_renders(cli, clusters,

@@ -108,3 +108,32 @@ def test_a_volume_bound_as_rendered_renders_exactly_as_without_found(seeded_cach
         name=volume["metadata"]["name"], host_path={**volume["spec"]["hostPath"], "type": ""})}
     assert efk.render(site.model_copy(update={"found": Found(volumes={"main": own})})) == \
         efk.render(site)
+
+
+def test_what_a_run_found_is_kept_in_the_journal_for_plain_status(tmp_path):
+    """`all` keeps what it found per cluster (a later run of other clusters' or stages'
+    keeps the rest); plain `status`, asking no cluster, renders with it."""
+    import io
+
+    from cubeinstall.core.context import RunContext
+    from cubeinstall.core.output import Output
+    from cubeinstall.run.found import remember, with_remembered
+    from cubeinstall.run.journal import Journal
+    from cubeinstall.run.targets import expand
+    from cubeinstall.site import stages as registry
+
+    site = load_site(EXAMPLE_SITE)
+    east = {"infra/kubeflow-global-pvc": FoundVolume(
+        name="infra-kubeflow-global-pvc", host_path={"path": "/data/k8s/kubeflow/global"})}
+    found = site.model_copy(update={"found": Found(volumes={"east": east})})
+    journal = Journal.load(site.site, tmp_path)
+    remember(journal, found, expand(site, [registry.get("pv-pvc")]))
+    journal.save()
+    # a run without a volume stage leaves the volumes as they were
+    remember(journal, site, expand(site, [registry.get("namespaces")]))
+    journal.save()
+
+    ctx = RunContext(site, Output(json_mode=True, stream=io.StringIO()))
+    remembered = with_remembered(ctx, Journal.load(site.site, tmp_path)).site
+    assert remembered.found.volumes == {"east": east}
+    assert with_remembered(ctx, Journal.load(site.site, tmp_path / "none")) is ctx

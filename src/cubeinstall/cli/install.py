@@ -191,7 +191,10 @@ def _run(targets, ctx) -> list:
                                                   message=exc.message, label=target.label))
                 failed.append(results[-1])
     else:
+        from cubeinstall.run.found import remember
+
         with changing_run(ctx, [target.stage for target in targets]) as journal:
+            remember(journal, ctx.site, targets)
             results = runner.run(ctx, targets, journal)
     ctx.out.table("result", ("stage", "status", "changes", "seconds"),
                   [(r.label, r.status, r.changed if r.status != "not planned" else "-",
@@ -317,6 +320,10 @@ def status(
     targets = _targets(ctx, cluster=cluster)
     if live:  # what `all` finds first: its inputs and its plan are compared with those
         ctx = _found(ctx, targets)
+    else:  # what the latest runs found, asking no cluster
+        from cubeinstall.run.found import with_remembered
+
+        ctx = with_remembered(ctx, journal)
     rows, unreached = [], []
     for target in targets:
         stage, target_ctx = target.stage, context_for(ctx, target)

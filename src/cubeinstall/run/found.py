@@ -10,6 +10,8 @@
 
 `all`, `stage`, `plan`, `adopt` and `status --live` look, so that each compares with the
 same objects; plan --offline and render do not: they show the site's own desired state.
+What a run found is kept in the journal (``remember``): plain `status`, which asks no
+cluster, renders with it (``with_remembered``) to tell whether a stage's inputs changed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Callable, Iterable, TypeVar
 
 from cubeinstall.core.context import RunContext
 from cubeinstall.core.errors import CubeError
+from cubeinstall.run.journal import Journal
 from cubeinstall.run.targets import Target, clusters_of
+from cubeinstall.site.model import Found, Site
 
 # the gateway routes to the server; the kubeflow stage's plan line names it
 SERVER_STAGES = frozenset({"gateway", "kubeflow"})
@@ -70,3 +74,34 @@ def _asked(ctx: RunContext, lookup: Callable[[RunContext], T]) -> T:
 def _not_found(ctx: RunContext, cluster: str, what: str, exc: CubeError) -> None:
     ctx.out.warn(f"cluster {cluster}: {what} not read: {exc.message}", cluster=cluster,
                  hint=exc.hint)
+
+
+def remember(journal: Journal, site: Site, targets: Iterable[Target]) -> None:
+    """Keep in the journal what ``with_found`` found for these targets (the volumes of the
+    clusters it read, the argo-server when a stage routing to it runs), saved with the
+    journal's next record."""
+    names = {target.stage.name for target in targets}
+    found = dict(journal.found)
+    if VOLUME_STAGES & names:
+        volumes = Found.model_validate({"volumes": found.get("volumes") or {}}).volumes
+        found["volumes"] = Found(volumes={**volumes, **site.found.volumes}).model_dump()["volumes"]
+    if SERVER_STAGES & names:
+        found["kubeflow_server"] = site.component("kubeflow").server
+    journal.found = found
+
+
+def with_remembered(ctx: RunContext, journal: Journal) -> RunContext:
+    """``ctx`` with what the latest runs found (``remember``), asking no cluster: the
+    site.yaml's own kubeflow server stays."""
+    from cubeinstall.stages.kubeflow import STAGE
+
+    site, found = ctx.site, journal.found
+    if found.get("volumes"):
+        site = site.model_copy(update={"found": Found.model_validate(
+            {"volumes": found["volumes"]})})
+    component = site.component(STAGE)
+    if found.get("kubeflow_server") and component.mode == "existing" and not component.server:
+        components = {**site.components, STAGE: component.model_copy(
+            update={"server": found["kubeflow_server"]})}
+        site = site.model_copy(update={"components": components})
+    return ctx if site is ctx.site else dataclasses.replace(ctx, site=site)

@@ -49,6 +49,9 @@ class Journal:
     path: Path
     stages: dict[str, StageRecord] = field(default_factory=dict)
     mirror: Callable[[str], None] | None = None  # receives the JSON text
+    # what the latest runs found in the clusters before rendering (run/found.py remember):
+    # plain `status` renders with it, as the runs did
+    found: dict = field(default_factory=dict)
     _unmirrored: bool = field(default=False, repr=False, compare=False)  # the copy lags
     # stages running at once record their start and end from their own threads
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -58,7 +61,9 @@ class Journal:
         path = (directory or state_dir()) / f"{site}.journal.json"
         journal = cls(site=site, path=path)
         if path.exists():
-            journal.stages = parse(path.read_text(encoding="utf-8"))
+            document = json.loads(path.read_text(encoding="utf-8"))
+            journal.stages = records(document)
+            journal.found = document.get("found") or {}
         return journal
 
     def started(self, key: str, fingerprint: str, cluster: str | None = None) -> None:
@@ -89,6 +94,8 @@ class Journal:
     def to_json(self) -> str:
         document = {"schema": SCHEMA, "site": self.site, "cubeinstall": __version__,
                     "stages": {name: asdict(record) for name, record in sorted(self.stages.items())}}
+        if self.found:
+            document["found"] = self.found
         return json.dumps(document, indent=2, sort_keys=True)
 
     def save(self, mirror: bool = True) -> None:
@@ -109,8 +116,7 @@ class Journal:
                 self.mirror(self.to_json())
 
 
-def parse(text: str) -> dict[str, StageRecord]:
-    document = json.loads(text)
+def records(document: dict) -> dict[str, StageRecord]:
     return {name: StageRecord(**record) for name, record in document.get("stages", {}).items()}
 
 
