@@ -445,7 +445,8 @@ kubeflow's 14 CRDs (15 MB of schemas) cost it ~16 CPU-seconds to accept and esta
 (status updates re-encode each CRD), for either tool; the "fastest ours could finish"
 row divides the CPU our run used by the cores, so 0.5x would need both cores busy for
 the whole run. Ours waits for CRDs through aggregated discovery (one small request),
-not by listing their schemas on every poll. `all` runs independent stages at once
+not by listing their schemas on every poll; the stages of a run share their LISTs (one
+per type for all of them), and gates watch without listing first. `all` runs independent stages at once
 (`--jobs 4`); the `--serial` row is the same product one stage at a time. The no-op `all
 --force` is bounded by preflight and the images stage (45 manifest checks against the
 site registry; the unreachable public sources are asked once per registry)."""
