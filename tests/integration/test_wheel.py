@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,8 +22,13 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_an_installed_wheel_renders_the_example_like_the_source_tree(tmp_path):
+    # Built from a copy without build/: setuptools would reuse a stale build/lib of the
+    # working tree (files since removed from src/ would land in the wheel).
+    tree = tmp_path / "tree"
+    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(
+        "build", "*.egg-info", ".git", ".venv", "__pycache__", "*_cache", "rendered"))
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-         "--wheel-dir", str(tmp_path / "dist"), str(REPO)], cwd=tmp_path)
+         "--wheel-dir", str(tmp_path / "dist"), str(tree)], cwd=tmp_path)
     [wheel] = (tmp_path / "dist").glob("cubeinstall-*.whl")
     # Dependencies come from this interpreter's site-packages; cubeinstall itself from the wheel.
     venv.create(tmp_path / "venv", system_site_packages=True, with_pip=True)
