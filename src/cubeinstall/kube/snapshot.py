@@ -83,7 +83,8 @@ class LiveSnapshot:
             self._created_namespaces |= namespaces
 
     def _list_by_stage(self, resource: ApiResource, call: Call) -> dict[str, list[dict]]:
-        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{STAGE_LABEL} in ({','.join(sorted(self.stages))})"
+        stages = ",".join(sorted(self.stages))
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{STAGE_LABEL} in ({stages})"
         by_stage: dict[str, list[dict]] = {}
         for obj in call(lambda: self.client.list(resource, label_selector=selector)):
             labels = (obj.get("metadata") or {}).get("labels") or {}
