@@ -358,6 +358,15 @@ def test_a_gate_follows_a_type_with_one_watch_however_long_it_waits(
             pass
 
 
+def test_closing_a_watch_that_already_ended_is_harmless(kube, test_namespace):
+    """A gate closes its watches when it is done; one may have ended on its own a moment
+    before (the server's timeout, a broken stream): its socket is closed already."""
+    stream = kube.watch(kube.resolve("v1", "ConfigMap"), label_selector="none=here",
+                        resource_version=None, seconds=1)
+    assert all(kind in ("ADDED", "BOOKMARK") for kind, _ in stream)  # ends after 1 s
+    stream.close()
+
+
 def test_the_discovery_cache_file_is_written_once_when_the_process_ends(
         kube_cluster, tmp_path, monkeypatch):
     """Refreshing discovery (after every CRD phase) and fetching a group no longer rewrite

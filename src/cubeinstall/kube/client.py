@@ -400,7 +400,10 @@ class WatchStream:
 
     def __init__(self, response: Any, resource: ApiResource, what: str):
         self._response, self._resource, self._what = response, resource, what
-        self._closed = False
+        self._closed = self._ended = False
+        # close() from another thread and the stream's own end must not cross: shutting
+        # down a response already closed fails (its socket is gone)
+        self._ending = threading.Lock()
 
     def __iter__(self):
         try:
@@ -420,12 +423,16 @@ class WatchStream:
                 raise Unreachable(f"{self._what}: the stream broke: {exc}",
                                   UNREACHABLE_HINT) from None
         finally:  # a connection left mid-stream cannot carry another request
-            self._response.close()
-            self._response.release_conn()
+            with self._ending:
+                self._ended = True
+                self._response.close()
+                self._response.release_conn()
 
     def close(self) -> None:
         self._closed = True
-        self._response.shutdown()
+        with self._ending:
+            if not self._ended:
+                self._response.shutdown()
 
 
 def _innermost(exc: BaseException) -> BaseException:
