@@ -178,8 +178,8 @@ def _run(targets, ctx) -> list:
     from cubeinstall.run.session import changing_run
 
     failed = []
-    runner.share_live_objects(ctx, targets)
-    if ctx.dry_run:
+    if ctx.dry_run:  # one runner.run per target: share across them (runner.run does in one)
+        runner.share_live_objects(ctx, targets)
         results = []
         for target in targets:
             try:

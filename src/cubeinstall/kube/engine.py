@@ -117,9 +117,11 @@ class Engine:
 
     def present_namespaces(self) -> set[str]:
         """The cluster's namespaces when this engine first asks (the checks before applying
-        and the search for namespaces nothing can exist in yet ask the same)."""
+        and the search for namespaces nothing can exist in yet ask the same), with those
+        an earlier stage of this run created since the run's shared list was taken."""
         if self._present_namespaces is None:
-            self._present_namespaces = self.snapshot.namespaces(self.stage, self.call)
+            self._present_namespaces = (self.snapshot.namespaces(self.stage, self.call)
+                                        | self.options.created_namespaces)
         return self._present_namespaces
 
     # -- the run ----------------------------------------------------------------------------
@@ -148,7 +150,6 @@ class Engine:
                 fresh_namespaces |= created
                 if not dry_run:
                     self.created_namespaces = created
-                    self.snapshot.created(created)
             if not dry_run:
                 settled = {item.key for item, change in zip(phase_items, results)
                            if change.action == "unchanged" and item.key in live

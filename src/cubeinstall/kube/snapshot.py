@@ -12,8 +12,8 @@ true as a LIST of its own, taken just before the phase:
 
 The names of what exists (metadata-only, per type and namespace) are shared the same way:
 a stage asks only about objects it does not own, which no stage of the run writes but
-the one that renders them. So is the list of namespaces, with those the run creates
-added as they are created.
+the one that renders them. So is the list of namespaces (those the run creates are
+known from the run itself).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class LiveSnapshot:
         self._answers: dict[Hashable, _Answer] = {}
         self._locks: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._created_namespaces: set[str] = set()
 
     def owned(self, resource: ApiResource, stage: str, call: Call) -> list[dict]:
         """``stage``'s objects of a type, as they are now (full objects)."""
@@ -71,16 +70,11 @@ class LiveSnapshot:
             lambda: self.client.list_names(resource, namespace)))
 
     def namespaces(self, stage: str, call: Call) -> set[str]:
-        """The cluster's namespaces, with those the run's stages created since."""
+        """The cluster's namespaces (not those the run created since: the engine knows them,
+        ``Options.created_namespaces``)."""
         resource = self.client.resolve("v1", "Namespace")
-        listed = self._shared(("namespaces",), stage, lambda: {
+        return self._shared(("namespaces",), stage, lambda: {
             key_of(ns).name for ns in call(lambda: self.client.list(resource))})
-        with self._lock:
-            return listed | self._created_namespaces
-
-    def created(self, namespaces: set[str]) -> None:
-        with self._lock:
-            self._created_namespaces |= namespaces
 
     def _list_by_stage(self, resource: ApiResource, call: Call) -> dict[str, list[dict]]:
         stages = ",".join(sorted(self.stages))

@@ -82,9 +82,8 @@ def remember(journal: Journal, site: Site, targets: Iterable[Target]) -> None:
     journal's next record."""
     names = {target.stage.name for target in targets}
     found = dict(journal.found)
-    if VOLUME_STAGES & names:
-        volumes = Found.model_validate({"volumes": found.get("volumes") or {}}).volumes
-        found["volumes"] = Found(volumes={**volumes, **site.found.volumes}).model_dump()["volumes"]
+    if VOLUME_STAGES & names:  # the clusters read now replace their earlier entries
+        found["volumes"] = {**found.get("volumes", {}), **site.found.model_dump()["volumes"]}
     if SERVER_STAGES & names:
         found["kubeflow_server"] = site.component("kubeflow").server
     journal.found = found
